@@ -1,0 +1,78 @@
+"""The root Typer app: one thin command per stage, errors shown as one red line.
+
+Only light modules are imported here; each command imports torch/transformers/trl inside its
+function, so `alignctl --help` and `alignctl STAGE --help` stay fast (a test checks this).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from alignctl import __version__
+from alignctl.console import console
+from alignctl.errors import AlignctlError
+
+app = typer.Typer(
+    name="alignctl",
+    help="The LLM alignment pipeline, one subcommand per stage: collect, label, train-rm, dpo, grpo, "
+    "online-dpo, ppo, iterate. Stages read and write JSONL files and model dirs, so they chain in "
+    "shell scripts and Makefiles.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"alignctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug or bool(os.environ.get("ALIGNCTL_DEBUG"))
+
+
+def _register() -> None:
+    from alignctl.commands import presets
+    from alignctl.stages import dpo
+
+    app.command("dpo", help=dpo.__doc__.split("\n\n")[0])(dpo.command)
+    app.add_typer(presets.app, name="presets")
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app()
+    except AlignctlError as exc:
+        if _state["debug"]:
+            console.print_exception()
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("[bold red]interrupted[/]")
+        sys.exit(130)
+    except Exception as exc:  # a bug: one line unless --debug
+        if _state["debug"]:
+            raise
+        console.print(
+            f"[bold red]error:[/] internal error: {type(exc).__name__}: {escape(str(exc))} (rerun with --debug)",
+            soft_wrap=True,
+        )
+        sys.exit(1)

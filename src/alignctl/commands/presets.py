@@ -1,0 +1,65 @@
+"""`alignctl presets list|show`: the shipped presets and the resolved values of a stage.
+
+alignctl presets list
+alignctl presets show grpo
+alignctl presets show dpo --preset dpo-cpu --set beta=0.2
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from alignctl import config
+from alignctl.options import ConfigFile, Set
+
+stdout = Console(highlight=False)  # the listing is the data asked for: stdout
+app = typer.Typer(help="List the shipped presets and show a stage's resolved settings.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """List the shipped presets (one per stage, plus CPU demo variants)."""
+    table = Table(title=f"presets in {config.presets_dir()}")
+    table.add_column("name")
+    table.add_column("stage")
+    table.add_column("about")
+    for name in config.list_presets():
+        _, _, meta = config.load_preset(name)
+        table.add_row(name, str(meta.get("stage", "")), str(meta.get("about", "")))
+    stdout.print(table)
+
+
+@app.command("show")
+def show_cmd(
+    name: Annotated[str, typer.Argument(help="A stage (dpo, grpo, ...) or a preset name.")],
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Apply this preset instead of the stage's own.")
+    ] = None,
+    config_file: ConfigFile = None,
+    set_: Set = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the resolved values as JSON on stdout.")] = False,
+) -> None:
+    """Show every setting of a stage after all layers are merged, and where each value came from."""
+    stage = name
+    if name not in config.STAGES:  # a preset name: show it applied to its stage
+        _, _, meta = config.load_preset(name)
+        stage, preset = meta.get("stage") or name, preset or name
+    resolved = config.resolve(stage, preset=preset, config_file=config_file, sets=set_)
+    if as_json:
+        print(json.dumps(resolved.manifest(), indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"{stage} (preset: {resolved.preset or 'none'})", show_lines=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    table.add_column("source")
+    for key, value in resolved.values.items():
+        src = resolved.sources[key]
+        style = "dim" if src == "default" else ""
+        table.add_row(key, repr(value), src, style=style)
+    stdout.print(table)
+    stdout.print("bf16 and use_vllm are turned off at run time on a machine without CUDA (one line says so).")

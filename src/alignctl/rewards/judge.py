@@ -1,0 +1,336 @@
+"""The pairwise LLM judge: which of two answers is better, asked in both orders.
+
+TRL removed its judges module, so this one is alignctl's own (docs/design.md, "Judges are
+ours"). It serves `label` (picking chosen/rejected among candidates), `online-dpo` and `eval`.
+
+LLM judges favour whichever answer they see first (or second) regardless of content; asking
+both orders, (1 as A, 2 as B) and (2 as A, 1 as B), and keeping only verdicts that agree turns
+that position bias into ties instead of noise in the preference data (Zheng et al. 2023,
+"Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena", arXiv 2306.05685, section 3.3).
+
+The judge talks to a model through one callable, `complete(messages) -> str`: either
+`OpenAIChatClient` below (any OpenAI-compatible endpoint: a vLLM server, a hosted API) or a
+local Hugging Face model wrapped by the caller. This module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignctl.errors import AlignctlError, InputError
+from alignctl.rewards.rules import completion_text, prompt_text
+
+Messages = list[dict[str, str]]
+CompleteFn = Callable[[Messages], str]
+
+PLACEHOLDERS = ("prompt", "answer_a", "answer_b")
+
+#: The default judge prompt. It shows the question and the two answers labelled A and B and asks
+#: for one letter, which keeps replies short (max_tokens can stay small) and easy to parse.
+#: "correct, helpful and concise" matches what the alignment chapter's reward models are trained
+#: to prefer. A custom template is any text containing {prompt}, {answer_a} and {answer_b};
+#: other braces are left alone, so JSON examples inside a template need no escaping.
+DEFAULT_TEMPLATE = """\
+You are judging two answers to the same question.
+
+Question:
+{prompt}
+
+Answer A:
+{answer_a}
+
+Answer B:
+{answer_b}
+
+Which answer is better: more correct, more helpful, and more concise? \
+Reply with a single letter: A or B."""
+
+_PLACEHOLDER = re.compile(r"\{(prompt|answer_a|answer_b)\}")
+
+
+def check_template(template: str, source: str = "judge template") -> str:
+    """Return `template` if it has all three placeholders, else raise InputError naming `source`."""
+    missing = [name for name in PLACEHOLDERS if "{" + name + "}" not in template]
+    if missing:
+        raise InputError(
+            f"{source}: missing placeholder(s) {', '.join('{' + m + '}' for m in missing)}; "
+            "a judge template needs {prompt}, {answer_a} and {answer_b}"
+        )
+    return template
+
+
+def load_template(path: str | Path) -> str:
+    """Read and check a template file (UTF-8)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (judge template)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read judge template: {exc}") from None
+    return check_template(text, str(path))
+
+
+def render(template: str, prompt: str, answer_a: str, answer_b: str) -> str:
+    """Fill the placeholders in one pass, so text inside an answer is never substituted again."""
+    values = {"prompt": prompt, "answer_a": answer_a, "answer_b": answer_b}
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+
+
+# --------------------------------------------------------------------------- reply parsing
+
+_WHOLE = re.compile(r"^[\s\"'(\[{<]*(?:option|answer|response)?\s*([AaBb])[\s\"').\]}>:!]*$", re.I)
+_DOUBLE_BRACKET = re.compile(r"\[\[([AB])\]\]")
+_VERDICT = re.compile(
+    r"(?i:\b(?:final\s+)?(?:answer|verdict|choice|winner|decision)\s*(?:is|:|=|-)\s*)"
+    r"(?i:(?:answer|response|option)\s+)?\(?([AB])(?![A-Za-z0-9])"
+)
+_NAMED = re.compile(r"(?i:\b(?:answer|response|option|output)\s*)\(?([AB])(?![A-Za-z0-9])")
+_STANDALONE = re.compile(r"(?<![A-Za-z0-9])([AB])(?![A-Za-z0-9])")
+# After a standalone "A", these words mean the letter names an answer ("A is better"); any other
+# lowercase word means it is the article ("A better answer is B").
+_VERBS = frozenset(
+    "is was wins won seems looks provides gives has does answers offers states correctly clearly directly".split()
+)
+
+
+def parse_verdict(reply: str) -> str | None:
+    """Read "A" or "B" out of a judge's reply; None when there is no clear letter.
+
+    In order: a reply that is just the letter (`B`, `(A).`, `**Answer B**`); MT-Bench's `[[A]]`;
+    a verdict phrase (`Final answer: B`, `My choice is A`); the first `Answer A`/`Response B`;
+    the first standalone capital A or B that is not the article ("A better answer is B" -> B).
+    """
+    text = re.sub(r"[*_`#]", "", reply).strip()
+    for pattern in (_WHOLE, _DOUBLE_BRACKET, _VERDICT, _NAMED):
+        match = pattern.search(text)
+        if match:
+            return match.group(1).upper()
+    for match in _STANDALONE.finditer(text):
+        letter = match.group(1)
+        if letter == "A":
+            following = re.match(r"\s+([a-z]+)", text[match.end() :])
+            if following and following.group(1) not in _VERBS:
+                continue
+        return letter
+    return None
+
+
+# --------------------------------------------------------------------------- the judge
+
+
+@dataclass
+class Verdict:
+    """The outcome of judging one pair.
+
+    `winner`: 0 (the first answer), 1 (the second) or None (a tie). `orders` holds the parsed
+    letter of each order, `[first-as-A, second-as-A]`; `replies` the judge's raw text.
+    `reason`: "agree", "disagree" (position bias: the letters point at different answers) or
+    "unparsed" (a reply without a clear letter).
+    """
+
+    winner: int | None
+    orders: list[str | None]
+    replies: list[str] = field(default_factory=list)
+    reason: str = "agree"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PairwiseJudge:
+    """Ask `complete` which answer is better, in both orders; agreement wins, anything else ties."""
+
+    def __init__(
+        self,
+        complete: CompleteFn,
+        template: str = DEFAULT_TEMPLATE,
+        *,
+        system: str | None = None,
+    ) -> None:
+        self.complete = complete
+        self.template = check_template(template)
+        self.system = system
+
+    @classmethod
+    def from_template_file(cls, complete: CompleteFn, path: str | Path, *, system: str | None = None) -> PairwiseJudge:
+        return cls(complete, load_template(path), system=system)
+
+    def _ask(self, prompt: str, answer_a: str, answer_b: str) -> str:
+        messages: Messages = []
+        if self.system:
+            messages.append({"role": "system", "content": self.system})
+        messages.append({"role": "user", "content": render(self.template, prompt, answer_a, answer_b)})
+        reply = self.complete(messages)
+        if not isinstance(reply, str):
+            raise AlignctlError(f"judge client returned {type(reply).__name__}, expected text")
+        return reply
+
+    def judge(self, prompt: Any, answer_1: Any, answer_2: Any) -> Verdict:
+        """Compare two answers to `prompt` (strings or message lists)."""
+        p, a1, a2 = prompt_text(prompt), completion_text(answer_1), completion_text(answer_2)
+        replies = [self._ask(p, a1, a2), self._ask(p, a2, a1)]
+        orders = [parse_verdict(r) for r in replies]
+        if None in orders:
+            return Verdict(None, orders, replies, "unparsed")
+        # Order 0 shows answer 1 as A; order 1 shows answer 2 as A.
+        pick_first = orders[0] == "A", orders[1] == "B"
+        if pick_first[0] == pick_first[1]:
+            return Verdict(0 if pick_first[0] else 1, orders, replies, "agree")
+        return Verdict(None, orders, replies, "disagree")
+
+    def judge_many(
+        self,
+        prompts: Sequence[Any],
+        pairs: Sequence[tuple[Any, Any]],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Verdict]:
+        """Judge `pairs[i]` against `prompts[i]`; `progress(done, total)` after each pair."""
+        if len(prompts) != len(pairs):
+            raise AlignctlError(f"judge_many: {len(prompts)} prompts but {len(pairs)} pairs")
+        verdicts = []
+        for i, (prompt, (first, second)) in enumerate(zip(prompts, pairs, strict=True)):
+            verdicts.append(self.judge(prompt, first, second))
+            if progress is not None:
+                progress(i + 1, len(pairs))
+        return verdicts
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for manifests: the client's description and a hash of the template."""
+        describe = getattr(self.complete, "describe", None)
+        client = describe() if callable(describe) else {"kind": type(self.complete).__name__}
+        return {
+            "kind": "judge",
+            "client": client,
+            "template_sha256": hashlib.sha256(self.template.encode()).hexdigest(),
+            "default_template": self.template == DEFAULT_TEMPLATE,
+            "orders": 2,
+        }
+
+
+# --------------------------------------------------------------------------- OpenAI-compatible client
+
+
+class OpenAIChatClient:
+    """`messages -> text` through an OpenAI-compatible `/chat/completions` endpoint (stdlib only).
+
+    The API key is read from the environment variable `api_key_env` at each call and lives only
+    in that call's request: it is never an attribute, so it cannot reach a repr, a manifest, a
+    pickle or an error message. An unset variable sends no Authorization header (a local vLLM
+    server needs none). Connection errors, timeouts, 429 and 5xx are retried `max_retries`
+    times with exponential backoff; other HTTP errors fail at once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 60,
+        max_retries: int = 3,
+        *,
+        max_tokens: int = 16,
+        backoff: float = 1.0,
+    ) -> None:
+        if not re.match(r"^https?://", base_url):
+            raise InputError(f"judge URL {base_url!r} must start with http:// or https://")
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
+        self.model = model
+        self.api_key_env = api_key_env
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_tokens = max_tokens
+        self.backoff = backoff
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatClient(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+
+    def describe(self) -> dict[str, Any]:
+        """Safe for manifests: the endpoint, the model and the *name* of the key variable."""
+        return {
+            "kind": "openai",
+            "url": self.url,
+            "model": self.model,
+            "api_key_env": self.api_key_env,
+            "max_tokens": self.max_tokens,
+            "temperature": 0,
+        }
+
+    def _redact(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env)
+        return text.replace(key, "***") if key else text
+
+    def __call__(self, messages: Messages) -> str:
+        body = json.dumps(
+            {
+                "model": self.model,
+                "messages": messages,
+                "temperature": 0,
+                "max_tokens": self.max_tokens,
+            }
+        ).encode()
+        attempt = 0
+        while True:
+            try:
+                return self._post(body)
+            except _Retryable as exc:
+                if attempt >= self.max_retries:
+                    raise AlignctlError(
+                        f"judge endpoint {self.url} failed after {attempt + 1} attempts: {exc}"
+                    ) from None
+                time.sleep(exc.retry_after if exc.retry_after is not None else self.backoff * 2**attempt)
+                attempt += 1
+
+    def _post(self, body: bytes) -> str:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = os.environ.get(self.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                payload = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = self._redact(exc.read(500).decode("utf-8", "replace").strip())
+            message = f"HTTP {exc.code} from {self.url}" + (f": {detail}" if detail else "")
+            if exc.code == 429 or exc.code >= 500:
+                raise _Retryable(message, _retry_after(exc.headers.get("Retry-After"))) from None
+            hint = None
+            if exc.code in (401, 403):
+                hint = f"check the API key in ${self.api_key_env}"
+                if not key:
+                    hint = f"${self.api_key_env} is not set"
+            raise AlignctlError(message, hint=hint) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise _Retryable(f"cannot reach {self.url}: {self._redact(str(reason))}", None) from None
+        try:
+            content = json.loads(payload)["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            snippet = self._redact(payload[:200].decode("utf-8", "replace"))
+            raise AlignctlError(f"unexpected response from {self.url}: {snippet!r}") from None
+        return content or ""
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return min(float(value), 60.0) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,199 @@
+"""Run directories and manifests: where a stage writes, "up to date" checks, and `alignctl.json`.
+
+A stage writes into `<out>.partial/` and renames it to `<out>` only when everything is in place, so
+an output dir that exists is complete; a crash leaves only the `.partial` dir, which `--resume`
+continues from (its checkpoints) and any other rerun replaces. The manifest records a fingerprint
+of the inputs and resolved config; a rerun with the same fingerprint is "up to date" and does no
+work unless `--force` (Makefiles rely on this).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignctl import __version__
+from alignctl.config import Resolved
+from alignctl.console import info, note
+from alignctl.errors import OutputError
+from alignctl.io import sha256_file, write_json
+
+MANIFEST = "alignctl.json"
+METRICS = "metrics.jsonl"
+# settings that change where/how a run is reported, not what it computes
+NON_FINGERPRINT_KEYS = {"report_to", "logging_steps", "save_steps", "save_total_limit"}
+LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or a single process): the only one that writes outputs."""
+    return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") in ("0", "-1")
+
+
+def input_fingerprint(path: str | Path) -> dict[str, str]:
+    """What identifies an input: a file's sha256, a model dir's manifest hash, or a reference."""
+    p = Path(path)
+    if p.is_file():
+        return {"path": str(p), "sha256": sha256_file(p)}
+    if p.is_dir():
+        m = p / MANIFEST
+        if m.is_file():
+            return {"path": str(p), "manifest_sha256": sha256_file(m)}
+        cfg = p / "config.json"
+        stamp = str(cfg.stat().st_mtime_ns) if cfg.exists() else ""
+        return {"path": str(p), "config_mtime": stamp}
+    return {"ref": str(path)}
+
+
+def fingerprint(stage: str, inputs: dict[str, Any], resolved: Resolved | None, extra: dict | None = None) -> str:
+    blob = {
+        "stage": stage,
+        "inputs": inputs,
+        "config": {k: v for k, v in (resolved.values if resolved else {}).items() if k not in NON_FINGERPRINT_KEYS},
+        "extra": extra or {},
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_manifest(out: Path) -> dict | None:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"alignctl": __version__, "python": sys.version.split()[0]}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = version(lib)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class Run:
+    """One stage's output: `out` when done, `work` (= `<out>.partial`) while it runs."""
+
+    stage: str
+    out: Path
+    work: Path
+    fingerprint: str
+    inputs: dict[str, Any]
+    resolved: Resolved | None
+    parent_model: str | None = None
+    up_to_date: bool = False
+    resume_from: Path | None = None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.work / METRICS
+
+    def finish(self, final_metrics: dict | None = None, extra: dict | None = None) -> Path:
+        """Write the manifest and move the finished dir into place (rank 0 only)."""
+        if not is_main_process():
+            return self.out
+        manifest = {
+            "stage": self.stage,
+            "alignctl_version": __version__,
+            "command": sys.argv,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "wall_seconds": round(time.time() - self.started, 2),
+            "preset": self.resolved.preset if self.resolved else None,
+            "config": self.resolved.manifest() if self.resolved else {},
+            "inputs": self.inputs,
+            "parent_model": self.parent_model,
+            "libraries": library_versions(),
+            "final_metrics": final_metrics or {},
+            "fingerprint": self.fingerprint,
+            **(extra or {}),
+        }
+        write_json(self.work / MANIFEST, manifest)
+        if self.out.exists():
+            shutil.rmtree(self.out)
+        os.replace(self.work, self.out)
+        return self.out
+
+
+def begin(
+    stage: str,
+    out: str | Path,
+    *,
+    inputs: dict[str, Any],
+    resolved: Resolved | None,
+    overwrite: bool = False,
+    force: bool = False,
+    resume: bool = False,
+    parent_model: str | None = None,
+    extra: dict | None = None,
+) -> Run:
+    """Decide what to do with `out` before any compute starts; never touches it if input is bad."""
+    out = Path(out)
+    work = out.with_name(out.name + ".partial")
+    fp = fingerprint(stage, inputs, resolved, extra)
+    run = Run(stage, out, work, fp, inputs, resolved, parent_model)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a directory")
+    if out.exists():
+        manifest = read_manifest(out)
+        if manifest and manifest.get("fingerprint") == fp and not (force or overwrite):
+            run.up_to_date = True
+            return run
+        if not overwrite and not force:
+            what = "a different run" if manifest else "not an alignctl run"
+            raise OutputError(f"{out}: already exists ({what}); pass --overwrite to replace it")
+    _check_writable(out.parent)
+    if work.exists():
+        checkpoint = last_checkpoint(work)
+        if resume and checkpoint:
+            run.resume_from = checkpoint
+            note(f"resuming from {checkpoint}")
+            return run
+        if resume:
+            note(f"--resume: no checkpoint in {work}; starting from the beginning")
+        elif is_main_process():
+            note(f"removing an unfinished earlier run in {work}")
+        if is_main_process():
+            shutil.rmtree(work, ignore_errors=True)
+    elif resume:
+        note(f"--resume: nothing to resume in {work}; starting from the beginning")
+    if is_main_process():
+        work.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def _check_writable(parent: Path) -> None:
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{parent}: cannot create output directory: {exc.strerror}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{parent}: output directory is not writable")
+
+
+def last_checkpoint(work: Path) -> Path | None:
+    """The newest complete `checkpoint-N` dir (trainer_state.json written) under `work`."""
+    best, best_step = None, -1
+    for d in work.glob("checkpoint-*"):
+        try:
+            step = int(d.name.split("-", 1)[1])
+        except ValueError:
+            continue
+        if (d / "trainer_state.json").is_file() and step > best_step:
+            best, best_step = d, step
+    return best
+
+
+def say_up_to_date(run: Run) -> None:
+    info(f"[green]up to date:[/] {run.out} (same inputs and config; --force to redo)")

@@ -1,0 +1,188 @@
+"""Train a policy on preference pairs with DPO (TRL's DPOTrainer), the chapter's "DPO 偏好训练".
+
+    alignctl dpo --data prefs.jsonl --beta 0.1
+    alignctl dpo --data prefs.jsonl --model smollm2-135m --preset dpo-cpu -o runs/dpo
+
+Reads any of the three preference shapes (docs/formats.md). With LoRA (the chapter's preset) the
+reference model is the policy with its adapter disabled, so no second copy sits in memory. The
+loss is the chapter's L_DPO = -log σ(β·log πθ(y_w|x)/π_ref(y_w|x) − β·log πθ(y_l|x)/π_ref(y_l|x));
+`loss_type` passes through to TRL for its variants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from alignctl import io, options
+from alignctl.config import Resolved, adjust_for_device, resolve
+
+STAGE = "dpo"
+
+
+@dataclass
+class Settings:
+    """Built-in defaults (TRL's names); the `dpo` preset layers the chapter's values on top."""
+
+    beta: float = field(default=0.1, metadata={"help": "KL strength β in the DPO loss."})
+    loss_type: str = field(default="sigmoid", metadata={"help": "TRL loss_type (sigmoid = the chapter's DPO)."})
+    learning_rate: float = field(default=1e-6, metadata={"help": "Optimizer learning rate."})
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    optim: str = "adamw_torch"
+    warmup_steps: int = 0
+    lr_scheduler_type: str = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    bf16: bool = False
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Off by default: on CPU it makes steps slower (design.md)."}
+    )
+    max_length: int | None = 1024
+    logging_steps: int = 10
+    eval_steps: int | None = 500
+    save_steps: int | None = 500
+    save_total_limit: int | None = 2
+    seed: int = 42
+    report_to: str = "none"
+    eval_split: str | None = field(default=None, metadata={"help": "Held-out fraction (0.1) or a prefs file."})
+    use_peft: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = None
+
+
+def read_prefs(path: str | Path) -> list[dict]:
+    """Preference records trimmed to the fields DPO trains on."""
+    return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in io.load(path, "preferences")]
+
+
+def run(
+    resolved: Resolved,
+    data: Path,
+    model: str | None,
+    output: Path,
+    *,
+    overwrite: bool = False,
+    force: bool = False,
+    resume: bool = False,
+    merge: bool = True,
+    trust_remote_code: bool = False,
+) -> Path:
+    """Train and save; returns the output dir. Validates everything before any model loads."""
+    from alignctl import models, runs, training
+
+    records = read_prefs(data)
+    train_recs, eval_recs = training.split_records(records, resolved["eval_split"], resolved["seed"], read_prefs)
+    model_path = models.resolve_model(model)
+    inputs = {"data": runs.input_fingerprint(data), "model": runs.input_fingerprint(model_path)}
+    if resolved["eval_split"] and Path(str(resolved["eval_split"])).is_file():
+        inputs["eval_data"] = runs.input_fingerprint(resolved["eval_split"])
+    run_ = runs.begin(
+        STAGE,
+        output,
+        inputs=inputs,
+        resolved=resolved,
+        overwrite=overwrite,
+        force=force,
+        resume=resume,
+        parent_model=model or models.DEFAULT_MODEL,
+        extra={"merge": merge},
+    )
+    if run_.up_to_date:
+        runs.say_up_to_date(run_)
+        return run_.out
+
+    torch = models.setup_torch()
+    adjust_for_device(resolved, cuda=torch.cuda.is_available())
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+    policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
+    has_eval = bool(eval_recs)
+    args = DPOConfig(
+        **training.trl_kwargs(
+            DPOConfig,
+            resolved,
+            run_,
+            eval_strategy="steps" if has_eval else "no",
+            eval_steps=resolved["eval_steps"] if has_eval else None,
+        )
+    )
+    trainer = DPOTrainer(
+        model=policy,
+        ref_model=None,  # LoRA: the adapter-disabled policy; full fine-tuning: TRL copies the policy
+        args=args,
+        train_dataset=Dataset.from_list(train_recs),
+        eval_dataset=Dataset.from_list(eval_recs) if has_eval else None,
+        processing_class=tokenizer,
+        peft_config=models.lora_config(resolved.values) if resolved["use_peft"] else None,
+        callbacks=training.callbacks(run_),
+    )
+    final = training.train(trainer, run_)
+    if has_eval:
+        final.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
+    if runs.is_main_process():
+        training.remove_checkpoints(run_)
+        models.save_model(trainer.model, tokenizer, run_.work, merge=merge)
+    return run_.finish(final, extra={"records": {"train": len(train_recs), "eval": len(eval_recs)}})
+
+
+def command(
+    data: Annotated[Path, typer.Option("--data", "-d", help="Preference JSONL (any of the three shapes).")],
+    beta: Annotated[float | None, typer.Option("--beta", help="β, the KL strength (chapter: 0.1).")] = None,
+    loss_type: Annotated[str | None, typer.Option("--loss-type", help="TRL loss_type, e.g. sigmoid, ipo.")] = None,
+    lora_r: Annotated[int | None, typer.Option("--lora-r", help="LoRA rank.")] = None,
+    lora_alpha: Annotated[int | None, typer.Option("--lora-alpha", help="LoRA alpha.")] = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", help="Max tokens of prompt+answer.")] = None,
+    eval_split: Annotated[
+        str | None, typer.Option("--eval-split", help="Held-out fraction (e.g. 0.1) or a preference file.")
+    ] = None,
+    model: options.Model = None,
+    output: options.Output = None,
+    overwrite: options.Overwrite = False,
+    force: options.Force = False,
+    preset: options.Preset = None,
+    config_file: options.ConfigFile = None,
+    set_: options.Set = None,
+    seed: options.Seed = None,
+    max_steps: options.MaxSteps = None,
+    epochs: options.Epochs = None,
+    learning_rate: options.LearningRate = None,
+    batch_size: options.BatchSize = None,
+    resume: options.Resume = False,
+    no_merge: options.NoMerge = False,
+    report_to: options.ReportTo = None,
+    trust_remote_code: options.TrustRemoteCode = False,
+) -> None:
+    """Train a policy on preference pairs with DPO (TRL DPOTrainer)."""
+    flags = options.common_flags(
+        locals(),
+        beta=(beta, "--beta"),
+        loss_type=(loss_type, "--loss-type"),
+        lora_r=(lora_r, "--lora-r"),
+        lora_alpha=(lora_alpha, "--lora-alpha"),
+        max_length=(max_length, "--max-length"),
+        eval_split=(eval_split, "--eval-split"),
+    )
+    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
+    out = run(
+        resolved,
+        data,
+        model,
+        output or Path("runs") / STAGE,
+        overwrite=overwrite,
+        force=force,
+        resume=resume,
+        merge=not no_merge,
+        trust_remote_code=trust_remote_code,
+    )
+    print(out)

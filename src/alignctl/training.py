@@ -1,0 +1,167 @@
+"""Plumbing shared by the TRL-backed training stages (dpo, train-rm, grpo, online-dpo).
+
+We adapt to TRL, we do not subclass it (style.md): build TRL's config from the resolved settings
+(same field names, no mapping table), add our callbacks (metrics.jsonl, a rich progress bar),
+train, and report the final metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+from alignctl.config import Resolved
+from alignctl.console import console
+from alignctl.errors import InputError
+from alignctl.runs import Run, is_main_process
+
+# settings that are ours (LoRA, data split, ...) and never go into a TRL config
+OWN_KEYS = {
+    "use_peft",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "eval_split",
+    "max_prompt_length",
+    "merge",
+}
+
+
+def trl_kwargs(config_cls: type, resolved: Resolved, run: Run, **extra: Any) -> dict[str, Any]:
+    """Keyword arguments for a TRL config: every resolved setting that is one of its fields."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    kwargs = {k: v for k, v in resolved.values.items() if k in names and k not in OWN_KEYS}
+    kwargs.update(
+        output_dir=str(run.work),
+        disable_tqdm=True,  # our own rich bar on stderr replaces tqdm
+        save_strategy="steps" if resolved.get("save_steps") else "no",
+        logging_first_step=True,
+    )
+    kwargs["report_to"] = resolved.get("report_to") or "none"
+    if not _cuda():
+        kwargs["use_cpu"] = True
+    kwargs.update(extra)
+    return kwargs
+
+
+def _cuda() -> bool:
+    from alignctl.models import has_cuda
+
+    return has_cuda()
+
+
+def split_records(records: list[dict], eval_split: str | float | None, seed: int, read) -> tuple[list, list]:
+    """(train, eval): `eval_split` is a fraction in (0, 1) or a second file read with `read`."""
+    if eval_split in (None, "", 0, 0.0):
+        return records, []
+    try:
+        frac = float(eval_split)
+    except (TypeError, ValueError):
+        return records, read(str(eval_split))
+    if not 0 < frac < 1:
+        raise InputError(f"--eval-split {eval_split}: a fraction must be between 0 and 1 (or give a file)")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(records) * frac))
+    if n_eval >= len(records):
+        raise InputError(f"--eval-split {eval_split}: leaves no training records out of {len(records)}")
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
+
+
+def callbacks(run: Run, total_hint: int | None = None) -> list:
+    from transformers import TrainerCallback
+
+    class MetricsFile(TrainerCallback):
+        """One JSON line per logging step in `<run>/metrics.jsonl` (what `report` plots)."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+            for k, v in logs.items():
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                    row[k] = v
+            with open(run.metrics_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    class Progress(TrainerCallback):
+        """A rich progress bar for optimizer steps, with the latest loss."""
+
+        def __init__(self) -> None:
+            self.bar = None
+            self.task = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn(f"[bold]{run.stage}[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=console,
+                transient=False,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, status="")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.update(self.task, status=f"loss {logs['loss']:.4f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar = None
+
+    return [MetricsFile(), Progress()]
+
+
+def trim_metrics_for_resume(run: Run) -> None:
+    """On resume, drop metric lines logged after the checkpoint so the file has no duplicates."""
+    if not run.resume_from or not run.metrics_path.exists():
+        return
+    step = int(run.resume_from.name.split("-", 1)[1])
+    keep = [
+        ln for ln in run.metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step
+    ]
+    run.metrics_path.write_text("".join(k + "\n" for k in keep))
+
+
+def train(trainer, run: Run) -> dict[str, float]:
+    """Run `trainer.train()` (resuming where asked) and return the final metrics."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trim_metrics_for_resume(run)
+    for cb in (PrinterCallback, ProgressCallback):  # they print raw dicts / tqdm; we log to metrics.jsonl
+        trainer.remove_callback(cb)
+    result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    final: dict[str, float] = {}
+    for row in trainer.state.log_history:  # the last logged value of each metric is the final one
+        final.update({k: v for k, v in row.items() if isinstance(v, int | float) and k not in ("step", "epoch")})
+    final.update({k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)})
+    final["global_step"] = trainer.state.global_step
+    return final
+
+
+def remove_checkpoints(run: Run) -> None:
+    """Checkpoints exist to resume a crashed run; a finished run does not keep them."""
+    if not is_main_process():
+        return
+    import shutil
+
+    for d in Path(run.work).glob("checkpoint-*"):
+        shutil.rmtree(d, ignore_errors=True)
