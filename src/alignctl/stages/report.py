@@ -18,7 +18,9 @@ import typer
 def command(
     run_dirs: Annotated[
         list[Path],
-        typer.Argument(help="Run directories (a stage's output dir, or an iterate run).", show_default=False),
+        typer.Argument(
+            metavar="RUN_DIR", help="Run directories (a stage's output dir, or an iterate run).", show_default=False
+        ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the PNGs and index.")] = Path("report"),
 ) -> None:
