@@ -48,9 +48,10 @@ def root(
 
 def _register() -> None:
     from alignctl.commands import presets
-    from alignctl.stages import dpo
+    from alignctl.stages import dpo, report
 
     app.command("dpo", help=dpo.__doc__.split("\n\n")[0])(dpo.command)
+    report.register(app)
     app.add_typer(presets.app, name="presets")
 
 
