@@ -1,6 +1,6 @@
 """Rule rewards: built-in scoring functions and a user's own `path/to/file.py:func`.
 
-One of the four kinds of reward source in docs/design.md ("One idea of a reward source"). Every
+One of the four kinds of reward source in design.md ("One idea of a reward source"). Every
 rule has TRL's reward-function signature, so the same object serves `grpo` (as a `reward_funcs`
 entry), `online-dpo`, `label` and `eval`::
 
@@ -198,7 +198,8 @@ def _column(rule: str, columns: Mapping[str, Any], name: str, n: int) -> list[An
     if name not in columns:
         present = sorted(k for k in columns if k not in _TRAINER_KWARGS)
         raise InputError(
-            f"rule:{rule} needs the `{name}` column in the prompts file (columns present: {', '.join(present) or 'none'})"
+            f"rule:{rule} needs the `{name}` column in the prompts file "
+            f"(columns present: {', '.join(present) or 'none'})"
         )
     values = list(columns[name])
     if len(values) != n:

@@ -1,0 +1,316 @@
+"""The pairwise judge (src/alignctl/rewards/judge.py): both orders, reply parsing, the HTTP client."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from alignctl.errors import AlignctlError, InputError
+from alignctl.rewards.judge import (
+    DEFAULT_TEMPLATE,
+    OpenAIChatClient,
+    PairwiseJudge,
+    Verdict,
+    load_template,
+    parse_verdict,
+    render,
+)
+
+KEY = "sk-test-5ecret-4f9a1c"
+KEY_ENV = "ALIGNCTL_TEST_JUDGE_KEY"
+
+_SHOWN = re.compile(r"Answer A:\n(.*)\n\nAnswer B:\n(.*)\n\nWhich answer", re.DOTALL)
+
+
+def shown_answers(messages: list[dict[str, str]]) -> tuple[str, str]:
+    """The two answers as the default template shows them to the judge model."""
+    match = _SHOWN.search(messages[-1]["content"])
+    assert match, messages
+    return match.group(1), match.group(2)
+
+
+def always_a(messages):
+    return "A"
+
+
+def prefers_longer(messages):
+    a, b = shown_answers(messages)
+    return "A" if len(a) > len(b) else "B"
+
+
+PROMPTS = ["What is the capital of France?", "What is the opposite of hot?", "How many legs does a spider have?"]
+PAIRS = [
+    ("Paris", "The capital of France is Paris."),
+    ("The opposite of hot is cold.", "Cold"),
+    ("8", "A spider has eight legs."),
+]
+
+
+# --------------------------------------------------------------------------- both orders
+
+
+def test_position_biased_judge_only_ties():
+    verdicts = PairwiseJudge(always_a).judge_many(PROMPTS, PAIRS)
+    assert [v.winner for v in verdicts] == [None, None, None]
+    assert all(v.orders == ["A", "A"] and v.reason == "disagree" for v in verdicts)
+
+
+def test_consistent_judge_picks_the_same_answer_in_both_orders():
+    verdicts = PairwiseJudge(prefers_longer).judge_many(PROMPTS, PAIRS)
+    assert [v.winner for v in verdicts] == [1, 0, 1]
+    assert verdicts[0].orders == ["B", "A"]  # 1st order shows answer 1 as A; 2nd shows answer 2 as A
+    assert verdicts[1].orders == ["A", "B"]
+    assert all(v.reason == "agree" for v in verdicts)
+
+
+def test_unparseable_reply_is_a_tie():
+    verdict = PairwiseJudge(lambda m: "Both answers are equally good.").judge("q", "x", "y")
+    assert verdict == Verdict(None, [None, None], ["Both answers are equally good."] * 2, "unparsed")
+    assert verdict.to_dict()["reason"] == "unparsed"
+
+
+def test_both_orders_are_asked_and_conversational_inputs_are_flattened():
+    seen: list[tuple[str, str]] = []
+
+    def record(messages):
+        seen.append(shown_answers(messages))
+        assert messages[0] == {"role": "system", "content": "Be fair."}
+        assert "What is 2+2?" in messages[-1]["content"]
+        return "B"
+
+    judge = PairwiseJudge(record, system="Be fair.")
+    prompt = [{"role": "user", "content": "What is 2+2?"}]
+    judge.judge(prompt, [{"role": "assistant", "content": "4"}], [{"role": "assistant", "content": "five"}])
+    assert seen == [("4", "five"), ("five", "4")]
+
+
+def test_judge_many_reports_progress_and_checks_lengths():
+    calls: list[tuple[int, int]] = []
+    PairwiseJudge(prefers_longer).judge_many(PROMPTS, PAIRS, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    with pytest.raises(AlignctlError, match="3 prompts but 2 pairs"):
+        PairwiseJudge(prefers_longer).judge_many(PROMPTS, PAIRS[:2])
+
+
+def test_non_text_reply_is_an_error():
+    with pytest.raises(AlignctlError, match="returned NoneType"):
+        PairwiseJudge(lambda m: None).judge("q", "a", "b")
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize(
+    ("reply", "letter"),
+    [
+        ("A", "A"),
+        ("b", "B"),
+        (" B.\n", "B"),
+        ("(A)", "A"),
+        ("**Answer B**", "B"),
+        ("[[A]]", "A"),
+        ("Final answer: B", "B"),
+        ("The answer is A because it is shorter.", "A"),
+        ("Answer B is more concise.", "B"),
+        ("A is better.", "A"),
+        ("B\n\nExplanation: A is too long.", "B"),
+        ("A better answer is B.", "B"),
+        ("I prefer B", "B"),
+        ("Both are correct.", None),
+        ("", None),
+        ("I cannot decide.", None),
+    ],
+)
+def test_parse_verdict(reply, letter):
+    assert parse_verdict(reply) == letter
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def test_render_substitutes_once_and_leaves_other_braces():
+    template = 'Q: {prompt}\n1: {answer_a}\n2: {answer_b}\nReply as {"winner": "A"}'
+    out = render(template, "p", "{answer_b}", "b")
+    assert out == 'Q: p\n1: {answer_b}\n2: b\nReply as {"winner": "A"}'
+    assert "{prompt}" in DEFAULT_TEMPLATE and "{answer_a}" in DEFAULT_TEMPLATE and "{answer_b}" in DEFAULT_TEMPLATE
+
+
+def test_template_file_and_missing_placeholders(tmp_path):
+    good = tmp_path / "good.txt"
+    good.write_text("{prompt} | {answer_a} | {answer_b} -> letter?")
+    judge = PairwiseJudge.from_template_file(always_a, good)
+    assert judge.template == load_template(good)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("{prompt} and {answer_a} only")
+    with pytest.raises(InputError, match=rf"{bad}: missing placeholder\(s\) \{{answer_b\}}"):
+        load_template(bad)
+    with pytest.raises(InputError, match="no such file"):
+        load_template(tmp_path / "absent.txt")
+    with pytest.raises(InputError, match=r"\{prompt\}"):
+        PairwiseJudge(always_a, template="{answer_a} {answer_b}")
+
+
+def test_judge_describe_hashes_template():
+    info = PairwiseJudge(always_a).describe()
+    assert info["kind"] == "judge" and info["default_template"] is True and len(info["template_sha256"]) == 64
+
+
+# --------------------------------------------------------------------------- OpenAI-compatible client
+
+
+class FakeServer:
+    """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that records requests.
+
+    `replies` is a queue of (status, body) pairs; once it runs out every request gets "A".
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.replies: list[tuple[int, Any]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                length = int(self.headers.get("Content-Length", 0))
+                server.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": json.loads(self.rfile.read(length))}
+                )
+                status, body = server.replies.pop(0) if server.replies else (200, _completion("A"))
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.closed = False
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+
+def _completion(text: str) -> dict[str, Any]:
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+    }
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    srv = FakeServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def client(server, monkeypatch) -> OpenAIChatClient:
+    monkeypatch.setenv(KEY_ENV, KEY)
+    return OpenAIChatClient(server.base_url + "/", "judge-model", api_key_env=KEY_ENV, timeout=5, backoff=0.0)
+
+
+def assert_no_key(*texts: str) -> None:
+    for text in texts:
+        assert KEY not in text
+
+
+def test_client_posts_chat_completion_with_bearer_key(server, client):
+    assert client([{"role": "user", "content": "Which? A or B"}]) == "A"
+    request = server.requests[0]
+    assert request["path"] == "/v1/chat/completions"
+    assert request["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert request["body"]["model"] == "judge-model"
+    assert request["body"]["temperature"] == 0 and request["body"]["max_tokens"] == 16
+    assert request["body"]["messages"] == [{"role": "user", "content": "Which? A or B"}]
+
+
+def test_key_is_read_at_call_time_and_never_kept(server, client, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-rotated")
+    client([{"role": "user", "content": "x"}])
+    assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-rotated"
+    monkeypatch.delenv(KEY_ENV)
+    client([{"role": "user", "content": "x"}])
+    assert "Authorization" not in server.requests[-1]["headers"]  # a local vLLM server needs no key
+
+
+def test_key_never_in_describe_repr_or_pickle(client):
+    client([{"role": "user", "content": "x"}])
+    info = client.describe()
+    assert info == {
+        "kind": "openai",
+        "url": client.url,
+        "model": "judge-model",
+        "api_key_env": KEY_ENV,
+        "max_tokens": 16,
+        "temperature": 0,
+    }
+    assert_no_key(json.dumps(info), repr(client), str(vars(client)), pickle.dumps(client).decode("latin-1"))
+    assert_no_key(json.dumps(PairwiseJudge(client).describe()))
+
+
+def test_http_error_names_status_and_url_not_key(server, client):
+    # Some providers echo (part of) the key back; the message must not carry it.
+    server.replies.append((401, {"error": {"message": f"Incorrect API key provided: {KEY}"}}))
+    with pytest.raises(AlignctlError) as info:
+        client([{"role": "user", "content": "x"}])
+    message = str(info.value)
+    assert "HTTP 401" in message and client.url in message and KEY_ENV in message
+    assert_no_key(message, repr(info.value), str(info.value.__cause__), str(info.value.__context__))
+    assert len(server.requests) == 1  # a 401 is not retried
+
+
+def test_server_errors_are_retried(server, client):
+    server.replies += [(500, {"error": "busy"}), (429, {"error": "slow down"}), (200, _completion("B"))]
+    assert client([{"role": "user", "content": "x"}]) == "B"
+    assert len(server.requests) == 3
+
+
+def test_retries_run_out(server, client):
+    server.replies += [(503, {"error": KEY})] * 4
+    with pytest.raises(AlignctlError, match=r"failed after 4 attempts: HTTP 503") as info:
+        client([{"role": "user", "content": "x"}])
+    assert_no_key(str(info.value))
+    assert len(server.requests) == 4
+
+
+def test_unreachable_and_malformed(server, client, monkeypatch):
+    server.replies.append((200, "not json"))
+    with pytest.raises(AlignctlError, match="unexpected response from .*chat/completions"):
+        client([{"role": "user", "content": "x"}])
+    port = server.httpd.server_address[1]
+    server.close()
+    dead = OpenAIChatClient(f"http://127.0.0.1:{port}/v1", "m", api_key_env=KEY_ENV, max_retries=1, backoff=0.0)
+    with pytest.raises(AlignctlError, match=f"failed after 2 attempts: cannot reach http://127.0.0.1:{port}") as info:
+        dead([{"role": "user", "content": "x"}])
+    assert_no_key(str(info.value))
+
+
+def test_bad_url_is_input_error():
+    with pytest.raises(InputError, match="must start with http"):
+        OpenAIChatClient("localhost:8000/v1", "m")
+
+
+def test_judge_over_http_end_to_end(server, client):
+    # Prefer B in the first order and A in the second: both point at answer 2.
+    server.replies += [(200, _completion("B")), (200, _completion("Answer A"))]
+    verdict = PairwiseJudge(client).judge("What is the capital of France?", "Lyon", "Paris")
+    assert verdict.winner == 1 and verdict.orders == ["B", "A"]
+    first, second = (r["body"]["messages"][-1]["content"] for r in server.requests)
+    assert "Answer A:\nLyon" in first and "Answer A:\nParis" in second
