@@ -35,6 +35,7 @@ bench: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m alignctl.docgen > docs/cli.md
+	$(BIN)/python -m alignctl.docgen presets > docs/presets.md
 
 clean:
 	rm -rf runs report .pytest_cache

@@ -67,3 +67,10 @@ def test_docs_cli_md_is_current():
 
     current = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
     assert current == render(), "docs/cli.md is stale: run `make docs`"
+
+
+def test_docs_presets_md_is_current():
+    from alignctl.docgen import render_presets
+
+    current = (REPO / "docs" / "presets.md").read_text(encoding="utf-8")
+    assert current == render_presets(), "docs/presets.md is stale: run `make docs`"

@@ -32,5 +32,34 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def render_presets() -> str:
+    """docs/presets.md: every shipped preset value and its source in the chapter."""
+    from alignctl import config
+
+    parts = [
+        "# Presets\n",
+        "Generated from `presets/*.yaml` by `make docs`; `tests/test_cli.py` fails when it drifts.",
+        "Each stage's default preset carries the chapter's values; `-cpu` variants are documented",
+        "departures for a 2-core CPU budget. Precedence: built-in defaults < `--preset` < `--config FILE`",
+        "< `--set key=value` < explicit flags. `alignctl presets show STAGE` prints the resolved values.\n",
+    ]
+    for name in config.list_presets():
+        values, sources, meta = config.load_preset(name)
+        head = f"## `{name}` (stage `{meta.get('stage', '?')}`)"
+        if meta.get("extends"):
+            head += f", extends `{meta['extends']}`"
+        parts.append(head + "\n")
+        if meta.get("about"):
+            parts.append(f"{meta['about']}\n")
+        parts.append("| key | value | source |\n|---|---|---|")
+        for key, value in values.items():
+            src = sources.get(key, "").replace("|", "\\|")
+            parts.append(f"| `{key}` | `{value}` | {src} |")
+        parts.append("")
+    return "\n".join(parts) + "\n"
+
+
 if __name__ == "__main__":
-    print(render(), end="")
+    import sys
+
+    print(render_presets() if sys.argv[1:] == ["presets"] else render(), end="")
