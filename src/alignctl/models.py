@@ -86,6 +86,7 @@ def materialise_alias(alias: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
     try:
         _gguf_to_hf(src_dir, gguf_name, tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is a plain shared dir
         if target.exists():  # another process finished first
             shutil.rmtree(tmp, ignore_errors=True)
         else:
