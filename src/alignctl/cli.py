@@ -47,12 +47,13 @@ def root(
 
 
 def _register() -> None:
-    from alignctl.commands import presets
+    from alignctl.commands import presets, validate
     from alignctl.stages import dpo, report
 
     app.command("dpo", help=dpo.__doc__.split("\n\n")[0])(dpo.command)
     report.register(app)
     app.add_typer(presets.app, name="presets")
+    app.command("validate", help=validate.__doc__.split("\n\n")[0])(validate.command)
 
 
 _register()
