@@ -209,7 +209,9 @@ def command(
         int | None, typer.Option("--num-generations", help="Answers per prompt (chapter: 8).")
     ] = None,
     beta: Annotated[float | None, typer.Option("--beta", help="KL coefficient (chapter: 0.04).")] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature (chapter: 0.9).")] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="Sampling temperature (chapter: 0.9).")
+    ] = None,
     max_completion_length: Annotated[
         int | None, typer.Option("--max-completion-length", help="New tokens per answer (chapter: 256).")
     ] = None,

@@ -19,7 +19,9 @@ from alignctl.config import Resolved
 from alignctl.console import note
 from alignctl.errors import InputError, ModelError
 
-REWARD_HELP = "rule:NAME (built-in, e.g. rule:accuracy), rule:file.py:func (your function) or rm:PATH (a reward model dir)"
+REWARD_HELP = (
+    "rule:NAME (built-in, e.g. rule:accuracy), rule:file.py:func (your function) or rm:PATH (a reward model dir)"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,7 +264,7 @@ def adjust_checkpointing(resolved: Resolved, *, cuda: bool) -> None:
     source = resolved.sources.get("gradient_checkpointing", "")
     if source.startswith(("preset", "default")):
         resolved.override("gradient_checkpointing", False, "auto: no CUDA device")
-        note(f"no CUDA device: gradient_checkpointing off (it only slows CPU training; {resolved.stage} preset had it on)")
+        note(f"no CUDA device: gradient_checkpointing off ({resolved.stage} asked for it; on CPU it only costs time)")
 
 
 def vllm_installed() -> bool:

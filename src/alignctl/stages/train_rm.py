@@ -179,7 +179,8 @@ def run(
     )
     dropped = len(train_recs) - len(trainer.train_dataset)
     if dropped:
-        note(f"{dropped} of {len(train_recs)} training pairs are longer than max_length={resolved['max_length']}: skipped")
+        limit = resolved["max_length"]
+        note(f"{dropped} of {len(train_recs)} training pairs are longer than max_length={limit}: skipped")
     final = training.train(trainer, run_)
     if has_eval:
         held = pair_accuracy(trainer, trainer.eval_dataset)
