@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -83,7 +84,7 @@ class Resolved:
 
 
 def _suggest(key: str, known: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -110,7 +111,10 @@ def coerce(key: str, value: Any, tp: Any, where: str) -> Any:
         if t is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if t is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            number = float(value) if isinstance(value, float) or abs(value) < 2**1023 else math.inf
+            if not math.isfinite(number):  # nan/inf would train on garbage or crash mid-run
+                raise InputError(f"{where}: {key} must be a finite number, got {value!r}")
+            return number
         if t is str and isinstance(value, str):
             return value
         if origin is list and isinstance(value, list):
@@ -165,6 +169,10 @@ def _read_yaml(path: Path, what: str) -> dict:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise InputError(f"{path}{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise InputError(f"{path}: invalid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a tagged value yaml cannot build (!!timestamp 2001-02-30)
+        raise InputError(f"{path}: invalid YAML value: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -194,11 +202,15 @@ def load_preset(name_or_path: str, stage: str | None = None, _seen: tuple[str, .
     data = _read_yaml(path, "preset")
     label = path.stem if path.parent == presets_dir() else str(path)
     if "values" in data and isinstance(data["values"], dict):
-        values = dict(data["values"])
+        values = {str(k): v for k, v in data["values"].items()}
         notes = data.get("sources") or {}
         meta = {k: v for k, v in data.items() if k not in ("values", "sources")}
     else:  # a flat mapping, like a --config file
-        values, notes, meta = dict(data), {}, {}
+        values, notes, meta = {str(k): v for k, v in data.items()}, {}, {}
+    if not isinstance(notes, dict):
+        raise InputError(f"{path}: sources must be a mapping of key: where the value comes from")
+    if "extends" in meta and not isinstance(meta["extends"], str):
+        raise InputError(f"{path}: extends must be the name or path of one preset")
     if stage and meta.get("stage") and meta["stage"] != stage:
         raise InputError(f"--preset {name_or_path}: it is a preset for {meta['stage']!r}, not {stage!r}")
     base_values: dict = {}
@@ -223,8 +235,8 @@ def parse_set(items: list[str] | None) -> list[tuple[str, Any, str]]:
         key = key.strip()
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
+            value = raw  # not YAML (or a tag yaml cannot build): the plain string, checked by type below
         if isinstance(value, str) and _looks_numeric(raw):
             value = float(raw)
         out.append((key, value, f"--set {item}"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ from alignctl.errors import InputError, OutputError
 ROLES = ("system", "user", "assistant", "tool")
 MAX_LINE_BYTES = 8 * 1024 * 1024  # one record over 8 MiB is a broken file, not a prompt
 KINDS = ("prompts", "candidates", "preferences")
+# a \uD800-\uDFFF escape: fine inside a surrogate pair (an escaped emoji), not on its own
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 @dataclass
@@ -260,13 +263,19 @@ def read_jsonl(path: str | Path, kind: str | None = None, *, max_problems: int =
         if len(result.problems) >= max_problems:
             break
         try:
-            rec = json.loads(text)
+            rec = json.loads(text, parse_constant=_reject_constant)
         except json.JSONDecodeError as exc:
             hint = " (a truncated last line: was the file cut off?)" if last else ""
             result.problems.append(Problem(lineno, f"invalid JSON: {exc.msg} at column {exc.colno}{hint}"))
             continue
         except RecursionError:
             result.problems.append(Problem(lineno, "invalid JSON: nested too deeply"))
+            continue
+        except ValueError as exc:  # NaN / Infinity, or an integer over Python's 4300-digit limit
+            result.problems.append(Problem(lineno, f"invalid JSON: {str(exc).split(';')[0]}"))
+            continue
+        if _SURROGATE_ESCAPE.search(text) and not _encodable(rec):
+            result.problems.append(Problem(lineno, "a string holds a lone UTF-16 surrogate escape (not valid Unicode)"))
             continue
         if not isinstance(rec, dict):
             result.problems.append(Problem(lineno, f"expected a JSON object, got {type(rec).__name__}"))
@@ -291,6 +300,19 @@ def read_jsonl(path: str | Path, kind: str | None = None, *, max_problems: int =
     if not result.kind:
         result.kind = kind or "prompts"
     return result
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which are not JSON: other tools (and TRL's datasets) reject them
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _encodable(rec: Any) -> bool:
+    try:
+        dumps(rec).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load(path: str | Path, kind: str) -> list[dict]:
