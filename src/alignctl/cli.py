@@ -48,9 +48,12 @@ def root(
 
 def _register() -> None:
     from alignctl.commands import presets, validate
-    from alignctl.stages import dpo, report
+    from alignctl.stages import dpo, grpo, online_dpo, report, train_rm
 
+    app.command("train-rm", help=train_rm.__doc__.split("\n\n")[0])(train_rm.command)
     app.command("dpo", help=dpo.__doc__.split("\n\n")[0])(dpo.command)
+    app.command("grpo", help=grpo.__doc__.split("\n\n")[0])(grpo.command)
+    app.command("online-dpo", help=online_dpo.__doc__.split("\n\n")[0])(online_dpo.command)
     report.register(app)
     app.add_typer(presets.app, name="presets")
     app.command("validate", help=validate.__doc__.split("\n\n")[0])(validate.command)

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 def online_dpo() -> tuple[type, type]:
     """`(OnlineDPOConfig, OnlineDPOTrainer)` from `trl.experimental.online_dpo` (TRL 1.16)."""
+    import os
+
+    # the one acknowledged use of trl.experimental: its import-time warning says what this module is for
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
     return OnlineDPOConfig, OnlineDPOTrainer
