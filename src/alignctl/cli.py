@@ -48,9 +48,11 @@ def root(
 
 def _register() -> None:
     from alignctl.commands import presets, validate
-    from alignctl.stages import dpo, grpo, online_dpo, report, train_rm
+    from alignctl.stages import collect, dpo, grpo, label, online_dpo, report, train_rm
 
     app.command("train-rm", help=train_rm.__doc__.split("\n\n")[0])(train_rm.command)
+    app.command("collect", help=collect.__doc__.split("\n\n")[0])(collect.command)
+    app.command("label", help=label.__doc__.split("\n\n")[0])(label.command)
     app.command("dpo", help=dpo.__doc__.split("\n\n")[0])(dpo.command)
     app.command("grpo", help=grpo.__doc__.split("\n\n")[0])(grpo.command)
     app.command("online-dpo", help=online_dpo.__doc__.split("\n\n")[0])(online_dpo.command)

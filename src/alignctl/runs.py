@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,33 @@ METRICS = "metrics.jsonl"
 # settings that change where/how a run is reported, not what it computes
 NON_FINGERPRINT_KEYS = {"report_to", "logging_steps", "save_steps", "save_total_limit"}
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
+_CREATED: list[Path] = []  # work dirs this process created (see discard_unused)
 
 
 def is_main_process() -> bool:
     """Rank 0 (or a single process): the only one that writes outputs."""
     return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") in ("0", "-1")
+
+
+def world_size() -> int:
+    """Processes in this run (torchrun / accelerate launch set WORLD_SIZE); 1 when run plainly."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def discard_unused() -> None:
+    """Remove the work dirs this process created but never wrote into.
+
+    `cli.main` calls this on an error: a bad model or setting found after `begin` then leaves no
+    empty `<out>.partial` behind, while a dir holding checkpoints or a journal stays for --resume.
+    """
+    while _CREATED:
+        try:
+            _CREATED.pop().rmdir()  # rmdir only removes an empty dir
+        except OSError:
+            pass
 
 
 def input_fingerprint(path: str | Path) -> dict[str, str]:
@@ -117,6 +140,7 @@ class Run:
             "libraries": library_versions(),
             "final_metrics": final_metrics or {},
             "fingerprint": self.fingerprint,
+            "world_size": world_size(),
             **(extra or {}),
         }
         write_json(self.work / MANIFEST, manifest)
@@ -153,7 +177,10 @@ def begin(
         if not overwrite and not force:
             what = "a different run" if manifest else "not an alignctl run"
             raise OutputError(f"{out}: already exists ({what}); pass --overwrite to replace it")
-    _check_writable(out.parent)
+    # only rank 0 touches the file system: other ranks of a torchrun / accelerate launch job make
+    # the same decisions from the same files, and must not race rank 0's mkdir / rmtree
+    if is_main_process():
+        _check_writable(out.parent)
     if work.exists():
         checkpoint = last_checkpoint(work)
         if resume and checkpoint:
@@ -170,6 +197,7 @@ def begin(
         note(f"--resume: nothing to resume in {work}; starting from the beginning")
     if is_main_process():
         work.mkdir(parents=True, exist_ok=True)
+        _CREATED.append(work)
     return run
 
 
@@ -197,3 +225,145 @@ def last_checkpoint(work: Path) -> Path | None:
 
 def say_up_to_date(run: Run) -> None:
     info(f"[green]up to date:[/] {run.out} (same inputs and config; --force to redo)")
+
+
+# ---------------------------------------------------------------------------------------------
+# File outputs (JSONL written by collect / label): a journal while running, a sidecar manifest after
+
+JOURNAL_HEADER = "_alignctl_journal"
+
+
+def file_manifest_path(out: str | Path) -> Path:
+    """The manifest of a file output sits beside it: `prefs.jsonl` -> `prefs.jsonl.alignctl.json`."""
+    out = Path(out)
+    return out.with_name(out.name + ".alignctl.json")
+
+
+@dataclass
+class FileRun:
+    """One stage's file output: `out` when done; `journal` (= `<out>.partial`) while it runs.
+
+    The journal is append-only (`io.Appender`, fsynced per record); its first line names the
+    run's fingerprint, so a rerun with the same inputs and config continues from `journal_records`
+    and any other rerun starts afresh. `finish` writes the output atomically, then the manifest.
+    """
+
+    stage: str
+    out: Path
+    journal: Path
+    fingerprint: str
+    inputs: dict[str, Any]
+    resolved: Resolved | None
+    parent_model: str | None = None
+    up_to_date: bool = False
+    journal_records: list[dict] = field(default_factory=list)
+    journal_fingerprint: str | None = None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def manifest_path(self) -> Path:
+        return file_manifest_path(self.out)
+
+    def appender(self):
+        """An `io.Appender` on the journal (writing the header line first if the journal is new)."""
+        from alignctl.io import Appender
+
+        fresh = not self.journal.exists() or self.journal.stat().st_size == 0
+        app = Appender(self.journal)
+        if fresh:
+            key = self.journal_fingerprint or self.fingerprint
+            app.add({JOURNAL_HEADER: {"stage": self.stage, "fingerprint": key}})
+        return app
+
+    def finish(self, records: Iterable[dict], final_metrics: dict | None = None, extra: dict | None = None) -> Path:
+        """Write `out` (temp + rename) and its manifest, then drop the journal."""
+        from alignctl.io import atomic_path, dumps
+
+        n = 0
+        with atomic_path(self.out) as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for rec in records:
+                    fh.write(dumps(rec) + "\n")
+                    n += 1
+            manifest = {
+                "stage": self.stage,
+                "alignctl_version": __version__,
+                "command": sys.argv,
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "wall_seconds": round(time.time() - self.started, 2),
+                "preset": self.resolved.preset if self.resolved else None,
+                "config": self.resolved.manifest() if self.resolved else {},
+                "inputs": self.inputs,
+                "parent_model": self.parent_model,
+                "libraries": library_versions(),
+                "output": {"path": str(self.out), "records": n, "sha256": sha256_file(tmp)},
+                "final_metrics": final_metrics or {},
+                "fingerprint": self.fingerprint,
+                **(extra or {}),
+            }
+            # the manifest lands first: a crash before the rename leaves a manifest whose sha256
+            # matches no output, which reads as "not up to date", never as a finished run
+            write_json(self.manifest_path, manifest)
+        self.journal.unlink(missing_ok=True)
+        return self.out
+
+
+def read_file_manifest(out: Path) -> dict | None:
+    try:
+        return json.loads(file_manifest_path(out).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def begin_file(
+    stage: str,
+    out: str | Path,
+    *,
+    inputs: dict[str, Any],
+    resolved: Resolved | None,
+    overwrite: bool = False,
+    force: bool = False,
+    parent_model: str | None = None,
+    extra: dict | None = None,
+    journal_key: dict | None = None,
+) -> FileRun:
+    """`begin` for a stage whose output is one file; resumes a matching journal by itself.
+
+    A journal is resumed when its fingerprint matches: by default the whole run's; with
+    `journal_key`, a fingerprint of the inputs and `journal_key` only, for stages whose journal
+    holds work that some settings do not change (`label` keeps a person's choices when only the
+    pair-selection settings change).
+    """
+    from alignctl.io import read_journal
+
+    out = Path(out)
+    journal = out.with_name(out.name + ".partial")
+    fp = fingerprint(stage, inputs, resolved, extra)
+    jfp = fp if journal_key is None else fingerprint(stage, inputs, None, journal_key)
+    run = FileRun(stage, out, journal, fp, inputs, resolved, parent_model, journal_fingerprint=jfp)
+    if out.is_dir():
+        raise OutputError(f"{out}: is a directory, expected a file name for the {stage} output")
+    if out.exists():
+        manifest = read_file_manifest(out)
+        same = bool(manifest) and manifest.get("fingerprint") == fp
+        intact = same and manifest.get("output", {}).get("sha256") == sha256_file(out)
+        if intact and not (force or overwrite):
+            run.up_to_date = True
+            return run
+        if not overwrite and not force:
+            what = "not an alignctl output" if not manifest else "a different run" if not same else "edited since"
+            raise OutputError(f"{out}: already exists ({what}); pass --overwrite to replace it")
+    _check_writable(out.parent if str(out.parent) else Path("."))
+    if journal.is_dir():
+        raise OutputError(f"{journal}: is a directory; remove it first")
+    if journal.exists():
+        records = read_journal(journal)
+        header = records[0].get(JOURNAL_HEADER, {}) if records and isinstance(records[0], dict) else {}
+        if header.get("fingerprint") == jfp and not force:
+            run.journal_records = records[1:]
+            note(f"resuming the unfinished run in {journal}")
+        else:
+            why = "--force" if header.get("fingerprint") == jfp else "different inputs or settings"
+            note(f"removing an unfinished earlier run in {journal} ({why})")
+            journal.unlink()
+    return run

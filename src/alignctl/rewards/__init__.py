@@ -2,5 +2,143 @@
 
 See design.md ("One idea of a reward source"): a reward model dir, a rule
 (`rules.py`: built-ins or a user's `file.py:func`), a pairwise LLM judge (`judge.py`), or a
-human. Nothing heavy is imported here; import the submodule you need.
+human. Nothing heavy is imported here; models load on first use.
+
+`resolve_source(spec, **opts)` turns a `--by`/`--reward` spec into a source object. Sources come
+in two kinds, told apart by `source.pairwise`:
+
+- pointwise (`rm:`, `rule:`): `score(prompts, completions, columns) -> list[float]`, one score per
+  (prompt, completion); `columns` maps extra column names to one value per completion.
+- pairwise (`judge:`, `human`): `compare(prompt, a, b) -> 0 | 1 | None` (a wins, b wins, tie) and
+  `decide(prompt, a, b) -> Choice` with the details (the judge's verdict in both orders).
+
+Every source has `describe() -> dict`, safe to write into manifests and records (an API key is
+never in it, only the name of the variable that holds it).
+
+    rm:runs/rm                          a reward model dir (num_labels=1)
+    rule:accuracy  rule:my.py:func      a built-in rule or your function (rules.py)
+    judge:smollm2-135m                  a local chat model as a pairwise judge
+    judge:gpt-4o-mini --judge-url URL   an OpenAI-compatible endpoint (key from --judge-key-env)
+    human                               you, at the terminal
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alignctl.errors import InputError
+
+SPEC_HELP = "rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL (with --judge-url for an endpoint) or human"
+
+
+@dataclass
+class Choice:
+    """One pairwise decision: `winner` 0 (first), 1 (second) or None (tie/skip), plus how it was made."""
+
+    winner: int | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class RuleSource:
+    """Pointwise source over a rule; `.rule` is the callable with TRL's reward-function signature."""
+
+    pairwise = False
+    kind = "rule"
+
+    def __init__(self, rule) -> None:
+        self.rule = rule
+
+    def score(self, prompts: list, completions: list, columns: dict | None = None) -> list[float]:
+        return self.rule(prompts, completions, **(columns or {}))
+
+    def describe(self) -> dict[str, Any]:
+        return self.rule.describe()
+
+
+class JudgeSource:
+    """Pairwise source over `judge.PairwiseJudge` (both orders; disagreement is a tie)."""
+
+    pairwise = True
+    kind = "judge"
+
+    def __init__(self, judge) -> None:
+        self.judge = judge
+
+    def decide(self, prompt: Any, a: Any, b: Any) -> Choice:
+        verdict = self.judge.judge(prompt, a, b)
+        return Choice(verdict.winner, {"orders": verdict.orders, "reason": verdict.reason})
+
+    def compare(self, prompt: Any, a: Any, b: Any) -> int | None:
+        return self.decide(prompt, a, b).winner
+
+    def describe(self) -> dict[str, Any]:
+        return self.judge.describe()
+
+
+def resolve_source(
+    spec: str,
+    *,
+    judge_url: str | None = None,
+    judge_model: str | None = None,
+    judge_key_env: str = "OPENAI_API_KEY",
+    judge_template: str | Path | None = None,
+    judge_max_tokens: int = 16,
+    batch_size: int = 16,
+    max_length: int | None = 1024,
+    trust_remote_code: bool = False,
+):
+    """A source for `spec` (see the module docstring). Checks the spec, files and dirs; loads no model."""
+    spec = (spec or "").strip()
+    if spec.startswith("rm:"):
+        from alignctl.rewards.reward_model import RewardModelSource
+
+        path = spec[len("rm:") :]
+        return RewardModelSource(
+            path, batch_size=batch_size, max_length=max_length, trust_remote_code=trust_remote_code
+        )
+    if spec.startswith("rule:"):
+        from alignctl.rewards.rules import load_rule
+
+        return RuleSource(load_rule(spec))
+    if spec == "judge" or spec.startswith("judge:"):
+        return JudgeSource(
+            _judge(spec[len("judge:") :], judge_url, judge_model, judge_key_env, judge_template, judge_max_tokens)
+        )
+    if spec == "human":
+        from alignctl.rewards.human import HumanSource
+
+        return HumanSource()
+    hint = None
+    if spec and Path(spec).is_dir():
+        hint = f"for a reward model dir write rm:{spec}"
+    elif spec and not spec.startswith(("rm", "rule", "judge")):
+        hint = f"for a built-in rule write rule:{spec}"
+    raise InputError(f"unknown reward source {spec!r}: expected {SPEC_HELP}", hint=hint)
+
+
+def _judge(target: str, url: str | None, model: str | None, key_env: str, template, max_tokens: int):
+    from alignctl.rewards.judge import DEFAULT_TEMPLATE, OpenAIChatClient, PairwiseJudge, load_template
+
+    text = load_template(template) if template else DEFAULT_TEMPLATE
+    if target.startswith(("http://", "https://")):
+        if url and url != target:
+            raise InputError(f"judge:{target} and --judge-url {url}: give the endpoint once")
+        url, target = target, ""
+    if url:
+        if target and model and target != model:
+            raise InputError(f"judge:{target} and --judge-model {model}: give the endpoint's model once")
+        name = target or model
+        if not name:
+            raise InputError("an endpoint judge needs a model name: judge:MODEL or --judge-model MODEL")
+        client = OpenAIChatClient(url, name, api_key_env=key_env, max_tokens=max_tokens)
+    else:
+        if not target:
+            raise InputError("judge needs a model: judge:MODEL (a local dir or alias), or --judge-url for an endpoint")
+        if model and model != target:
+            raise InputError("--judge-model names the model of an endpoint; give --judge-url too")
+        from alignctl.rewards.local_chat import LocalChatClient
+
+        client = LocalChatClient(target, max_new_tokens=max_tokens)
+    return PairwiseJudge(client, text)

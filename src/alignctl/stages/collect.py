@@ -1,0 +1,204 @@
+"""Sample N completions per prompt from a policy model into a candidates file (the data half of DPO).
+
+    alignctl collect --prompts prompts.jsonl --model smollm2-135m --num-samples 4 -o candidates.jsonl
+    alignctl collect -p prompts.jsonl -m runs/dpo -n 8 --temperature 1.0 --max-new-tokens 128 -o c.jsonl
+
+The chapter's "DPO 偏好训练": let the model answer each question several times with a higher
+temperature, then pick good and bad answers (`alignctl label`). Prompts are plain text or message
+lists; extra columns (e.g. `answer`) are carried through for rule rewards. Message prompts, and
+plain prompts on a model whose tokenizer has a chat template, go through the chat template
+(`--no-chat-template` sends plain prompts as raw text); the `generator` block of each record says
+which was done, and `label` writes the matching preference shape.
+
+Backends: `hf` (transformers, batched, CPU or GPU) or `vllm` (optional); `auto` picks vLLM when it
+is installed and a CUDA device is present, and says which runs in one line. Same seed, backend,
+settings and inputs give the same candidates (generation.py states the guarantee). Each finished
+prompt is journalled to `<out>.partial`; an interrupted run rerun with the same arguments keeps
+what it had and generates the rest; a finished one is "up to date".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from alignctl import io, options
+from alignctl.config import Resolved, resolve
+from alignctl.console import info
+from alignctl.errors import InputError
+
+STAGE = "collect"
+RESERVED = ("id", "prompt", "completions", "generator", "scores")
+
+
+@dataclass
+class Settings:
+    """Built-in defaults; the `collect` preset layers the chapter's values on top."""
+
+    num_samples: int = field(default=4, metadata={"help": "Completions per prompt."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; 0 = greedy."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1.0 = off)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Most tokens per completion."})
+    seed: int = field(default=42, metadata={"help": "Seed of every completion's random stream."})
+    batch_size: int = field(
+        default=32, metadata={"help": "Sequences (prompts x samples) per generate call; more = faster, more memory."}
+    )
+    backend: str = field(default="auto", metadata={"help": "auto | hf | vllm."})
+    chat_template: bool = field(
+        default=True, metadata={"help": "Send plain-text prompts through the chat template of a chat model."}
+    )
+
+
+def check_settings(resolved: Resolved):
+    """The sampling parameters, with every problem reported at once."""
+    from alignctl.generation import BACKENDS, SamplingParams
+
+    params = SamplingParams(
+        temperature=resolved["temperature"],
+        top_p=resolved["top_p"],
+        top_k=resolved["top_k"],
+        max_new_tokens=resolved["max_new_tokens"],
+        seed=resolved["seed"],
+        batch_size=resolved["batch_size"],
+    )
+    problems = params.problems()
+    if resolved["num_samples"] < 1:
+        problems.append(f"num_samples must be >= 1, got {resolved['num_samples']}")
+    if resolved["backend"] not in BACKENDS:
+        problems.append(f"backend must be one of {', '.join(BACKENDS)}, got {resolved['backend']!r}")
+    if problems:
+        raise InputError("collect: " + "; ".join(problems))
+    return params
+
+
+def candidate_record(rec: dict, texts: list[str], generator: dict) -> dict:
+    """A candidates line: id, prompt, completions (messages for message prompts), extra columns, generator."""
+    completions = [[{"role": "assistant", "content": t}] for t in texts] if isinstance(rec["prompt"], list) else texts
+    extra = {k: v for k, v in rec.items() if k not in RESERVED}
+    return {"id": rec["id"], "prompt": rec["prompt"], "completions": completions, **extra, "generator": generator}
+
+
+def run(
+    resolved: Resolved,
+    prompts: Path,
+    model: str | None,
+    output: Path,
+    *,
+    overwrite: bool = False,
+    force: bool = False,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Generate and write the candidates file; returns its path. Validates before any model loads."""
+    from alignctl import generation, models, runs
+
+    params = check_settings(resolved)
+    n = resolved["num_samples"]
+    records = io.load(prompts, "prompts")
+    model_path = models.resolve_model(model)
+    backend_name, _ = generation.pick_backend(resolved["backend"])
+    run_ = runs.begin_file(
+        STAGE,
+        output,
+        inputs={"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)},
+        resolved=resolved,
+        overwrite=overwrite,
+        force=force,
+        parent_model=model or models.DEFAULT_MODEL,
+        extra={"backend": backend_name},
+    )
+    if run_.up_to_date:
+        runs.say_up_to_date(run_)
+        return run_.out
+
+    wanted = {r["id"] for r in records}
+    done = {r["id"]: r for r in run_.journal_records if r.get("id") in wanted}
+    totals = None
+    if len(done) < len(records):
+        if done:
+            info(f"{len(done)} of {len(records)} prompts already generated; generating the rest")
+        backend = generation.load_backend(
+            resolved["backend"],
+            model_path,
+            trust_remote_code=trust_remote_code,
+            chat_template=None if resolved["chat_template"] else False,
+        )
+        base = {
+            "model": model or models.DEFAULT_MODEL,
+            "backend": backend_name,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "top_k": params.top_k,
+            "max_new_tokens": params.max_new_tokens,
+            "seed": params.seed,
+        }
+        by_id = {r["id"]: r for r in records}
+        items = [generation.Item(r["id"], r["prompt"]) for r in records]
+        with run_.appender() as journal:
+
+            def keep(gen) -> None:
+                rec = by_id[gen.id]
+                out = candidate_record(rec, gen.texts, {**base, "chat_template": backend.uses_template(rec["prompt"])})
+                journal.add(out)
+                done[gen.id] = out
+
+            totals = generation.run_items(backend, items, n, params, done=set(done), on_result=keep, progress=progress)
+        info(
+            f"generated {totals.completions} completions for {totals.prompts} prompts: {totals.tokens} tokens in "
+            f"{totals.seconds:.1f} s ({totals.tokens_per_second:.1f} tok/s, "
+            f"{totals.finished_at_eos} of {totals.completions} ended at EOS)"
+        )
+    final = {"prompts": len(records), "completions": len(records) * n}
+    if totals is not None:
+        final.update(tokens=totals.tokens, tokens_per_second=round(totals.tokens_per_second, 2))
+    return run_.finish((done[r["id"]] for r in records), final)
+
+
+def command(
+    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Prompts JSONL (text or message lists).")],
+    model: options.Model = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Candidates JSONL to write (never overwritten without --overwrite).")
+    ] = Path("candidates.jsonl"),
+    num_samples: Annotated[int | None, typer.Option("--num-samples", "-n", help="Completions per prompt.")] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="Sampling temperature; 0 = greedy.")
+    ] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling mass.")] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="Top-k sampling (0 = off).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Most tokens per completion.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Sequences (prompts x samples) per generate call.")
+    ] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="auto | hf | vllm (auto: vllm on a GPU).")] = None,
+    chat_template: Annotated[
+        bool | None,
+        typer.Option("--chat-template/--no-chat-template", help="Plain prompts through a chat model's template."),
+    ] = None,
+    seed: options.Seed = None,
+    overwrite: options.Overwrite = False,
+    force: options.Force = False,
+    preset: options.Preset = None,
+    config_file: options.ConfigFile = None,
+    set_: options.Set = None,
+    trust_remote_code: options.TrustRemoteCode = False,
+) -> None:
+    """Sample completions per prompt into a candidates JSONL."""
+    flags = options.common_flags(
+        {"seed": seed},
+        num_samples=(num_samples, "--num-samples"),
+        temperature=(temperature, "--temperature"),
+        top_p=(top_p, "--top-p"),
+        top_k=(top_k, "--top-k"),
+        max_new_tokens=(max_new_tokens, "--max-new-tokens"),
+        batch_size=(batch_size, "--batch-size"),
+        backend=(backend, "--backend"),
+        chat_template=(chat_template, "--chat-template" if chat_template else "--no-chat-template"),
+    )
+    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
+    out = run(resolved, prompts, model, output, overwrite=overwrite, force=force, trust_remote_code=trust_remote_code)
+    print(out)

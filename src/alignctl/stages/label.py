@@ -1,0 +1,550 @@
+"""Turn candidates into preference pairs with a reward source: a reward model, a rule, a judge or you.
+
+    alignctl label --candidates candidates.jsonl --by rm:runs/rm -o prefs.jsonl
+    alignctl label --candidates c.jsonl --by rule:qa --pairs all --min-margin 0.2 -o prefs.jsonl
+    alignctl label --candidates c.jsonl --by judge:gpt-4o-mini --judge-url http://127.0.0.1:8000/v1 -o p.jsonl
+    alignctl label --candidates c.jsonl --by human -o prefs.jsonl
+
+The chapter's "DPO 偏好训练": among the answers sampled for a question, a person (or a large
+model, RLAIF; or a reward model, as in Online DPO and iterative training) picks a good one and a
+bad one. Pointwise sources (`rm:`, `rule:`) score every candidate; `--pairs best-worst` (default)
+keeps the top- and bottom-scored answers of each prompt, `--pairs all` every pair with different
+scores; `--min-margin` drops pairs whose scores are closer than that. Pairwise sources (`judge:`,
+`human`) compare every two distinct candidates of a prompt (so two samples per prompt mean one
+comparison); a candidate's score is its win rate (ties count half), best-worst keeps the pair
+only if their own comparison agrees, and `all` keeps every decided comparison. The judge asks
+both orders; disagreement is a tie.
+
+Output: explicit-prompt preference records `{prompt, chosen, rejected, score_chosen,
+score_rejected, id, label}`, read by `dpo` and `train-rm` as they are. Candidates sampled
+through a chat template (`generator.chat_template`, or message prompts) become conversational
+records, so training sees the template the answers were sampled under. Every score or choice is
+journalled to `<out>.partial` as it is made; a rerun continues from there (a person's choices
+survive a change of --pairs/--min-margin), and a finished output is "up to date".
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from alignctl import io, options
+from alignctl.config import Resolved, resolve
+from alignctl.console import console, info, warn
+from alignctl.errors import AlignctlError, InputError
+
+STAGE = "label"
+PAIR_MODES = ("best-worst", "all")
+NOT_COLUMNS = ("id", "prompt", "completions", "generator", "scores")
+
+
+@dataclass
+class Settings:
+    """Built-in defaults (no chapter preset: selection is the user's call)."""
+
+    pairs: str = field(default="best-worst", metadata={"help": "best-worst (one pair per prompt) or all."})
+    min_margin: float = field(default=0.0, metadata={"help": "Drop pairs whose scores differ by less than this."})
+    batch_size: int = field(default=16, metadata={"help": "Reward-model scoring batch (sequences)."})
+    max_length: int | None = field(default=1024, metadata={"help": "Reward-model max tokens (kept from the end)."})
+    judge_max_tokens: int = field(default=16, metadata={"help": "Most tokens of a judge's reply."})
+
+
+class Stopped(AlignctlError):
+    """The person labelling quit; their choices are saved in the journal."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Records in the shape training will see
+
+
+def training_form(rec: dict) -> tuple[Any, list]:
+    """(prompt, completions), conversational when the candidates were sampled through a chat template."""
+    prompt, comps = rec["prompt"], rec["completions"]
+    chat = (
+        isinstance(prompt, list)
+        or any(isinstance(c, list) for c in comps)
+        or bool((rec.get("generator") or {}).get("chat_template"))
+    )
+    if not chat:
+        return prompt, list(comps)
+    if isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    comps = [c if isinstance(c, list) else [{"role": "assistant", "content": c}] for c in comps]
+    return prompt, comps
+
+
+def _key(completion: Any) -> str:
+    return io.dumps(completion) if isinstance(completion, list) else completion
+
+
+def distinct(comps: list) -> list[int]:
+    """Indices of the first occurrence of each distinct completion."""
+    seen: set[str] = set()
+    out = []
+    for i, c in enumerate(comps):
+        k = _key(c)
+        if k not in seen:
+            seen.add(k)
+            out.append(i)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Pair selection (pure)
+
+
+@dataclass
+class Pair:
+    chosen: int
+    rejected: int
+    score_chosen: float
+    score_rejected: float
+    verdict: dict | None = None
+
+
+@dataclass
+class Outcome:
+    pairs: list[Pair] = field(default_factory=list)
+    ties: int = 0
+    dropped: int = 0
+    skipped: int = 0
+
+
+def pairs_from_scores(scores: list[float], comps: list, mode: str, min_margin: float) -> Outcome:
+    """best-worst: the top against the bottom score; all: every pair of distinct completions."""
+    out = Outcome()
+    idx = distinct(comps)
+    if len(idx) < 2:
+        out.dropped += 1
+        return out
+    if mode == "best-worst":
+        best = max(idx, key=lambda i: scores[i])
+        worst = min(idx, key=lambda i: scores[i])
+        candidates = [(best, worst)]
+    else:
+        candidates = list(itertools.combinations(idx, 2))
+    for i, j in candidates:
+        if scores[i] == scores[j]:
+            out.ties += 1
+            continue
+        hi, lo = (i, j) if scores[i] > scores[j] else (j, i)
+        if scores[hi] - scores[lo] < min_margin:
+            out.dropped += 1
+            continue
+        out.pairs.append(Pair(hi, lo, float(scores[hi]), float(scores[lo])))
+    return out
+
+
+def win_rates(idx: list[int], decisions: dict[tuple[int, int], Any]) -> dict[int, float]:
+    """Each candidate's share of its comparisons won (ties and skips count half): its score."""
+    wins = {i: 0.0 for i in idx}
+    for i, j in itertools.combinations(idx, 2):
+        winner = decisions[(i, j)].winner
+        if winner is None:
+            wins[i] += 0.5
+            wins[j] += 0.5
+        else:
+            wins[(i, j)[winner]] += 1.0
+    return {i: w / (len(idx) - 1) for i, w in wins.items()}
+
+
+def pairs_from_comparisons(comps: list, decisions: dict[tuple[int, int], Any], mode: str, min_margin: float) -> Outcome:
+    """Pairs from pairwise decisions (`decisions[(i, j)]` for every i < j among distinct completions)."""
+    out = Outcome()
+    idx = distinct(comps)
+    if len(idx) < 2:
+        out.dropped += 1
+        return out
+    rates = win_rates(idx, decisions)
+
+    def verdict(i: int, j: int, choice) -> dict:
+        return {"first": i, "second": j, **choice.detail}
+
+    if mode == "all":
+        for (i, j), choice in sorted(decisions.items()):
+            if choice.detail.get("skipped"):
+                out.skipped += 1
+            elif choice.winner is None:
+                out.ties += 1
+            else:
+                hi, lo = (i, j) if choice.winner == 0 else (j, i)
+                out.pairs.append(Pair(hi, lo, 1.0, 0.0, verdict(i, j, choice)))
+        return out
+    best = max(idx, key=lambda i: rates[i])
+    worst = min(idx, key=lambda i: rates[i])
+    if best == worst or rates[best] == rates[worst]:
+        out.ties += 1
+        return out
+    i, j = min(best, worst), max(best, worst)
+    choice = decisions[(i, j)]
+    if choice.detail.get("skipped"):
+        out.skipped += 1
+    elif choice.winner is None or (i, j)[choice.winner] != best:  # a tie, or a cycle: no clear pair
+        out.ties += 1
+    elif rates[best] - rates[worst] < min_margin:
+        out.dropped += 1
+    else:
+        out.pairs.append(Pair(best, worst, rates[best], rates[worst], verdict(i, j, choice)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The journal: scores (pointwise) or choices and undos (pairwise), replayed on resume
+
+
+@dataclass
+class State:
+    scores: dict[str, list[float]] = field(default_factory=dict)
+    decisions: dict[str, dict[tuple[int, int], Any]] = field(default_factory=dict)
+    history: list[tuple[str, int, int]] = field(default_factory=list)
+
+    @classmethod
+    def replay(cls, events: list[dict]) -> State:
+        from alignctl.rewards import Choice
+
+        state = cls()
+        for ev in events:
+            kind = ev.get("t")
+            if kind == "scores":
+                state.scores[ev["id"]] = ev["scores"]
+            elif kind == "cmp":
+                state.decisions.setdefault(ev["id"], {})[(ev["i"], ev["j"])] = Choice(ev["w"], ev.get("d") or {})
+                state.history.append((ev["id"], ev["i"], ev["j"]))
+            elif kind == "undo" and state.history:
+                pid, i, j = state.history.pop()
+                del state.decisions[pid][(i, j)]
+        return state
+
+
+def columns_of(records: list[dict], repeat: list[int]) -> dict[str, list]:
+    """Extra columns (e.g. `answer`), one value per completion, for rule sources."""
+    names = list(dict.fromkeys(k for r in records for k in r if k not in NOT_COLUMNS))
+    return {k: [r.get(k) for r, n in zip(records, repeat, strict=True) for _ in range(n)] for k in names}
+
+
+def score_pointwise(source, records: list[dict], forms: dict, state: State, journal, chunk: int, progress) -> None:
+    pending = [r for r in records if r["id"] not in state.scores]
+    for start in range(0, len(pending), chunk):
+        part = pending[start : start + chunk]
+        prompts, comps, repeat = [], [], []
+        for r in part:
+            p, cs = forms[r["id"]]
+            prompts += [p] * len(cs)
+            comps += cs
+            repeat.append(len(cs))
+        scores = source.score(prompts, comps, columns_of(part, repeat))
+        at = 0
+        for r, n in zip(part, repeat, strict=True):
+            state.scores[r["id"]] = [float(s) for s in scores[at : at + n]]
+            journal.add({"t": "scores", "id": r["id"], "scores": state.scores[r["id"]]})
+            at += n
+        progress(len(part))
+
+
+def compare_pairwise(source, records: list[dict], forms: dict, state: State, journal, progress) -> None:
+    """Ask for every comparison still missing, in file order; undo steps back one choice."""
+    from alignctl.rewards.human import Quit, Undo
+
+    tasks = [(r["id"], i, j) for r in records for i, j in itertools.combinations(distinct(forms[r["id"]][1]), 2)]
+    where = {t: n for n, t in enumerate(tasks)}
+    pos = 0
+    while pos < len(tasks):
+        pid, i, j = tasks[pos]
+        if (i, j) in state.decisions.get(pid, {}):
+            pos += 1
+            continue
+        prompt, comps = forms[pid]
+        done = sum(len(d) for d in state.decisions.values())
+        source.position = f"comparison {done + 1} of {len(tasks)}   prompt {pid}"
+        try:
+            choice = source.decide(prompt, comps[i], comps[j])
+        except Undo:
+            if not state.history:
+                warn("nothing to undo")
+                continue
+            last = state.history.pop()
+            del state.decisions[last[0]][(last[1], last[2])]
+            journal.add({"t": "undo"})
+            pos = where[last]
+            continue
+        except Quit:
+            done = sum(len(d) for d in state.decisions.values())
+            raise Stopped(
+                f"stopped after {done} of {len(tasks)} comparisons; choices saved in {journal.path}; "
+                "rerun the same command to continue"
+            ) from None
+        state.decisions.setdefault(pid, {})[(i, j)] = choice
+        state.history.append((pid, i, j))
+        journal.add({"t": "cmp", "id": pid, "i": i, "j": j, "w": choice.winner, "d": choice.detail})
+        progress(1)
+        pos += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+def check_settings(resolved: Resolved) -> None:
+    problems = []
+    if resolved["pairs"] not in PAIR_MODES:
+        problems.append(f"pairs must be one of {', '.join(PAIR_MODES)}, got {resolved['pairs']!r}")
+    if resolved["min_margin"] < 0:
+        problems.append(f"min_margin must be >= 0, got {resolved['min_margin']}")
+    if resolved["batch_size"] < 1:
+        problems.append(f"batch_size must be >= 1, got {resolved['batch_size']}")
+    if resolved["judge_max_tokens"] < 1:
+        problems.append(f"judge_max_tokens must be >= 1, got {resolved['judge_max_tokens']}")
+    if problems:
+        raise InputError("label: " + "; ".join(problems))
+
+
+def _words(value: Any) -> int:
+    return len(io.text_of(value).split())
+
+
+def summarize(n_prompts: int, outcomes: list[Outcome], rows: list[dict], pairwise: bool) -> dict[str, Any]:
+    n = len(rows)
+    stats = {
+        "prompts": n_prompts,
+        "pairs": n,
+        "ties": sum(o.ties for o in outcomes),
+        "dropped": sum(o.dropped for o in outcomes),
+        "skipped": sum(o.skipped for o in outcomes),
+        "mean_chosen_words": round(sum(_words(r["chosen"]) for r in rows) / n, 2) if n else None,
+        "mean_rejected_words": round(sum(_words(r["rejected"]) for r in rows) / n, 2) if n else None,
+    }
+    if not pairwise:
+        del stats["skipped"]
+    return stats
+
+
+def print_summary(stats: dict[str, Any], min_margin: float) -> None:
+    from rich.table import Table
+
+    names = {
+        "prompts": "prompts",
+        "pairs": "pairs written",
+        "ties": "ties (equal scores / no verdict)",
+        "dropped": f"dropped (margin < {min_margin:g}, or < 2 distinct answers)",
+        "skipped": "skipped",
+        "mean_chosen_words": "mean chosen length (words)",
+        "mean_rejected_words": "mean rejected length (words)",
+    }
+    table = Table(title="label summary", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for k, v in stats.items():
+        table.add_row(names[k], "-" if v is None else str(v))
+    console.print(table)
+    chosen, rejected = stats["mean_chosen_words"], stats["mean_rejected_words"]
+    if chosen and rejected and chosen > 1.5 * rejected:
+        warn(
+            f"chosen answers average {chosen:g} words, rejected {rejected:g}: the source may reward length "
+            "(the chapter's reward-hacking warning)"
+        )
+    if not stats["pairs"]:
+        warn("no pairs written: every prompt was a tie or dropped")
+
+
+def run(
+    resolved: Resolved,
+    candidates: Path,
+    by: str,
+    output: Path,
+    *,
+    judge_url: str | None = None,
+    judge_model: str | None = None,
+    judge_key_env: str = "OPENAI_API_KEY",
+    judge_template: Path | None = None,
+    overwrite: bool = False,
+    force: bool = False,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Label and write the preference file; returns its path. Validates before any model loads."""
+    from alignctl import rewards, runs
+
+    check_settings(resolved)
+    records = io.load(candidates, "candidates")
+    source = rewards.resolve_source(
+        by,
+        judge_url=judge_url,
+        judge_model=judge_model,
+        judge_key_env=judge_key_env,
+        judge_template=judge_template,
+        judge_max_tokens=resolved["judge_max_tokens"],
+        batch_size=resolved["batch_size"],
+        max_length=resolved["max_length"],
+        trust_remote_code=trust_remote_code,
+    )
+    if hasattr(source, "check_terminal"):
+        source.check_terminal()
+    forms = {r["id"]: training_form(r) for r in records}
+    if isinstance(source, rewards.RuleSource):  # a rule missing its column fails here, before any output
+        first = records[0]
+        p, cs = forms[first["id"]]
+        source.score([p] * len(cs), cs, columns_of([first], [len(cs)]))
+    described = source.describe()
+    inputs = {"candidates": runs.input_fingerprint(candidates)}
+    run_ = runs.begin_file(
+        STAGE,
+        output,
+        inputs=inputs,
+        resolved=resolved,
+        overwrite=overwrite,
+        force=force,
+        extra={"by": by, "source": described},
+        journal_key={"by": by, "source": described, "scoring": _scoring_settings(resolved, source)},
+    )
+    if run_.up_to_date:
+        runs.say_up_to_date(run_)
+        return run_.out
+
+    state = State.replay(run_.journal_records)
+    with run_.appender() as journal, _bar(source, records, forms, state, progress) as advance:
+        if source.pairwise:
+            compare_pairwise(source, records, forms, state, journal, advance)
+        else:
+            chunk = max(1, resolved["batch_size"] * 4 // max(1, len(records[0]["completions"])))
+            score_pointwise(source, records, forms, state, journal, chunk, advance)
+
+    mode, margin = resolved["pairs"], resolved["min_margin"]
+    rows, outcomes = [], []
+    for r in records:
+        prompt, comps = forms[r["id"]]
+        if source.pairwise:
+            outcome = pairs_from_comparisons(comps, state.decisions.get(r["id"], {}), mode, margin)
+        else:
+            outcome = pairs_from_scores(state.scores[r["id"]], comps, mode, margin)
+        outcomes.append(outcome)
+        for pair in outcome.pairs:
+            label = {
+                "by": by,
+                "kind": described.get("kind"),
+                "source": described,
+                "pairs": mode,
+                "chosen_index": pair.chosen,
+                "rejected_index": pair.rejected,
+                "margin": round(pair.score_chosen - pair.score_rejected, 6),
+            }
+            if pair.verdict is not None:
+                label["verdict"] = pair.verdict
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "chosen": comps[pair.chosen],
+                    "rejected": comps[pair.rejected],
+                    "score_chosen": pair.score_chosen,
+                    "score_rejected": pair.score_rejected,
+                    "id": r["id"],
+                    "label": label,
+                }
+            )
+    stats = summarize(len(records), outcomes, rows, source.pairwise)
+    print_summary(stats, margin)
+    return run_.finish(rows, stats)
+
+
+def _scoring_settings(resolved: Resolved, source) -> dict:
+    """The settings that change a source's scores or verdicts (not which pairs are kept)."""
+    if source.pairwise:
+        return {"judge_max_tokens": resolved["judge_max_tokens"]} if source.kind == "judge" else {}
+    return {"max_length": resolved["max_length"]} if source.kind == "reward_model" else {}
+
+
+class _bar:
+    """Progress over prompts (pointwise) or comparisons (judge); none for a person at the terminal."""
+
+    def __init__(self, source, records, forms, state: State, enabled: bool) -> None:
+        if source.pairwise:
+            counts = [len(list(itertools.combinations(distinct(forms[r["id"]][1]), 2))) for r in records]
+            self.total = sum(counts)
+            self.done = sum(len(d) for d in state.decisions.values())
+            self.what = "comparisons"
+        else:
+            self.total = len(records)
+            self.done = sum(1 for r in records if r["id"] in state.scores)
+            self.what = "prompts"
+        self.enabled = enabled and source.kind != "human" and self.done < self.total
+        if self.done and self.done < self.total:
+            info(f"resuming: {self.done} of {self.total} {self.what} already labelled")
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda k: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn(f"labelling {self.what}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.progress.__enter__()
+        task = self.progress.add_task("label", total=self.total, completed=self.done)
+        return lambda k: self.progress.advance(task, k)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.__exit__(*exc)
+
+
+def command(
+    candidates: Annotated[Path, typer.Option("--candidates", "-c", help="Candidates JSONL (from collect).")],
+    by: Annotated[
+        str,
+        typer.Option("--by", help="Reward source: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL or human."),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Preferences JSONL to write (never overwritten without --overwrite).")
+    ] = Path("prefs.jsonl"),
+    pairs: Annotated[str | None, typer.Option("--pairs", help="best-worst (default) or all.")] = None,
+    min_margin: Annotated[
+        float | None, typer.Option("--min-margin", help="Drop pairs whose scores differ by less.")
+    ] = None,
+    judge_url: Annotated[
+        str | None, typer.Option("--judge-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
+    ] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="The endpoint's model name.")] = None,
+    judge_key_env: Annotated[
+        str, typer.Option("--judge-key-env", help="Environment variable holding the endpoint's API key.")
+    ] = "OPENAI_API_KEY",
+    judge_template: Annotated[
+        Path | None, typer.Option("--judge-template", help="Judge prompt file with {prompt} {answer_a} {answer_b}.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Reward-model scoring batch.")] = None,
+    overwrite: options.Overwrite = False,
+    force: options.Force = False,
+    preset: options.Preset = None,
+    config_file: options.ConfigFile = None,
+    set_: options.Set = None,
+    trust_remote_code: options.TrustRemoteCode = False,
+) -> None:
+    """Pick chosen/rejected pairs from candidates with a reward source."""
+    flags = options.common_flags(
+        {},
+        pairs=(pairs, "--pairs"),
+        min_margin=(min_margin, "--min-margin"),
+        batch_size=(batch_size, "--batch-size"),
+    )
+    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
+    out = run(
+        resolved,
+        candidates,
+        by,
+        output,
+        judge_url=judge_url,
+        judge_model=judge_model,
+        judge_key_env=judge_key_env,
+        judge_template=judge_template,
+        overwrite=overwrite,
+        force=force,
+        trust_remote_code=trust_remote_code,
+    )
+    print(out)
