@@ -65,21 +65,35 @@ _register()
 
 
 def main() -> None:
+    from alignctl.runs import discard_unused, is_main_process
+
+    # under torchrun / accelerate launch every rank runs this; only rank 0 talks (stdout carries the
+    # output path once) and other ranks speak up only to report their own errors
+    rank = "" if is_main_process() else f"[rank {os.environ.get('RANK', '?')}] "
+    if rank:
+        sys.stdout = open(os.devnull, "w")  # left open: it lives as long as the process
+        console.quiet = True
     try:
         app()
     except AlignctlError as exc:
+        discard_unused()
+        console.quiet = False
         if _state["debug"]:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {rank}{escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        console.print("[bold red]interrupted[/]")
+        discard_unused()
+        console.quiet = False
+        console.print(f"[bold red]interrupted[/] {rank}".rstrip())
         sys.exit(130)
     except Exception as exc:  # a bug: one line unless --debug
+        discard_unused()
+        console.quiet = False
         if _state["debug"]:
             raise
         console.print(
-            f"[bold red]error:[/] internal error: {type(exc).__name__}: {escape(str(exc))} (rerun with --debug)",
+            f"[bold red]error:[/] {rank}internal error: {type(exc).__name__}: {escape(str(exc))} (rerun with --debug)",
             soft_wrap=True,
         )
         sys.exit(1)

@@ -218,6 +218,34 @@ def lora_config(values: dict[str, Any], task_type: str = "CAUSAL_LM"):
     )
 
 
+def merge_adapter_dir(path: Path, *, trust_remote_code: bool = False) -> None:
+    """Turn a dir holding a saved LoRA adapter into a merged HF model dir, in place.
+
+    Used after DeepSpeed / FSDP training, where the trainer gathers and saves the adapter from the
+    shards and there is no whole in-memory model to merge: reload the parent named in
+    `adapter_config.json` on CPU, apply the adapter, merge, save, drop the adapter files.
+    """
+    import json
+
+    setup_torch()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    path = Path(path)
+    adapter = json.loads((path / "adapter_config.json").read_text())
+    parent = adapter["base_model_name_or_path"]
+    if adapter.get("task_type") == "SEQ_CLS":
+        base = AutoModelForSequenceClassification.from_pretrained(
+            parent, num_labels=1, trust_remote_code=trust_remote_code
+        )
+    else:
+        base = AutoModelForCausalLM.from_pretrained(parent, trust_remote_code=trust_remote_code)
+    merged = PeftModel.from_pretrained(base, path).merge_and_unload()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+        (path / name).unlink(missing_ok=True)
+    merged.save_pretrained(path)
+
+
 def save_model(model, tokenizer, out: Path, *, merge: bool = True) -> None:
     """Save an HF model dir; a peft model is merged first unless `merge` is False."""
     if hasattr(model, "peft_config") and hasattr(model, "merge_and_unload"):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +129,30 @@ def callbacks(run: Run, total_hint: int | None = None) -> list:
                 self.bar.stop()
                 self.bar = None
 
-    return [MetricsFile(), Progress()]
+    out = [MetricsFile(), Progress()]
+    if os.environ.get("ALIGNCTL_CRASH_AFTER_STEP"):
+        out.append(_crash_injection(TrainerCallback, int(os.environ["ALIGNCTL_CRASH_AFTER_STEP"])))
+    return out
+
+
+def _crash_injection(base: type, step: int):
+    """A test aid (ALIGNCTL_CRASH_AFTER_STEP=N): SIGKILL the process once checkpoint N is on disk.
+
+    A kill, not an exception: nothing gets to clean up, as when a job is preempted or OOM-killed,
+    so the resume test sees exactly what a real crash leaves in `<out>.partial`.
+    """
+
+    class CrashAfterStep(base):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step >= step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return CrashAfterStep()
 
 
 def trim_metrics_for_resume(run: Run) -> None:
     """On resume, drop metric lines logged after the checkpoint so the file has no duplicates."""
-    if not run.resume_from or not run.metrics_path.exists():
+    if not run.resume_from or not run.metrics_path.exists() or not is_main_process():
         return
     step = int(run.resume_from.name.split("-", 1)[1])
     keep = [
@@ -155,6 +175,31 @@ def train(trainer, run: Run) -> dict[str, float]:
     final.update({k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)})
     final["global_step"] = trainer.state.global_step
     return final
+
+
+def save_final(trainer, tokenizer, run: Run, *, merge: bool = True) -> None:
+    """Save the trained model into `run.work`. Every rank calls this; only rank 0 writes.
+
+    DDP (and one process): each rank holds the whole model, so rank 0 saves it alone (merging LoRA).
+    DeepSpeed and FSDP shard the weights across ranks: every rank takes part in gathering them
+    (transformers' `Trainer.save_model`, which writes on rank 0 only); a LoRA adapter saved that way
+    is merged afterwards on rank 0 (`models.merge_adapter_dir`).
+    """
+    from alignctl import models
+
+    sharded = bool(getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False))
+    remove_checkpoints(run)
+    if not sharded:
+        if is_main_process():
+            models.save_model(trainer.model, tokenizer, run.work, merge=merge)
+        return
+    trainer.save_model(str(run.work))
+    if is_main_process():
+        if tokenizer is not None:
+            tokenizer.save_pretrained(run.work)
+        if merge and (run.work / "adapter_config.json").is_file():
+            models.merge_adapter_dir(run.work, trust_remote_code=False)
+    trainer.accelerator.wait_for_everyone()
 
 
 def remove_checkpoints(run: Run) -> None:

@@ -130,9 +130,7 @@ def run(
     final = training.train(trainer, run_)
     if has_eval:
         final.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
-    if runs.is_main_process():
-        training.remove_checkpoints(run_)
-        models.save_model(trainer.model, tokenizer, run_.work, merge=merge)
+    training.save_final(trainer, tokenizer, run_, merge=merge)
     return run_.finish(final, extra={"records": {"train": len(train_recs), "eval": len(eval_recs)}})
 
 
