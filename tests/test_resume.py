@@ -1,0 +1,106 @@
+"""`--resume` for training stages: a run killed after a checkpoint continues where it stopped.
+
+The crash is a real SIGKILL (ALIGNCTL_CRASH_AFTER_STEP, handled in training.py), so nothing cleans
+up: what is left in `<out>.partial` is what a preempted or OOM-killed job leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from alignctl import config, runs
+from tiny import toy_preferences, write_jsonl
+
+# 16 pairs, batch 4: 4 steps an epoch, so 6 steps cross an epoch boundary after the resume
+SETS = [
+    "warmup_steps=0",
+    "optim=adamw_torch",
+    "learning_rate=5e-3",
+    "logging_steps=1",
+    "save_steps=2",
+    "per_device_train_batch_size=4",
+    "max_steps=6",
+    "seed=7",
+]
+
+
+def _rows(out):
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if "loss" in r]
+
+
+def test_dpo_resume_after_kill_matches_an_uninterrupted_run(tmp_path, tiny_lm, run):
+    from alignctl.stages import dpo
+
+    data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(16))
+    whole = dpo.run(config.resolve("dpo", sets=SETS), data, str(tiny_lm), tmp_path / "whole")
+
+    args = ["dpo", "--data", data, "--model", tiny_lm, "-o", tmp_path / "cut"]
+    for item in SETS:
+        args += ["--set", item]
+    killed = run(*args, env={"ALIGNCTL_CRASH_AFTER_STEP": "2"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    partial = tmp_path / "cut.partial"
+    assert not (tmp_path / "cut").exists() and (partial / "checkpoint-2" / "trainer_state.json").is_file()
+    assert [r["step"] for r in _rows(partial)] == [1, 2]
+
+    resumed = dpo.run(config.resolve("dpo", sets=SETS), data, str(tiny_lm), tmp_path / "cut", resume=True)
+    assert not partial.exists()
+    a, b = _rows(whole), _rows(resumed)
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]  # the step count continues, no duplicate lines
+    for ra, rb in zip(a, b, strict=True):
+        # same batches in the same order (logps of the chosen answers identify the batch), same losses
+        assert rb["epoch"] == ra["epoch"]
+        assert rb["logps/chosen"] == pytest.approx(ra["logps/chosen"], rel=1e-4, abs=1e-4)
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4, abs=1e-5)
+    fa = json.loads((whole / "alignctl.json").read_text())["final_metrics"]
+    fb = json.loads((resumed / "alignctl.json").read_text())["final_metrics"]
+    assert fa["global_step"] == fb["global_step"] == 6
+    for key in ("loss", "rewards/margins", "rewards/accuracies"):
+        assert fb[key] == pytest.approx(fa[key], rel=1e-3, abs=1e-4)
+    assert not list(resumed.glob("checkpoint-*"))  # a finished run keeps no checkpoints
+
+
+def _fake_partial(tmp_path, steps):
+    work = tmp_path / "out.partial"
+    for step in steps:
+        (work / f"checkpoint-{step}").mkdir(parents=True)
+        (work / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    (work / "checkpoint-9").mkdir()  # no trainer_state.json: a checkpoint cut off mid-save
+    return work
+
+
+def test_resume_picks_the_newest_complete_checkpoint(tmp_path):
+    work = _fake_partial(tmp_path, [2, 10, 4])
+    r = runs.begin("dpo", tmp_path / "out", inputs={}, resolved=None, resume=True)
+    assert r.resume_from == work / "checkpoint-10"
+
+
+def test_without_resume_an_unfinished_run_is_replaced(tmp_path):
+    work = _fake_partial(tmp_path, [2])
+    r = runs.begin("dpo", tmp_path / "out", inputs={}, resolved=None)
+    assert r.resume_from is None and work.is_dir() and not list(work.iterdir())
+
+
+def test_resume_with_nothing_to_resume_starts_fresh(tmp_path):
+    r = runs.begin("dpo", tmp_path / "out", inputs={}, resolved=None, resume=True)
+    assert r.resume_from is None and (tmp_path / "out.partial").is_dir()
+    runs.discard_unused()  # an error before any work: the empty dir goes
+    assert not (tmp_path / "out.partial").exists()
+
+
+def test_other_ranks_never_touch_the_output(tmp_path, monkeypatch):
+    """Under torchrun only rank 0 creates, clears or renames dirs; other ranks decide the same."""
+    work = _fake_partial(tmp_path, [2])
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    r = runs.begin("dpo", tmp_path / "new" / "out", inputs={}, resolved=None)
+    assert not (tmp_path / "new").exists()
+    r = runs.begin("dpo", tmp_path / "out", inputs={}, resolved=None, resume=True)
+    assert r.resume_from == work / "checkpoint-2"
+    r = runs.begin("dpo", tmp_path / "out", inputs={}, resolved=None)
+    assert (work / "checkpoint-2").is_dir()  # rank 0 clears it, not rank 1
+    assert r.finish({}) == tmp_path / "out" and not (tmp_path / "out").exists()
