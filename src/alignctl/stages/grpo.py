@@ -182,9 +182,7 @@ def run(
         callbacks=training.callbacks(run_),
     )
     final = training.train(trainer, run_)
-    if runs.is_main_process():
-        training.remove_checkpoints(run_)
-        models.save_model(trainer.model, tokenizer, run_.work, merge=merge)
+    training.save_final(trainer, tokenizer, run_, merge=merge)
     return run_.finish(
         final,
         extra={"records": {"prompts": len(records), "truncated": truncated}, "rewards": described},

@@ -261,9 +261,7 @@ def run(
     final = training.train(trainer, run_)
     if judge_reward is not None:
         final.update(judge_reward.stats())
-    if runs.is_main_process():
-        training.remove_checkpoints(run_)
-        models.save_model(trainer.model, tokenizer, run_.work, merge=merge)
+    training.save_final(trainer, tokenizer, run_, merge=merge)
     return run_.finish(
         final,
         extra={"records": {"prompts": len(records), "truncated": truncated}, "rewards": described},

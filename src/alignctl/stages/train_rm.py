@@ -187,9 +187,7 @@ def run(
         if held.get("eval_pairs", 0) < len(eval_recs):
             note(f"{len(eval_recs) - held.get('eval_pairs', 0)} held-out pairs longer than max_length: not scored")
         final.update(held)
-    if runs.is_main_process():
-        training.remove_checkpoints(run_)
-        models.save_model(trainer.model, tokenizer, run_.work, merge=merge)
+    training.save_final(trainer, tokenizer, run_, merge=merge)
     return run_.finish(final, extra={"records": {"train": len(train_recs), "eval": len(eval_recs)}})
 
 

@@ -1,0 +1,128 @@
+"""Scale-out: the shipped accelerate configs load, and two ranks train with only rank 0 writing.
+
+The configs are checked the way `accelerate launch` reads them (its config class, its launch
+arguments, the environment it hands each rank); DeepSpeed and FSDP themselves need GPUs, so the
+training test runs `torchrun --nproc_per_node 2` on CPU over gloo, which exercises the same
+multi-process paths in alignctl: rank-0-only output dirs, manifests, metrics and stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from tiny import toy_preferences, write_jsonl
+
+ACCEL = REPO / "presets" / "accelerate"
+EXPECTED = {  # file -> (distributed type, processes, environment the launcher must hand each rank)
+    "ddp.yaml": ("MULTI_GPU", 8, {}),
+    "deepspeed-zero2.yaml": (
+        "DEEPSPEED",
+        8,
+        {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"},
+    ),
+    "deepspeed-zero3.yaml": (
+        "DEEPSPEED",
+        8,
+        {"ACCELERATE_DEEPSPEED_ZERO_STAGE": "3", "ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL": "true"},
+    ),
+    "fsdp.yaml": (
+        "FSDP",
+        8,
+        {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT"},
+    ),
+    "cpu-2proc.yaml": ("MULTI_GPU", 2, {}),
+}
+
+
+def test_every_shipped_config_is_checked():
+    assert sorted(p.name for p in ACCEL.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_accelerate_config_loads(name, monkeypatch):
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    path = ACCEL / name
+    kind, procs, env_expected = EXPECTED[name]
+    cfg = ClusterConfig.from_yaml_file(str(path))  # raises on any key accelerate does not know
+    assert load_config_from_file(str(path)).distributed_type.value == kind == cfg.distributed_type.value
+    assert cfg.num_processes == procs and cfg.mixed_precision == "no"  # alignctl's bf16 setting decides
+    first = path.read_text().splitlines()[0]
+    assert first.startswith(f"# accelerate launch --config_file presets/accelerate/{name} -m alignctl ")
+
+    # the nested settings are launch arguments: an unknown one would be silently ignored by accelerate
+    parser = launch_command_parser()
+    known = vars(parser.parse_args(["x.py"]))
+    for key in cfg.deepspeed_config or {}:
+        assert key in known, key
+    for key in cfg.fsdp_config or {}:
+        assert (key if key.startswith("fsdp") else f"fsdp_{key}") in known, key
+    args = parser.parse_args(["--config_file", str(path), "--main_process_port", "0", "-m", "alignctl", "dpo"])
+    args, defaults, _ = _validate_launch_command(args)
+    if args.use_deepspeed:
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        _, env = prepare_deepspeed_cmd_env(args)
+    else:
+        env = prepare_multi_gpu_env(args)
+    assert {k: env.get(k) for k in env_expected} == env_expected
+    if kind == "FSDP":  # the plugin the Trainer's Accelerator builds from that environment
+        from accelerate.utils import FullyShardedDataParallelPlugin
+
+        for k, v in env.items():
+            if k.startswith(("ACCELERATE_", "FSDP_")):
+                monkeypatch.setenv(k, v)
+        plugin = FullyShardedDataParallelPlugin()
+        assert plugin.fsdp_version == 2 and plugin.cpu_ram_efficient_loading
+
+
+GRPO_RULE = "def short(prompts, completions, **kw):\n    return [-len(c) / 10 for c in completions]\n"
+
+
+def _stage_args(stage: str, tmp: Path, model: Path) -> list[str]:
+    if stage in ("dpo", "train-rm"):
+        write_jsonl(tmp / "prefs.jsonl", toy_preferences(8))
+        return [stage, "--data", "prefs.jsonl", "--model", model, "--batch-size", "2"]
+    write_jsonl(tmp / "p.jsonl", [{"prompt": f"Is the sky {c}?"} for c in ("red", "blue", "green", "big")])
+    (tmp / "rules.py").write_text(GRPO_RULE)
+    return [
+        "grpo", "--prompts", "p.jsonl", "--reward", "rule:rules.py:short", "--model", model,
+        "--num-generations", "2", "--batch-size", "2", "--max-completion-length", "4",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("stage", ["dpo", "train-rm", "grpo"])
+def test_torchrun_two_ranks_only_rank0_writes(tmp_path, tiny_lm, stage):
+    """`torchrun --nproc_per_node 2 -m alignctl STAGE` on CPU (gloo): one output, written once."""
+    args = _stage_args(stage, tmp_path, tiny_lm)
+    inputs = {p.name for p in tmp_path.iterdir()}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "alignctl"]
+    cmd += [*map(str, args), "--max-steps", "2", "--set", "save_steps=1", "--set", "logging_steps=1", "-o", "out"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == ["out"]  # the path once: rank 1 prints nothing on stdout
+    assert sum(line.startswith("note: no CUDA device") for line in proc.stderr.splitlines()) == 1
+
+    out = tmp_path / "out"
+    assert {p.name for p in tmp_path.iterdir()} == inputs | {"out"}  # no out.partial, no stray runs/ dir
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if n.startswith(("checkpoint-", ".")) or n.endswith((".tmp", ".partial"))], names
+    manifest = json.loads((out / "alignctl.json").read_text())  # written once, whole, parseable
+    assert manifest["stage"] == stage and manifest["world_size"] == 2
+    assert manifest["final_metrics"]["global_step"] == 2
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows if "loss" in r]
+    assert steps == [1, 2], steps  # one line per logging step, not one per rank
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as fh:  # a complete weights file
+        assert len(list(fh.keys())) > 0
