@@ -275,6 +275,13 @@ class FileRun:
             app.add({JOURNAL_HEADER: {"stage": self.stage, "fingerprint": key}})
         return app
 
+    def drop_empty_journal(self) -> None:
+        """Remove a journal that holds nothing but its header (a run that failed before any work)."""
+        from alignctl.io import read_journal
+
+        if self.journal.is_file() and len(read_journal(self.journal)) <= 1:
+            self.journal.unlink()
+
     def finish(self, records: Iterable[dict], final_metrics: dict | None = None, extra: dict | None = None) -> Path:
         """Write `out` (temp + rename) and its manifest, then drop the journal."""
         from alignctl.io import atomic_path, dumps

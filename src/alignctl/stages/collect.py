@@ -138,15 +138,22 @@ def run(
         }
         by_id = {r["id"]: r for r in records}
         items = [generation.Item(r["id"], r["prompt"]) for r in records]
-        with run_.appender() as journal:
+        try:
+            with run_.appender() as journal:
 
-            def keep(gen) -> None:
-                rec = by_id[gen.id]
-                out = candidate_record(rec, gen.texts, {**base, "chat_template": backend.uses_template(rec["prompt"])})
-                journal.add(out)
-                done[gen.id] = out
+                def keep(gen) -> None:
+                    rec = by_id[gen.id]
+                    generator = {**base, "chat_template": backend.uses_template(rec["prompt"])}
+                    out = candidate_record(rec, gen.texts, generator)
+                    journal.add(out)
+                    done[gen.id] = out
 
-            totals = generation.run_items(backend, items, n, params, done=set(done), on_result=keep, progress=progress)
+                totals = generation.run_items(
+                    backend, items, n, params, done=set(done), on_result=keep, progress=progress
+                )
+        except BaseException:
+            run_.drop_empty_journal()
+            raise
         info(
             f"generated {totals.completions} completions for {totals.prompts} prompts: {totals.tokens} tokens in "
             f"{totals.seconds:.1f} s ({totals.tokens_per_second:.1f} tok/s, "

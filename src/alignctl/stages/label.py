@@ -329,7 +329,9 @@ def print_summary(stats: dict[str, Any], min_margin: float) -> None:
         "prompts": "prompts",
         "pairs": "pairs written",
         "ties": "ties (equal scores / no verdict)",
-        "dropped": f"dropped (margin < {min_margin:g}, or < 2 distinct answers)",
+        "dropped": f"dropped (margin < {min_margin:g}, or < 2 distinct answers)"
+        if min_margin
+        else "dropped (< 2 distinct answers)",
         "skipped": "skipped",
         "mean_chosen_words": "mean chosen length (words)",
         "mean_rejected_words": "mean rejected length (words)",
@@ -405,12 +407,16 @@ def run(
         return run_.out
 
     state = State.replay(run_.journal_records)
-    with run_.appender() as journal, _bar(source, records, forms, state, progress) as advance:
-        if source.pairwise:
-            compare_pairwise(source, records, forms, state, journal, advance)
-        else:
-            chunk = max(1, resolved["batch_size"] * 4 // max(1, len(records[0]["completions"])))
-            score_pointwise(source, records, forms, state, journal, chunk, advance)
+    try:
+        with run_.appender() as journal, _bar(source, records, forms, state, progress) as advance:
+            if source.pairwise:
+                compare_pairwise(source, records, forms, state, journal, advance)
+            else:
+                chunk = max(1, resolved["batch_size"] * 4 // max(1, len(records[0]["completions"])))
+                score_pointwise(source, records, forms, state, journal, chunk, advance)
+    except BaseException:
+        run_.drop_empty_journal()
+        raise
 
     mode, margin = resolved["pairs"], resolved["min_margin"]
     rows, outcomes = [], []
