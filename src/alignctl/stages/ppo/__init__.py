@@ -1,0 +1,347 @@
+"""Train a policy with PPO against a reward model or a rule (alignctl's own PPO; the chapter's RLHF).
+
+    alignctl ppo --prompts prompts.jsonl --model SFT --reward-model RM -o out/ppo
+    alignctl ppo --prompts qa.jsonl --reward rule:qa --total-episodes 256 --learning-rate 1e-4
+
+The chapter's section "PPO 训练细节及超参数", implemented on torch + transformers + peft +
+accelerate (TRL removed its PPOTrainer in 1.13). Per batch of prompts: sample answers
+(`response_length` tokens, `temperature`, top_k 0, top_p 1) and cut each after its first EOS; score
+them with the reward model at the last token (minus `missing_eos_penalty` when an answer never
+ended); per-token rewards are -kl_coef x KL(policy || reference) plus the score on the last
+token; GAE (`gamma`, `lam`) gives advantages (whitened) and returns; then `num_ppo_epochs` x
+`num_mini_batches` updates of the clipped policy loss + `vf_coef` x the clipped value loss.
+
+With LoRA (the default, as in the chapter's code) the four models sit on two backbones: the
+reference is the policy with its adapter off, and the value model is the reward model's backbone
+with an adapter and head of its own. `--no-peft` trains full copies. Writes the policy (LoRA
+merged unless --no-merge) with its tokenizer, `value/` (the trained value model),
+`metrics.jsonl` (one line per update, TRL's metric names) and `alignctl.json`.
+
+Simplifications, stated plainly: one reward source per run; no reward whitening by default
+(`whiten_rewards`), no adaptive KL controller (a fixed `kl_coef`, as in the chapter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from alignctl import io, options
+from alignctl.config import Resolved, resolve
+from alignctl.errors import InputError
+
+STAGE = "ppo"
+PPO = "PPO"  # help panel
+
+
+@dataclass
+class Settings:
+    """Built-in defaults (TRL 1.12 PPOConfig's names and defaults); the `ppo` preset is the chapter's."""
+
+    response_length: int = field(default=53, metadata={"help": "Tokens sampled per answer."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (log-probs use the same)."})
+    top_k: int = field(default=0, metadata={"help": "0 = no top-k cut (the chapter's generation config)."})
+    top_p: float = 1.0
+    kl_coef: float = field(default=0.05, metadata={"help": "Per-token KL penalty weight (chapter: 0.2)."})
+    kl_estimator: str = field(default="k1", metadata={"help": "k1 = logp - ref_logp; k3 = Schulman's (r-1)-log r."})
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda (chapter: 0.96)."})
+    cliprange: float = field(default=0.2, metadata={"help": "Policy ratio clipped to 1 +/- cliprange."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Values clipped to old +/- cliprange_value."})
+    vf_coef: float = field(default=0.1, metadata={"help": "loss = policy loss + vf_coef * value loss."})
+    num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout's experience."})
+    num_mini_batches: int = field(default=1, metadata={"help": "Optimizer steps per PPO epoch."})
+    whiten_rewards: bool = False
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "Subtracted from the score of an answer with no EOS."}
+    )
+    stop_token_id: int | None = field(default=None, metadata={"help": "Token that ends an answer (default: EOS)."})
+    total_episodes: int | None = field(
+        default=None, metadata={"help": "Answers to sample in all (default: num_train_epochs x prompts)."}
+    )
+    num_train_epochs: float = 1.0
+    local_rollout_forward_batch_size: int = field(
+        default=64, metadata={"help": "Rows per generate/forward call during rollout (memory vs speed)."}
+    )
+    learning_rate: float = 3e-6
+    value_learning_rate: float | None = field(
+        default=None, metadata={"help": "Value model's learning rate (OpenRLHF's critic lr); default: learning_rate."}
+    )
+    per_device_train_batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    lr_scheduler_type: str = "linear"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float | None = 1.0
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Off by default: slower on CPU."})
+    chat_template: bool = field(
+        default=True, metadata={"help": "Send plain-text prompts as user messages through the chat template."}
+    )
+    max_prompt_length: int | None = field(default=512, metadata={"help": "Longer prompts keep their last tokens."})
+    seed: int = 42
+    save_steps: int | None = field(default=50, metadata={"help": "Checkpoint every N updates (for --resume)."})
+    save_total_limit: int | None = 2
+    use_peft: bool = field(default=True, metadata={"help": "LoRA on policy and value model (false: full copies)."})
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = field(default=0.0, metadata={"help": "PPO runs with dropout off (arXiv 2403.17031)."})
+    lora_target_modules: list[str] | None = None
+
+
+def check(values: dict[str, Any]) -> None:
+    """Every problem with the settings at once, as one InputError."""
+    v = values
+    problems = []
+
+    def need(ok: bool, text: str) -> None:
+        if not ok:
+            problems.append(text)
+
+    for key in ("response_length", "num_ppo_epochs", "num_mini_batches", "per_device_train_batch_size"):
+        need(v[key] >= 1, f"{key} must be >= 1, got {v[key]}")
+    for key in ("gradient_accumulation_steps", "local_rollout_forward_batch_size"):
+        need(v[key] >= 1, f"{key} must be >= 1, got {v[key]}")
+    need(v["kl_estimator"] in ("k1", "k3"), f"kl_estimator must be k1 or k3, got {v['kl_estimator']!r}")
+    need(v["temperature"] > 0, f"temperature must be > 0, got {v['temperature']}")
+    need(0 < v["top_p"] <= 1, f"top_p must be in (0, 1], got {v['top_p']}")
+    need(v["top_k"] >= 0, f"top_k must be >= 0, got {v['top_k']}")
+    need(0 <= v["gamma"] <= 1 and 0 <= v["lam"] <= 1, f"gamma and lam must be in [0, 1], got {v['gamma']}, {v['lam']}")
+    need(v["cliprange"] > 0 and v["cliprange_value"] > 0, "cliprange and cliprange_value must be > 0")
+    need(v["kl_coef"] >= 0 and v["vf_coef"] >= 0, "kl_coef and vf_coef must be >= 0")
+    need(v["total_episodes"] is None or v["total_episodes"] >= 1, "total_episodes must be >= 1")
+    need(v["num_train_epochs"] > 0, "num_train_epochs must be > 0")
+    need(v["learning_rate"] > 0, "learning_rate must be > 0")
+    need(not v["use_peft"] or v["lora_r"] >= 1, "lora_r must be >= 1")
+    if problems:
+        raise InputError("invalid ppo settings: " + "; ".join(problems))
+
+
+def reward_source(reward_model: str | None, reward: str | None) -> tuple[str | None, Any]:
+    """(reward model dir, rule source): exactly one is set. Checked here, before any model loads.
+
+    `--reward rm:DIR` is the same as `--reward-model DIR`: PPO loads it itself, because with LoRA
+    its backbone doubles as the value model's (two backbones in memory, not four).
+    """
+    from alignctl import models
+    from alignctl.rewards import resolve_source
+    from alignctl.stages.rl_common import check_reward_model
+
+    if reward_model and reward:
+        raise InputError("give either --reward-model or --reward, not both")
+    if reward and reward.strip().startswith("rm:"):
+        reward_model, reward = reward.strip()[len("rm:") :], None
+    if reward_model:
+        check_reward_model(reward_model, reward_model)
+        return models.resolve_model(reward_model), None
+    if not reward:
+        raise InputError("PPO needs a reward: --reward-model RM_DIR or --reward rule:NAME / rule:file.py:func")
+    source = resolve_source(reward)
+    if source.pairwise:
+        raise InputError(f"--reward {reward}: PPO needs a score per answer; a pairwise judge or a human gives none")
+    return None, source
+
+
+def _check_vocab(tokenizer, rm_path: str) -> None:
+    # The value model reads the policy's tokens through the reward model's backbone, and the score is
+    # read from the same ids: one vocabulary is a must (TRL's PPO assumed it silently).
+    from alignctl import models
+
+    if not any((Path(rm_path) / f).is_file() for f in models.TOKENIZER_FILES):
+        return
+    rm_tok = models.load_tokenizer(rm_path)
+    if rm_tok.get_vocab() != tokenizer.get_vocab():
+        from alignctl.errors import ModelError
+
+        raise ModelError(f"{rm_path}: the reward model's tokenizer differs from the policy's; PPO needs one vocabulary")
+
+
+def run(
+    resolved: Resolved,
+    prompts: Path,
+    model: str | None,
+    output: Path,
+    *,
+    reward_model: str | None = None,
+    reward: str | None = None,
+    overwrite: bool = False,
+    force: bool = False,
+    resume: bool = False,
+    merge: bool = True,
+    trust_remote_code: bool = False,
+) -> Path:
+    """Train and save; returns the output dir. Validates everything before any model loads."""
+    from alignctl import models, runs
+
+    check(resolved.values)
+    records = [dict(r) for r in io.load(prompts, "prompts")]
+    rm_path, source = reward_source(reward_model, reward)
+    model_path = models.resolve_model(model)
+    inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
+    inputs["reward"] = runs.input_fingerprint(rm_path) if rm_path else source.describe()
+    run_ = runs.begin(
+        STAGE,
+        output,
+        inputs=inputs,
+        resolved=resolved,
+        overwrite=overwrite,
+        force=force,
+        resume=resume,
+        parent_model=model or models.DEFAULT_MODEL,
+        extra={"merge": merge},
+    )
+    if run_.up_to_date:
+        runs.say_up_to_date(run_)
+        return run_.out
+
+    torch = models.setup_torch()
+    from accelerate import Accelerator
+    from transformers import set_seed
+
+    from alignctl import training
+    from alignctl.stages import rl_common
+
+    from . import roles as roles_mod
+    from . import rollout, trainer
+
+    # cpu=True is what lets accelerate run several CPU processes (torchrun, gloo) as one job.
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    set_seed(int(resolved["seed"]))  # same LoRA and head init on every process
+    tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+    if rm_path:
+        _check_vocab(tokenizer, rm_path)
+    stop_id = resolved["stop_token_id"] if resolved["stop_token_id"] is not None else tokenizer.eos_token_id
+    if stop_id is None:
+        raise InputError(f"{model_path}: the tokenizer has no EOS token; set stop_token_id")
+    rl_common.apply_chat_format(records, tokenizer, enabled=resolved["chat_template"], path=prompts)
+    prompt_ids = rollout.encode_prompts(records, tokenizer, resolved["max_prompt_length"])
+    roles = roles_mod.build(model_path, rm_path, resolved.values, trust_remote_code=trust_remote_code)
+    for m in (roles.policy, roles.critic, roles.value_head):
+        m.to(acc.device)
+    tok = rollout.Tokens(tokenizer, int(stop_id), int(tokenizer.pad_token_id))
+    final = trainer.train(acc, roles, prompt_ids, records, resolved.values, tok, run_, source=source)
+    acc.wait_for_everyone()
+    if runs.is_main_process():
+        training.remove_checkpoints(run_)
+        roles_mod.save_value(roles, run_.work / "value", tokenizer, merge=merge)
+        models.save_model(roles.policy, tokenizer, run_.work, merge=merge)
+    extra = {"records": {"prompts": len(records)}, "value_model": "value"}
+    return run_.finish(final, extra=extra)
+
+
+def command(
+    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Prompts JSONL ({'prompt': ...} per line).")],
+    reward_model: Annotated[
+        str | None, typer.Option("--reward-model", "-r", help="Reward model dir (e.g. train-rm's output).")
+    ] = None,
+    reward: Annotated[
+        str | None, typer.Option("--reward", help="Instead of a reward model: rule:NAME, rule:file.py:func, rm:DIR.")
+    ] = None,
+    response_length: Annotated[
+        int | None, typer.Option("--response-length", help="Tokens per answer (chapter: 53).", rich_help_panel=PPO)
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="Sampling temperature (0.7).", rich_help_panel=PPO)
+    ] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", help="0 = off (chapter).", rich_help_panel=PPO)] = None,
+    top_p: Annotated[float | None, typer.Option("--top-p", help="1.0 = off (chapter).", rich_help_panel=PPO)] = None,
+    kl_coef: Annotated[
+        float | None, typer.Option("--kl-coef", help="KL penalty weight (0.2).", rich_help_panel=PPO)
+    ] = None,
+    kl_estimator: Annotated[
+        str | None, typer.Option("--kl-estimator", help="k1 (default) or k3.", rich_help_panel=PPO)
+    ] = None,
+    gamma: Annotated[float | None, typer.Option("--gamma", help="GAE discount (1.0).", rich_help_panel=PPO)] = None,
+    lam: Annotated[float | None, typer.Option("--lam", help="GAE lambda (0.96).", rich_help_panel=PPO)] = None,
+    cliprange: Annotated[
+        float | None, typer.Option("--cliprange", help="Policy ratio clip (0.2).", rich_help_panel=PPO)
+    ] = None,
+    cliprange_value: Annotated[
+        float | None, typer.Option("--cliprange-value", help="Value clip (0.2).", rich_help_panel=PPO)
+    ] = None,
+    vf_coef: Annotated[
+        float | None, typer.Option("--vf-coef", help="Value loss weight (0.1).", rich_help_panel=PPO)
+    ] = None,
+    num_ppo_epochs: Annotated[
+        int | None, typer.Option("--num-ppo-epochs", help="Epochs per rollout (4).", rich_help_panel=PPO)
+    ] = None,
+    num_mini_batches: Annotated[
+        int | None, typer.Option("--num-mini-batches", help="Mini-batches per epoch (1).", rich_help_panel=PPO)
+    ] = None,
+    total_episodes: Annotated[
+        int | None, typer.Option("--total-episodes", help="Answers sampled in all (10000).", rich_help_panel=PPO)
+    ] = None,
+    missing_eos_penalty: Annotated[
+        float | None,
+        typer.Option("--missing-eos-penalty", help="Score penalty for answers without EOS (1.0).", rich_help_panel=PPO),
+    ] = None,
+    gradient_accumulation_steps: Annotated[
+        int | None,
+        typer.Option("--gradient-accumulation-steps", help="Micro-batches per step (16).", rich_help_panel=PPO),
+    ] = None,
+    local_rollout_forward_batch_size: Annotated[
+        int | None,
+        typer.Option("--local-rollout-forward-batch-size", help="Rows per rollout forward (1).", rich_help_panel=PPO),
+    ] = None,
+    save_steps: Annotated[
+        int | None, typer.Option("--save-steps", help="Checkpoint every N updates.", rich_help_panel=PPO)
+    ] = None,
+    no_peft: Annotated[
+        bool, typer.Option("--no-peft", help="Full fine-tuning: separate policy/reference/value/reward copies.")
+    ] = False,
+    model: options.Model = None,
+    output: options.Output = None,
+    overwrite: options.Overwrite = False,
+    force: options.Force = False,
+    preset: options.Preset = None,
+    config_file: options.ConfigFile = None,
+    set_: options.Set = None,
+    seed: options.Seed = None,
+    epochs: options.Epochs = None,
+    learning_rate: options.LearningRate = None,
+    batch_size: options.BatchSize = None,
+    resume: options.Resume = False,
+    no_merge: options.NoMerge = False,
+    trust_remote_code: options.TrustRemoteCode = False,
+) -> None:
+    """Train a policy with PPO against a reward model or a rule."""
+    flags = options.common_flags(
+        locals(),
+        response_length=(response_length, "--response-length"),
+        temperature=(temperature, "--temperature"),
+        top_k=(top_k, "--top-k"),
+        top_p=(top_p, "--top-p"),
+        kl_coef=(kl_coef, "--kl-coef"),
+        kl_estimator=(kl_estimator, "--kl-estimator"),
+        gamma=(gamma, "--gamma"),
+        lam=(lam, "--lam"),
+        cliprange=(cliprange, "--cliprange"),
+        cliprange_value=(cliprange_value, "--cliprange-value"),
+        vf_coef=(vf_coef, "--vf-coef"),
+        num_ppo_epochs=(num_ppo_epochs, "--num-ppo-epochs"),
+        num_mini_batches=(num_mini_batches, "--num-mini-batches"),
+        total_episodes=(total_episodes, "--total-episodes"),
+        missing_eos_penalty=(missing_eos_penalty, "--missing-eos-penalty"),
+        gradient_accumulation_steps=(gradient_accumulation_steps, "--gradient-accumulation-steps"),
+        local_rollout_forward_batch_size=(local_rollout_forward_batch_size, "--local-rollout-forward-batch-size"),
+        save_steps=(save_steps, "--save-steps"),
+        use_peft=(False if no_peft else None, "--no-peft"),
+    )
+    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
+    out = run(
+        resolved,
+        prompts,
+        model,
+        output or Path("runs") / STAGE,
+        reward_model=reward_model,
+        reward=reward,
+        overwrite=overwrite,
+        force=force,
+        resume=resume,
+        merge=not no_merge,
+        trust_remote_code=trust_remote_code,
+    )
+    print(out)
