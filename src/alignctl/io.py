@@ -84,7 +84,8 @@ def check_messages(value: Any, name: str, *, last_role: str | None = None) -> st
         if not content.strip() and role != "system":
             return f'"{name}"[{i}]: "content" is empty'
     if last_role and value[-1].get("role") != last_role:
-        return f'"{name}" must end with an {last_role} turn, it ends with {value[-1].get("role")!r}'
+        article = "an" if last_role == "assistant" else "a"
+        return f'"{name}" must end with {article} {last_role} turn, it ends with {value[-1].get("role")!r}'
     return None
 
 
@@ -248,7 +249,8 @@ def iter_lines(path: Path, result: ReadResult) -> Iterator[tuple[int, str]]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            result.problems.append(Problem(idx, f"invalid UTF-8 at byte {exc.start}"))
+            bad = raw[exc.start]
+            result.problems.append(Problem(idx, f"invalid UTF-8 at column {exc.start + 1} (byte 0x{bad:02x})"))
             continue
         last = idx == len(raw_lines) and not ends_with_newline
         yield idx, text.rstrip("\r"), last

@@ -158,12 +158,19 @@ def has_cuda() -> bool:
     return setup_torch().cuda.is_available()
 
 
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What a broken model dir raises while loading (a cut-off safetensors file raises its own type)."""
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, RuntimeError, SafetensorError)
+
+
 def load_tokenizer(path: str, *, padding_side: str = "left", trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
+    except _load_errors() as exc:
         raise ModelError(f"{path}: cannot load tokenizer: {exc}") from exc
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -177,7 +184,7 @@ def load_causal_lm(path: str, *, trust_remote_code: bool = False):
 
     try:
         return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
+    except _load_errors() as exc:
         raise ModelError(f"{path}: cannot load as a causal LM: {exc}") from exc
 
 
@@ -190,7 +197,12 @@ def load_reward_model(path: str, *, trust_remote_code: bool = False):
 
     cfg_file = Path(path) / "config.json"
     if cfg_file.is_file():
-        cfg = json.loads(cfg_file.read_text())
+        try:
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{cfg_file}: not a readable JSON config: {exc}") from None
+        if not isinstance(cfg, dict):
+            raise ModelError(f"{cfg_file}: not a model config (expected a JSON object)")
         n = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or None
         archs = cfg.get("architectures") or []
         if n not in (None, 1) and any("SequenceClassification" in a for a in archs):
@@ -199,7 +211,7 @@ def load_reward_model(path: str, *, trust_remote_code: bool = False):
         model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=1, trust_remote_code=trust_remote_code
         )
-    except (OSError, ValueError) as exc:
+    except _load_errors() as exc:
         raise ModelError(f"{path}: cannot load as a reward model: {exc}") from exc
     return model
 

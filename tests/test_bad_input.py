@@ -1,0 +1,397 @@
+# ruff: noqa: E501 (the case table reads best one case a line)
+"""The bad-input corpus: every way a user's file, model, output path or setting can be wrong.
+
+Each case must end the same way: exit code 2, one message naming the file and line (or the flag),
+no traceback unless --debug, and nothing left behind (no output, no `<out>.partial`). A UTF-8 BOM
+and CRLF line ends are the deliberate exceptions, accepted with one warning each (docs/formats.md).
+
+The data cases run in-process (through `io.load` and through the stage that reads that kind of
+file, whose model argument points nowhere: the data error must come first); a representative
+subset runs `python -m alignctl` as a subprocess to check the real exit code and stderr.
+All files are generated here; no binary fixtures are committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from alignctl import config, io, models
+from alignctl.errors import InputError, ModelError
+
+OK_PREF = {"prompt": "Is the sky blue?", "chosen": "yes", "rejected": "no"}
+OK_PROMPT = {"prompt": "Is the sky blue?"}
+OK_CAND = {"id": "a", "prompt": "Is the sky blue?", "completions": ["yes", "no"]}
+U = [{"role": "user", "content": "Is the sky blue?"}]
+A = [{"role": "assistant", "content": "yes"}]
+
+
+def jl(*recs: object) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs).encode()
+
+
+# (case id, kind, file bytes, line named in the message (0: the file as a whole), message part)
+DATA_CASES = [
+    # preferences
+    ("malformed-json", "preferences", jl(OK_PREF) + b'{"prompt": "a", "chosen": "b" "rejected": "c"}\n', 2, "invalid JSON: Expecting ',' delimiter"),
+    ("trailing-partial-line", "preferences", jl(OK_PREF, OK_PREF) + b'{"prompt": "a", "cho', 3, "truncated last line"),
+    ("missing-chosen", "preferences", jl(OK_PREF, {"prompt": "a", "rejected": "c"}), 2, '"chosen" is missing'),
+    ("missing-rejected", "preferences", jl({"prompt": "a", "chosen": "b"}), 1, '"rejected" is missing'),
+    ("chosen-wrong-type", "preferences", jl({**OK_PREF, "chosen": 5}), 1, '"chosen" must be a string or a list of messages, got int'),
+    ("chosen-empty-string", "preferences", jl({**OK_PREF, "chosen": ""}), 1, '"chosen" is an empty string'),
+    ("prompt-blank-string", "preferences", jl({**OK_PREF, "prompt": "  \t"}), 1, '"prompt" is an empty string'),
+    ("chosen-equals-rejected", "preferences", jl(OK_PREF, {**OK_PREF, "rejected": "yes"}), 2, '"chosen" is identical to "rejected"'),
+    ("unknown-role", "preferences", jl({"chosen": U + [{"role": "bot", "content": "x"}], "rejected": U + A}), 1, "unknown role 'bot'"),
+    ("conversation-ends-on-user", "preferences", jl({"chosen": A + U, "rejected": U + A}), 1, '"chosen" must end with an assistant turn, it ends with \'user\''),
+    ("message-without-content", "preferences", jl({"prompt": U, "chosen": [{"role": "assistant"}], "rejected": A}), 1, '"chosen"[0]: "content" is missing'),
+    ("content-not-a-string", "preferences", jl({"prompt": U, "chosen": [{"role": "assistant", "content": ["y"]}], "rejected": A}), 1, '"content" must be a string, got list'),
+    ("prompt-string-chosen-messages", "preferences", jl({"prompt": "q", "chosen": A, "rejected": A}), 1, '"prompt" and "chosen" must both be strings or both be message lists'),
+    ("chosen-string-rejected-messages", "preferences", jl({"chosen": "Q yes", "rejected": U + A}), 1, '"chosen" and "rejected" must both be'),
+    ("explicit-prompt-ends-on-assistant", "preferences", jl({"prompt": U + A, "chosen": A, "rejected": [{"role": "assistant", "content": "no"}]}), 1, '"prompt" must end with a user turn'),
+    ("empty-prompt-messages", "preferences", jl({"prompt": [], "chosen": "y", "rejected": "n"}), 1, '"prompt" must be a non-empty list of messages'),
+    ("score-not-a-number", "preferences", jl({**OK_PREF, "score_chosen": "high"}), 1, '"score_chosen" must be a number'),
+    ("line-is-an-array", "preferences", jl(OK_PREF, [OK_PREF]), 2, "expected a JSON object, got list"),
+    ("line-is-null", "preferences", jl(OK_PREF) + b"null\n", 2, "expected a JSON object, got NoneType"),
+    ("nan-score", "preferences", b'{"prompt": "q", "chosen": "y", "rejected": "n", "score_chosen": NaN}\n', 1, "NaN is not a JSON value"),
+    ("lone-surrogate", "preferences", b'{"prompt": "q", "chosen": "y\\ud800", "rejected": "n"}\n', 1, "lone UTF-16 surrogate"),
+    ("integer-over-4300-digits", "preferences", b'{"prompt": "q", "chosen": "y", "rejected": "n", "score_chosen": 1' + b"0" * 5000 + b"}\n", 1, "invalid JSON: Exceeds the limit"),
+    ("nested-too-deeply", "preferences", jl(OK_PREF) + b"[" * 100_000 + b"\n", 2, "nested too deeply"),
+    # prompts
+    ("prompt-missing", "prompts", jl(OK_PROMPT, {"question": "q"}), 2, '"prompt" is missing'),
+    ("prompt-wrong-type", "prompts", jl({"prompt": 42}), 1, '"prompt" must be a string or a list of messages, got int'),
+    ("prompt-ends-on-assistant", "prompts", jl({"prompt": U + A}), 1, '"prompt" must end with a user turn'),
+    ("prompt-system-only", "prompts", jl({"prompt": [{"role": "system", "content": "be brief"}]}), 1, '"prompt" must end with a user turn'),
+    ("prompt-message-not-object", "prompts", jl({"prompt": ["hello"]}), 1, '"prompt"[0] must be an object'),
+    ("prompt-unknown-role", "prompts", jl({"prompt": [{"role": "human", "content": "hi"}]}), 1, "unknown role 'human'"),
+    ("duplicate-id", "prompts", jl({"prompt": "a", "id": "x"}, {"prompt": "b", "id": "x"}), 2, "duplicate prompt id 'x' (first on line 1)"),
+    ("duplicate-prompt-no-id", "prompts", jl({"prompt": "a"}, OK_PROMPT, {"prompt": "a"}), 3, "duplicate prompt id"),
+    ("id-wrong-type", "prompts", jl({"prompt": "a", "id": ["x"]}), 1, '"id" must be a non-empty string or an integer'),
+    # candidates
+    ("completions-missing", "candidates", jl(OK_CAND, {"id": "b", "prompt": "q"}), 2, '"completions" is missing'),
+    ("completions-empty", "candidates", jl({**OK_CAND, "completions": []}), 1, '"completions" must be a non-empty list'),
+    ("completion-wrong-type", "candidates", jl({**OK_CAND, "completions": ["yes", 3]}), 1, '"completions"[1] must be a string or a list of messages'),
+    ("completion-ends-on-user", "candidates", jl({**OK_CAND, "prompt": U, "completions": [A, U]}), 1, '"completions[1]" must end with an assistant turn'),
+    ("scores-length-mismatch", "candidates", jl({**OK_CAND, "scores": [1.0]}), 1, '"scores" must be a list with one number per completion'),
+    ("scores-not-numbers", "candidates", jl({**OK_CAND, "scores": [1.0, "high"]}), 1, '"scores" must hold numbers'),
+    ("candidates-prompt-missing", "candidates", jl({"id": "a", "completions": ["x", "y"]}), 1, '"prompt" is missing'),
+    # the file as a whole
+    ("invalid-utf8", "prompts", jl(OK_PROMPT) + b'{"prompt": "caf\xe9"}\n', 2, "invalid UTF-8 at column 16 (byte 0xe9)"),
+    ("empty-file", "preferences", b"", 0, "empty file: no records"),
+    ("blank-lines-only", "prompts", b"\n  \n\r\n", 0, "empty file: no records"),
+    ("10mb-single-line", "prompts", b'{"prompt": "' + b"x" * (10 * 1024 * 1024) + b'"}\n', 1, "line is 10.5 MB, over the 8 MiB limit"),
+]  # fmt: skip
+
+
+def stage_args(kind: str, path: Path, tmp: Path) -> list:
+    """The stage that reads `kind`, with a model reference that does not exist (data is checked first)."""
+    nowhere = tmp / "no-such-model"
+    if kind == "preferences":
+        return ["dpo", "--data", path, "--model", nowhere, "-o", tmp / "out"]
+    if kind == "prompts":
+        return ["grpo", "--prompts", path, "--reward", "rule:length", "--model", nowhere, "-o", tmp / "out"]
+    return ["label", "--candidates", path, "--by", "rule:length", "-o", tmp / "out"]
+
+
+def assert_nothing_left(tmp: Path, before: set[str]) -> None:
+    assert {p.name for p in tmp.iterdir()} == before, "output left behind"
+
+
+@pytest.mark.parametrize("case", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_bad_data_file(case, tmp_path, cli):
+    _, kind, data, line, message = case
+    path = tmp_path / f"{kind}.jsonl"
+    path.write_bytes(data)
+    with pytest.raises(InputError) as exc:
+        io.load(path, kind)
+    text = str(exc.value)
+    assert text.startswith(f"{path}:{line}: " if line else f"{path}: "), text[:300]
+    assert message in text and "\n" not in text and len(text) < 500, text[:300]
+
+    before = {p.name for p in tmp_path.iterdir()}
+    code, out, err = cli(*stage_args(kind, path, tmp_path))
+    assert code == 2 and message in err and out == "", (code, err[:300])
+    assert_nothing_left(tmp_path, before)
+
+
+@pytest.mark.parametrize(
+    "name, data, warning",
+    [
+        ("bom", b"\xef\xbb\xbf" + jl(OK_PREF, OK_PREF), "byte order mark"),
+        ("crlf", jl(OK_PREF, OK_PREF).replace(b"\n", b"\r\n"), "CRLF"),
+        ("bom-crlf-blank-lines", b"\xef\xbb\xbf" + jl(OK_PREF).replace(b"\n", b"\r\n\r\n") + jl(OK_PREF), "CRLF"),
+    ],
+)
+def test_bom_and_crlf_are_accepted_with_a_warning(name, data, warning, tmp_path, capsys):
+    """A deliberate choice (docs/formats.md): Windows editors write these; the records are intact."""
+    path = tmp_path / "prefs.jsonl"
+    path.write_bytes(data)
+    records = io.load(path, "preferences")
+    assert records == [OK_PREF, OK_PREF]
+    err = capsys.readouterr().err
+    assert warning in err and str(path) in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def _model_dir(tmp: Path, tiny_lm: Path, drop: tuple[str, ...] = (), **config_changes) -> Path:
+    import shutil
+
+    d = tmp / "model"
+    shutil.copytree(tiny_lm, d)
+    for name in drop:
+        (d / name).unlink()
+    if config_changes:
+        cfg = json.loads((d / "config.json").read_text())
+        cfg.update(config_changes)
+        (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+def _prefs(tmp: Path) -> Path:
+    path = tmp / "prefs.jsonl"
+    path.write_bytes(jl(OK_PREF, {**OK_PREF, "prompt": "Is grass green?"}))
+    return path
+
+
+def test_missing_model_dir(tmp_path, cli):
+    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tmp_path / "nope", "-o", tmp_path / "out")
+    assert code == 2 and f"{tmp_path / 'nope'}: model dir not found" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_model_dir_without_tokenizer(tmp_path, tiny_lm, cli):
+    model = _model_dir(tmp_path, tiny_lm, drop=("tokenizer.json", "tokenizer_config.json"))
+    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", model, "-o", tmp_path / "out")
+    assert code == 2 and f"{model}: model dir has no tokenizer" in err
+    assert not (tmp_path / "out.partial").exists()
+
+
+def test_model_dir_without_config(tmp_path, tiny_lm, cli):
+    model = _model_dir(tmp_path, tiny_lm, drop=("config.json",))
+    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", model, "-o", tmp_path / "out")
+    assert code == 2 and f"{model}: no config.json" in err
+
+
+def test_model_path_is_a_file(tmp_path, cli):
+    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", _prefs(tmp_path), "-o", tmp_path / "out")
+    assert code == 2 and "not a directory" in err
+
+
+def test_reward_model_with_two_labels(tmp_path, tiny_lm):
+    model = _model_dir(
+        tmp_path, tiny_lm, architectures=["LlamaForSequenceClassification"], id2label={"0": "bad", "1": "good"}
+    )
+    with pytest.raises(ModelError, match="reward model has num_labels=2; a reward model needs num_labels=1"):
+        models.load_reward_model(str(model))
+
+
+def test_reward_model_config_not_json(tmp_path, tiny_lm):
+    model = _model_dir(tmp_path, tiny_lm)
+    (model / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="config.json: not a readable JSON config"):
+        models.load_reward_model(str(model))
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+def test_existing_output_without_overwrite(tmp_path, tiny_lm, cli):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", out)
+    assert code == 2 and f"{out}: already exists (not an alignctl run); pass --overwrite to replace it" in err
+    assert (out / "notes.txt").read_text() == "mine" and not (tmp_path / "out.partial").exists()
+
+
+def test_existing_output_of_a_different_run(tmp_path, tiny_lm, cli):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "alignctl.json").write_text(json.dumps({"stage": "dpo", "fingerprint": "other"}))
+    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", out)
+    assert code == 2 and "already exists (a different run); pass --overwrite" in err
+
+
+def test_output_path_is_a_file(tmp_path, tiny_lm, cli):
+    (tmp_path / "out").write_text("a file")
+    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", tmp_path / "out")
+    assert code == 2 and "exists and is not a directory" in err
+
+
+def test_output_under_a_file(tmp_path, tiny_lm, cli):
+    """An output dir that cannot be created (its parent is a file): the portable 'unwritable' case."""
+    (tmp_path / "blocker").write_text("a file")
+    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", tmp_path / "blocker" / "out")
+    assert code == 2 and "cannot create output directory" in err
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
+def test_unwritable_output_dir(tmp_path, tiny_lm, cli):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", locked / "out")
+        assert code == 2 and f"{locked}: output directory is not writable" in err
+    finally:
+        locked.chmod(0o755)
+
+
+def test_file_output_that_is_a_directory(tmp_path, cli):
+    cands = tmp_path / "c.jsonl"
+    cands.write_bytes(jl(OK_CAND))
+    (tmp_path / "prefs.jsonl").mkdir()
+    code, _, err = cli("label", "--candidates", cands, "--by", "rule:length", "-o", tmp_path / "prefs.jsonl")
+    assert code == 2 and "is a directory" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--set", "betta=0.2"], "--set betta=0.2: unknown key 'betta' for dpo; did you mean 'beta'?"),
+        (["--set", "beta=abc"], "--set beta=abc: beta must be a number, got 'abc'"),
+        (["--set", "beta"], "--set beta: expected key=value"),
+        (["--set", "lora_r=1.5"], "lora_r must be an integer"),
+        (["--set", "learning_rate=nan"], "learning_rate must be a finite number"),
+        (["--set", "use_peft=maybe"], "use_peft must be true/false"),
+        (["--preset", "dpo-cpx"], "--preset dpo-cpx: no such preset; did you mean 'dpo-cpu'?"),
+        (["--preset", "grpo"], "--preset grpo: it is a preset for 'grpo', not 'dpo'"),
+        (["--eval-split", "1.5"], "--eval-split 1.5: a fraction must be between 0 and 1"),
+        (["--eval-split", "held-out.jsonl"], "held-out.jsonl: file not found"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None,
+)
+def test_bad_settings(extra, message, tmp_path, tiny_lm, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", tmp_path / "out", *extra)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("betta: 0.2\n", "unknown key 'betta' for dpo; did you mean 'beta'?"),
+        ("beta: [1, 2]\n", "beta must be a number"),
+        ("beta: 0.1\n  lr: 2\n", ":2: invalid YAML"),
+        ("- beta\n- 0.1\n", "must be a mapping of key: value"),
+        ("beta: !!timestamp 2001-02-30\n", "invalid YAML value"),
+    ],
+)
+def test_bad_config_file(text, message, tmp_path):
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text(text)
+    with pytest.raises(InputError) as exc:
+        config.resolve("dpo", config_file=cfg)
+    assert str(cfg) in str(exc.value) and message in str(exc.value)
+
+
+def test_preset_file_with_unknown_key(tmp_path):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("stage: dpo\nvalues:\n  beta: 0.2\n  lerning_rate: 1.0e-5\n")
+    with pytest.raises(InputError, match=r"unknown key 'lerning_rate' for dpo; did you mean 'learning_rate'\?"):
+        config.resolve("dpo", preset=str(preset))
+
+
+def test_missing_config_file(tmp_path, tiny_lm, cli):
+    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "--config", tmp_path / "nope.yaml")
+    assert code == 2 and "nope.yaml: file not found" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["dpo", "--data", "p.jsonl", "--beta", "abc"], "Invalid value for '--beta'"),
+        (["dpo", "--data", "p.jsonl", "--betta", "0.1"], "No such option: --betta"),
+        (["dpo"], "Missing option '--data'"),
+        (["validate", "p.jsonl", "--kind", "prefs"], "--kind prefs: expected one of prompts, candidates, preferences"),
+    ],
+)
+def test_usage_errors(argv, message, tmp_path, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _prefs(tmp_path).rename(tmp_path / "p.jsonl")
+    code, _, err = cli(*argv)
+    assert code == 2 and message in err, err
+
+
+# ---------------------------------------------------------------------------------------------
+# The real entry point: exit code, one line on stderr, no traceback, nothing left behind
+
+
+def _one_error_line(proc) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    "case", ["malformed-json", "trailing-partial-line", "invalid-utf8", "10mb-single-line", "conversation-ends-on-user"]
+)
+def test_subprocess_bad_data(case, tmp_path, run):
+    _, kind, data, line, message = next(c for c in DATA_CASES if c[0] == case)
+    path = tmp_path / f"{kind}.jsonl"
+    path.write_bytes(data)
+    before = {p.name for p in tmp_path.iterdir()}
+    proc = run(*stage_args(kind, path, tmp_path))
+    assert proc.returncode == 2
+    line_text = _one_error_line(proc)
+    assert line_text.startswith(f"error: {path}:{line}: ") and message in line_text
+    assert proc.stdout == ""
+    assert_nothing_left(tmp_path, before)
+
+
+def test_subprocess_settings_and_outputs(tmp_path, tiny_lm, run):
+    prefs = _prefs(tmp_path)
+    (tmp_path / "taken").mkdir()
+    cases = [
+        (["--set", "beta=abc"], "out", "--set beta=abc: beta must be a number"),
+        (["--set", "betta=1"], "out", "did you mean 'beta'"),
+        (["--model", tmp_path / "nope"], "out", "model dir not found"),
+        ([], "taken", "pass --overwrite"),
+    ]
+    for extra, out, message in cases:
+        args = ["dpo", "--data", prefs, "-o", tmp_path / out, *extra]
+        if "--model" not in extra:
+            args += ["--model", tiny_lm]
+        proc = run(*args)
+        assert proc.returncode == 2 and message in _one_error_line(proc), proc.stderr[-1000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prefs.jsonl", "taken"]
+    assert list((tmp_path / "taken").iterdir()) == []
+
+
+def test_subprocess_broken_weights_leave_no_partial_dir(tmp_path, tiny_lm, run):
+    """The one error found after the run dir exists (weights are read last): the empty dir goes."""
+    model = _model_dir(tmp_path, tiny_lm)
+    (model / "model.safetensors").write_bytes(b"\x00" * 64)
+    proc = run("dpo", "--data", _prefs(tmp_path), "--model", model, "-o", tmp_path / "out")
+    assert proc.returncode == 2
+    assert "cannot load as a causal LM" in _one_error_line(proc)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    debug = run("--debug", "dpo", "--data", _prefs(tmp_path), "--model", model, "-o", tmp_path / "out")
+    assert debug.returncode == 2 and "Traceback" in debug.stderr  # --debug shows where it came from
+
+
+def test_validate_reports_all_of_them_at_once(tmp_path, run):
+    """`alignctl validate` over the whole corpus: one `file:line:` line per problem, exit 2."""
+    files = []
+    for case_id, kind, data, line, message in DATA_CASES:
+        if len(data) > 1_000_000:
+            continue
+        path = tmp_path / f"{case_id}.{kind}.jsonl"
+        path.write_bytes(data)
+        files.append((path, kind, line, message))
+    proc = run("validate", *[f[0] for f in files])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    for path, _, line, message in files:
+        prefix = f"{path}:{line}: " if line else f"{path}: "
+        assert any(ln.startswith(prefix) and message in ln for ln in proc.stderr.splitlines()), (path, message)
