@@ -159,6 +159,9 @@ def pairs_from_comparisons(comps: list, decisions: dict[tuple[int, int], Any], m
     if len(idx) < 2:
         out.dropped += 1
         return out
+    if decisions and all(c.detail.get("skipped") for c in decisions.values()):
+        out.skipped += 1 if mode == "best-worst" else len(decisions)
+        return out
     rates = win_rates(idx, decisions)
 
     def verdict(i: int, j: int, choice) -> dict:
