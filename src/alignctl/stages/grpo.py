@@ -75,6 +75,15 @@ class Settings:
     use_vllm: bool = False
     vllm_mode: str = "colocate"
     vllm_gpu_memory_utilization: float = 0.3
+    vllm_server_base_url: str | None = field(
+        default=None, metadata={"help": "vllm_mode=server: the `trl vllm-serve` URL (else host and port)."}
+    )
+    vllm_server_host: str = "0.0.0.0"
+    vllm_server_port: int = 8000
+    vllm_server_timeout: float = 240.0
+    vllm_tensor_parallel_size: int = field(
+        default=1, metadata={"help": "vllm_mode=colocate only; a server takes --tensor-parallel-size itself."}
+    )
     log_completions: bool = False
     logging_steps: int = 1
     save_steps: int | None = 500

@@ -67,6 +67,16 @@ class Settings:
         default=False, metadata={"help": "Off by default: on CPU TRL then generates without the KV cache."}
     )
     use_vllm: bool = False
+    vllm_mode: str = field(default="colocate", metadata={"help": "colocate (in the trainer) or server."})
+    vllm_server_base_url: str | None = field(
+        default=None, metadata={"help": "vllm_mode=server: the `trl vllm-serve` URL (else host and port)."}
+    )
+    vllm_server_host: str = "0.0.0.0"
+    vllm_server_port: int = 8000
+    vllm_server_timeout: float = 240.0
+    vllm_tensor_parallel_size: int = field(
+        default=1, metadata={"help": "vllm_mode=colocate only; a server takes --tensor-parallel-size itself."}
+    )
     logging_steps: int = 1
     save_steps: int | None = 500
     save_total_limit: int | None = 2
