@@ -1,0 +1,233 @@
+"""Secrets and remote code: API keys never leave the environment; no code runs that the user did not name.
+
+A judge's API key is read from an environment variable (`--judge-key-env`, default
+OPENAI_API_KEY). The tests run `label` against an OpenAI-compatible server on 127.0.0.1 with a
+unique key set, check the server received it, and grep every file written, the manifest, the
+journal and stdout/stderr for it, also when the endpoint fails and echoes the key back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import secrets
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from tiny import write_jsonl
+
+KEY_ENV = "ALIGNCTL_TEST_JUDGE_KEY"
+
+
+class FakeJudge:
+    """An OpenAI-compatible chat endpoint: prefers the answer that says "good"; can fail with 401."""
+
+    def __init__(self, fail_with_echo: bool = False) -> None:
+        self.auth: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                outer.auth.append(self.headers.get("Authorization", ""))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if fail_with_echo:  # a careless server that echoes the credentials it got
+                    self._send(401, {"error": f"invalid key {self.headers.get('Authorization')}"})
+                    return
+                text = body["messages"][-1]["content"]
+                a_part = text.split("Answer A:", 1)[1].split("Answer B:", 1)[0]
+                verdict = "A" if "good" in a_part else "B"
+                self._send(200, {"choices": [{"message": {"role": "assistant", "content": verdict}}]})
+
+            def _send(self, code: int, obj: dict) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):  # keep the test output clean
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeJudge:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _candidates(tmp: Path) -> Path:
+    recs = [
+        {"id": f"q{i}", "prompt": f"Is the sky {c}?", "completions": [f"no bad {i}", f"yes good {i}"]}
+        for i, c in enumerate(("red", "blue", "green"))
+    ]
+    return write_jsonl(tmp / "cands.jsonl", recs)
+
+
+def _files_containing(root: Path, needle: str) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+def test_label_with_a_judge_never_writes_the_key(tmp_path, run):
+    key = f"sk-test-{secrets.token_hex(16)}"
+    cands = _candidates(tmp_path)
+    with FakeJudge() as judge:
+        proc = run(
+            "label", "--candidates", cands, "--by", "judge:test-judge", "--judge-url", judge.url,
+            "--judge-key-env", KEY_ENV, "-o", tmp_path / "prefs.jsonl", env={KEY_ENV: key},
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert judge.auth and set(judge.auth) == {f"Bearer {key}"}  # the key was used...
+    prefs = [json.loads(x) for x in (tmp_path / "prefs.jsonl").read_text().splitlines()]
+    assert len(prefs) == 3 and all("good" in p["chosen"] for p in prefs)
+    manifest = (tmp_path / "prefs.jsonl.alignctl.json").read_text()
+    assert KEY_ENV in manifest  # ...the manifest names the variable...
+    assert key not in proc.stdout and key not in proc.stderr  # ...and nothing shows its value
+    assert _files_containing(tmp_path, key) == []
+    assert _files_containing(tmp_path, key[8:]) == []  # not even without its prefix
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_failing_endpoint_that_echoes_the_key_is_redacted(tmp_path, run, debug):
+    key = f"sk-test-{secrets.token_hex(16)}"
+    cands = _candidates(tmp_path)
+    with FakeJudge(fail_with_echo=True) as judge:
+        proc = run(
+            *(["--debug"] if debug else []), "label", "--candidates", cands, "--by", "judge:test-judge",
+            "--judge-url", judge.url, "--judge-key-env", KEY_ENV, "-o", tmp_path / "prefs.jsonl",
+            env={KEY_ENV: key},
+        )  # fmt: skip
+    assert proc.returncode != 0 and "HTTP 401" in proc.stderr
+    assert f"check the API key in ${KEY_ENV}" in proc.stderr
+    assert key not in proc.stdout + proc.stderr
+    assert _files_containing(tmp_path, key) == []
+    assert not (tmp_path / "prefs.jsonl").exists()
+
+
+def test_no_stage_takes_an_api_key_as_a_flag():
+    """Keys come from the environment only: a flag would land in shell history and `command` in manifests."""
+    from typer.main import get_command
+
+    from alignctl.cli import app
+
+    def walk(cmd):
+        yield cmd
+        for sub in getattr(cmd, "commands", {}).values():
+            yield from walk(sub)
+
+    for cmd in walk(get_command(app)):
+        for param in cmd.params:
+            for opt in getattr(param, "opts", []):
+                assert not re.search(r"(api|secret|token|password)[-_]?(key)?$", opt.lower()) or opt.endswith("-env"), (
+                    f"{cmd.name} {opt}"
+                )
+
+
+# ---------------------------------------------------------------------------------------------
+# Remote code
+
+
+def test_trust_remote_code_is_off_unless_the_flag_is_given():
+    """Every command with --trust-remote-code defaults it to False; no source turns it on by itself."""
+    from typer.main import get_command
+
+    from alignctl.cli import app
+
+    seen = []
+    for name, cmd in get_command(app).commands.items():
+        for param in cmd.params:
+            if param.name == "trust_remote_code":
+                assert param.default is False, name
+                seen.append(name)
+    assert {"dpo", "train-rm", "grpo", "validate"} <= set(seen)
+    hits = [
+        f"{p.relative_to(REPO)}:{n}"
+        for p in (REPO / "src" / "alignctl").rglob("*.py")
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"trust_remote_code\s*=\s*True", line)
+    ]
+    assert hits == []
+
+
+def test_model_loaders_default_to_no_remote_code(tiny_lm, tiny_rm, monkeypatch):
+    import transformers
+
+    from alignctl import models
+
+    seen = {}
+
+    def spy(cls_name):
+        original = getattr(transformers, cls_name).from_pretrained
+
+        def from_pretrained(*args, **kwargs):
+            seen[cls_name] = kwargs.get("trust_remote_code")
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(getattr(transformers, cls_name), "from_pretrained", from_pretrained)
+
+    for cls_name in ("AutoTokenizer", "AutoModelForCausalLM", "AutoModelForSequenceClassification"):
+        spy(cls_name)
+    models.load_tokenizer(str(tiny_lm))
+    models.load_causal_lm(str(tiny_lm))
+    models.load_reward_model(str(tiny_rm))
+    assert seen == {"AutoTokenizer": False, "AutoModelForCausalLM": False, "AutoModelForSequenceClassification": False}
+    for fn in (models.load_tokenizer, models.load_causal_lm, models.load_reward_model):
+        assert inspect.signature(fn).parameters["trust_remote_code"].default is False
+
+
+def test_dpo_passes_the_flag_through(tmp_path, tiny_lm, cli, monkeypatch):
+    from alignctl import models
+
+    seen = []
+
+    def stop(path, *, trust_remote_code=False, **kw):
+        seen.append(trust_remote_code)
+        raise models.ModelError("stop here")
+
+    monkeypatch.setattr(models, "load_tokenizer", stop)
+    prefs = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
+    for extra in ([], ["--trust-remote-code"]):
+        code, _, err = cli("dpo", "--data", prefs, "--model", tiny_lm, "-o", tmp_path / "out", *extra)
+        assert code == 2 and "stop here" in err
+    assert seen == [False, True]
+
+
+def test_user_rule_files_load_only_from_the_named_path(tmp_path, monkeypatch):
+    """`rule:length` is the built-in, even with a length.py in the working dir or on sys.path;
+    `rule:f.py:func` runs that file and nothing else, without touching sys.path."""
+    from alignctl.errors import InputError
+    from alignctl.rewards.rules import load_rule
+
+    marker = tmp_path / "imported"
+    trap = (
+        f"open({str(marker)!r}, 'a').write(__file__ + '\\n')\n"
+        "def length(prompts, completions, **kw):\n    return [0.0] * len(completions)\n"
+    )
+    for d in (tmp_path, tmp_path / "on_path"):
+        d.mkdir(exist_ok=True)
+        (d / "length.py").write_text(trap)
+        (d / "rules.py").write_text(trap)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path / "on_path"))
+    path_before = list(sys.path)
+
+    assert load_rule("rule:length").path is None  # the built-in
+    with pytest.raises(InputError, match="no such file"):
+        load_rule("rule:elsewhere/rules.py:length")  # a missing file is an error, never a search
+    assert not marker.exists()
+    rule = load_rule(f"rule:{tmp_path / 'rules.py'}:length")
+    assert rule.path == str(tmp_path / "rules.py") and len(rule.sha256) == 64
+    assert marker.read_text().splitlines() == [str(tmp_path / "rules.py")]  # exactly that file ran
+    assert sys.path == path_before
