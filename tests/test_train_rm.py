@@ -1,0 +1,122 @@
+"""`alignctl train-rm` on a tiny local model: every preference shape, held-out accuracy, a loadable RM dir."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tiny import toy_preferences, write_jsonl
+
+CONV = [{"role": "user", "content": "Is the sky blue?"}]
+SHAPES = {
+    "implicit-standard": [
+        {"chosen": f"Is {s} big? yes good", "rejected": f"Is {s} big? no bad"} for s in ("paris", "rome", "tokyo")
+    ],
+    "implicit-conversational": [
+        {
+            "chosen": CONV + [{"role": "assistant", "content": f"yes good {i}"}],
+            "rejected": CONV + [{"role": "assistant", "content": f"no bad {i}"}],
+        }
+        for i in range(3)
+    ],
+}
+
+
+def _changed(before_dir, after_dir) -> list[str]:
+    import torch
+    from safetensors.torch import load_file
+
+    before, after = load_file(before_dir / "model.safetensors"), load_file(after_dir / "model.safetensors")
+    return [k for k in after if k not in before or not torch.equal(before[k], after[k])]
+
+
+def test_cli_run_writes_a_loadable_reward_model(tmp_path, tiny_lm, run):
+    """`alignctl train-rm --data prefs.jsonl -o rm` with explicit-prompt pairs and a held-out fraction."""
+    prefs = [
+        {"prompt": f"Is the sky {c}?", "chosen": " yes", "rejected": " no"} for c in ("red", "blue", "green", "big")
+    ]
+    write_jsonl(tmp_path / "prefs.jsonl", prefs)
+    proc = run(
+        "train-rm", "--data", "prefs.jsonl", "--model", tiny_lm, "--max-steps", "2", "--eval-split", "0.25",
+        "-o", "rm", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "rm"
+    assert proc.stdout.strip() == "rm"
+    assert "gradient_checkpointing off" in proc.stderr  # the chapter's setting, changed on CPU with one line
+    manifest = json.loads((out / "alignctl.json").read_text())
+    assert manifest["stage"] == "train-rm"
+    assert manifest["config"]["lora_r"] == {"value": 32, "source": "preset train-rm: 训练奖励模型: --lora_r 32"}
+    assert manifest["records"] == {"train": 3, "eval": 1}
+    assert manifest["final_metrics"]["eval_pairs"] == 1 and "eval_accuracy" in manifest["final_metrics"]
+    assert (out / "metrics.jsonl").read_text().strip()
+
+    from alignctl import models
+
+    rm = models.load_reward_model(str(out))
+    tok = models.load_tokenizer(str(out))
+    assert rm.config.num_labels == 1 and tok.pad_token is not None and rm.config.pad_token_id == tok.pad_token_id
+    changed = _changed(tiny_lm, out)
+    assert "score.weight" in changed  # the new head was trained and saved (modules_to_save), not left random
+    assert any("q_proj" in k for k in changed)  # LoRA merged into the base weights
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_implicit_shapes_train(tmp_path, tiny_lm, shape):
+    from alignctl import config
+    from alignctl.stages import train_rm
+
+    data = write_jsonl(tmp_path / "prefs.jsonl", SHAPES[shape])
+    out = train_rm.run(config.resolve("train-rm", sets=["max_steps=1"]), data, str(tiny_lm), tmp_path / "rm")
+    assert json.loads((out / "alignctl.json").read_text())["final_metrics"]["global_step"] == 1
+
+
+def test_separable_preferences_reach_held_out_accuracy(tmp_path, tiny_lm):
+    """40 toy pairs (chosen 'yes good', rejected 'no bad'), 10 held out: accuracy >= 0.9 on those."""
+    import torch
+
+    from alignctl import config, models
+    from alignctl.stages import train_rm
+
+    data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(40))
+    resolved = config.resolve(
+        "train-rm", sets=["max_steps=25", "learning_rate=3e-3", "logging_steps=5", "eval_steps=10", "eval_split=0.25"]
+    )
+    out = train_rm.run(resolved, data, str(tiny_lm), tmp_path / "rm")
+    final = json.loads((out / "alignctl.json").read_text())["final_metrics"]
+    assert final["eval_pairs"] == 10
+    assert final["eval_accuracy"] >= 0.9, final
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval_accuracy" in r for r in rows) and any("loss" in r for r in rows)
+
+    # the saved dir scores like the trained model: chosen above rejected on a prompt it never saw
+    rm, tok = models.load_reward_model(str(out)), models.load_tokenizer(str(out), padding_side="right")
+    texts = [f"Is the moon small? {a}{tok.eos_token}" for a in ("yes good", "no bad")]
+    with torch.no_grad():
+        scores = rm(**tok(texts, return_tensors="pt", padding=True)).logits[:, 0]
+    assert scores[0] > scores[1]
+
+
+def test_malformed_prefs_fail_before_any_model_loads(tmp_path, run):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b"}\n')
+    proc = run("train-rm", "--data", path, "--model", tmp_path / "nope", "-o", tmp_path / "out")
+    assert proc.returncode == 2 and f"{path}:2:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+@pytest.mark.slow
+def test_smollm2_two_steps(tmp_path, run):
+    prefs = [{"prompt": f"What is {a} + {a}?", "chosen": f" {2 * a}.", "rejected": " I don't know."} for a in range(8)]
+    write_jsonl(tmp_path / "prefs.jsonl", prefs)
+    proc = run(
+        "train-rm", "--data", "prefs.jsonl", "--model", "smollm2-135m", "--max-steps", "2", "--batch-size", "2",
+        "--max-length", "64", "--eval-split", "0.25", "-o", "rm", cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from alignctl import models
+
+    assert models.load_reward_model(str(tmp_path / "rm")).config.num_labels == 1
+    final = json.loads((tmp_path / "rm" / "alignctl.json").read_text())["final_metrics"]
+    assert final["global_step"] == 2 and final["eval_pairs"] == 2
