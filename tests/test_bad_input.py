@@ -377,8 +377,6 @@ def test_subprocess_broken_weights_leave_no_partial_dir(tmp_path, tiny_lm, run):
     assert proc.returncode == 2
     assert "cannot load as a causal LM" in _one_error_line(proc)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
-    debug = run("--debug", "dpo", "--data", _prefs(tmp_path), "--model", model, "-o", tmp_path / "out")
-    assert debug.returncode == 2 and "Traceback" in debug.stderr  # --debug shows where it came from
 
 
 def test_validate_reports_all_of_them_at_once(tmp_path, run):

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -400,11 +401,22 @@ class Appender:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")
+        # a test aid (tests/test_crash.py): ALIGNCTL_CRASH_AFTER_RECORDS=N kills the process part-way
+        # through record N+1, leaving the torn line a crash mid-write leaves
+        self._crash_after = int(os.environ.get("ALIGNCTL_CRASH_AFTER_RECORDS") or 0)
+        self._added = 0
 
     def add(self, rec: dict) -> None:
-        self._fh.write(dumps(rec) + "\n")
+        line = dumps(rec) + "\n"
+        if self._crash_after and self._added >= self._crash_after:
+            self._fh.write(line[: len(line) // 2])
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup runs, as when a job is preempted or OOM-killed
+        self._fh.write(line)
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        self._added += 1
 
     def close(self) -> None:
         self._fh.close()

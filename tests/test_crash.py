@@ -1,0 +1,91 @@
+"""Crash and rerun for the journalled stages: SIGKILL at seeded points, rerun, same output.
+
+`ALIGNCTL_CRASH_AFTER_RECORDS=N` (io.Appender) kills the process with SIGKILL half-way through
+writing journal record N+1, so each run leaves what a real crash mid-write leaves: a journal with
+a torn last line and no output. The rerun (no flag, same command) must produce the same bytes as
+a run that was never interrupted. Kill points come from seeded RNGs, so a failure reproduces.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+
+import pytest
+
+from test_secrets import FakeJudge
+from tiny import write_jsonl
+
+N_PROMPTS = 12
+
+
+def _kill_points(seeds: list[int], records: int) -> list[int]:
+    # the journal's first record is its header; kill anywhere from just after it to before the last
+    return [random.Random(seed).randint(1, records) for seed in seeds]
+
+
+def _crash_then_rerun(args: list, out, whole, run, cli, crash_after: int, env: dict | None = None) -> None:
+    journal = out.with_name(out.name + ".partial")
+    killed = run(*args, "-o", out, env={"ALIGNCTL_CRASH_AFTER_RECORDS": str(crash_after), **(env or {})})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not out.exists() and journal.exists()
+    torn = journal.read_bytes()
+    assert not torn.endswith(b"\n") and torn.count(b"\n") == crash_after  # N whole records, then a torn one
+    code, _, err = cli(*args, "-o", out)
+    assert code == 0, err
+    assert out.read_bytes() == whole.read_bytes()
+    assert not journal.exists()
+    manifest = json.loads(out.with_name(out.name + ".alignctl.json").read_text())
+    assert (
+        manifest["output"]["sha256"]
+        == json.loads(whole.with_name(whole.name + ".alignctl.json").read_text())["output"]["sha256"]
+    )
+
+
+def _candidates(tmp):
+    recs = [
+        {"id": f"q{i}", "prompt": f"Is the sky {i}?", "completions": ["a", "b c", "d e f good"][: 2 + i % 2]}
+        for i in range(N_PROMPTS)
+    ]
+    return write_jsonl(tmp / "cands.jsonl", recs)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_label_killed_at_a_seeded_point(seed, tmp_path, run, cli):
+    args = ["label", "--candidates", _candidates(tmp_path), "--by", "rule:length", "--pairs", "all"]
+    whole = tmp_path / "whole.jsonl"
+    assert cli(*args, "-o", whole)[0] == 0
+    (point,) = _kill_points([seed], N_PROMPTS)
+    _crash_then_rerun(args, tmp_path / "cut.jsonl", whole, run, cli, point)
+
+
+def test_label_with_a_judge_killed_part_way(tmp_path, run, cli, monkeypatch):
+    """Pairwise decisions journalled one comparison at a time survive the kill (no second request)."""
+    monkeypatch.setenv("ALIGNCTL_TEST_KEY", "unused")
+    with FakeJudge() as judge:
+        args = ["label", "--candidates", _candidates(tmp_path), "--by", "judge:test", "--judge-url", judge.url]
+        args += ["--judge-key-env", "ALIGNCTL_TEST_KEY"]
+        whole = tmp_path / "whole.jsonl"
+        assert cli(*args, "-o", whole)[0] == 0
+        asked = len(judge.auth)
+        (point,) = _kill_points([3], asked // 2)
+        _crash_then_rerun(args, tmp_path / "cut.jsonl", whole, run, cli, point)
+        # the uninterrupted run, the killed one up to its kill, the rerun for the rest: nothing asked twice
+        # beyond the comparison the kill cut off
+        assert len(judge.auth) <= 2 * asked + 2
+
+
+@pytest.mark.parametrize("seed", [0])  # tests/test_collect.py kills collect at a timed point too
+def test_collect_killed_at_a_seeded_point(seed, tmp_path, tiny_lm, run, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(
+        tmp_path / "prompts.jsonl",
+        [{"prompt": f"Is {w} red?"} for w in ("paris", "rome", "tokyo", "the sky", "the sun", "a cat")],
+    )
+    args = ["collect", "-p", "prompts.jsonl", "-m", str(tiny_lm), "-n", "2", "--max-new-tokens", "8"]
+    args += ["--batch-size", "2", "--seed", "11"]
+    whole = tmp_path / "whole.jsonl"
+    assert cli(*args, "-o", whole)[0] == 0
+    (point,) = _kill_points([seed], 5)
+    _crash_then_rerun(args, tmp_path / "cut.jsonl", whole, run, cli, point, env={"OMP_NUM_THREADS": "1"})
