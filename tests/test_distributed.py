@@ -126,3 +126,46 @@ def test_torchrun_two_ranks_only_rank0_writes(tmp_path, tiny_lm, stage):
 
     with safe_open(str(out / "model.safetensors"), "pt") as fh:  # a complete weights file
         assert len(list(fh.keys())) > 0
+
+
+def test_save_final_on_a_sharded_engine_merges_the_gathered_adapter(tmp_path, tiny_lm):
+    """DeepSpeed/FSDP path of training.save_final, with a stand-in trainer (the engines need GPUs):
+    the trainer's gathered adapter is merged into the parent on rank 0, checkpoints are dropped."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignctl import runs, training
+
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)  # non-zero B
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_lm), lora)
+
+    class ShardedTrainer:  # what save_final uses of transformers' Trainer
+        is_fsdp_enabled = True
+        model = policy
+
+        class accelerator:  # noqa: N801
+            @staticmethod
+            def wait_for_everyone():
+                pass
+
+        def save_model(self, out):  # rank 0's part of Trainer.save_model for a peft model: the adapter
+            self.model.save_pretrained(out)
+
+    run_ = runs.begin("dpo", tmp_path / "out", inputs={}, resolved=None)
+    (run_.work / "checkpoint-1").mkdir()
+    training.save_final(ShardedTrainer(), AutoTokenizer.from_pretrained(tiny_lm), run_, merge=True)
+    names = sorted(p.name for p in run_.work.iterdir())
+    assert "model.safetensors" in names and "tokenizer.json" in names
+    assert not [n for n in names if n.startswith(("adapter_", "checkpoint-"))], names
+    saved = load_file(run_.work / "model.safetensors")
+    expected = policy.merge_and_unload().state_dict()
+    assert saved.keys() <= expected.keys() and "model.layers.0.self_attn.q_proj.weight" in saved
+    for key, tensor in saved.items():
+        assert torch.allclose(tensor, expected[key], atol=1e-6), key
+    base = load_file(tiny_lm / "model.safetensors")
+    assert not torch.equal(
+        saved["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"]
+    )
