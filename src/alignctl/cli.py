@@ -48,7 +48,8 @@ def root(
 
 def _register() -> None:
     from alignctl.commands import presets, validate
-    from alignctl.stages import collect, dpo, grpo, label, online_dpo, ppo, report, train_rm
+    from alignctl.stages import collect, dpo, grpo, iterate, label, online_dpo, ppo, report, train_rm
+    from alignctl.stages import eval as eval_stage
 
     app.command("train-rm", help=train_rm.__doc__.split("\n\n")[0])(train_rm.command)
     app.command("collect", help=collect.__doc__.split("\n\n")[0])(collect.command)
@@ -57,6 +58,8 @@ def _register() -> None:
     app.command("grpo", help=grpo.__doc__.split("\n\n")[0])(grpo.command)
     app.command("online-dpo", help=online_dpo.__doc__.split("\n\n")[0])(online_dpo.command)
     app.command("ppo", help=ppo.__doc__.split("\n\n")[0])(ppo.command)
+    app.command("iterate", help=iterate.__doc__.split("\n\n")[0])(iterate.command)
+    app.command("eval", help=eval_stage.__doc__.split("\n\n")[0])(eval_stage.command)
     report.register(app)
     app.add_typer(presets.app, name="presets")
     app.command("validate", help=validate.__doc__.split("\n\n")[0])(validate.command)

@@ -1,0 +1,508 @@
+"""Compare a model with a baseline on held-out prompts: mean reward, win / tie / loss, win rate.
+
+    alignctl eval --model runs/dpo --baseline smollm2-135m --prompts held.jsonl --by rule:qa_strict
+    alignctl eval -m runs/it/round-2/model -b runs/it/round-1/model -p held.jsonl --by rm:runs/rm
+    alignctl eval -m runs/dpo -p held.jsonl --by judge:smollm2-135m -o runs/eval-judge
+
+Both models answer every prompt (greedy by default: the comparison is not a sampling lottery),
+then the reward source decides. A pointwise source (`rm:`, `rule:`) scores each answer; prompt i
+is a win when the model's score beats the baseline's, a tie when they are equal. A pairwise
+source (`judge:`, `human`) compares the two answers directly; the judge asks in both orders and
+calls a disagreement a tie (judge.py). The table on stderr gives each side's mean reward (with a
+95% interval), mean length in words, win / tie / loss and the win rate (ties count half) with its
+Wilson 95% interval (stats.py); the chapter reports Online DPO the same way ("60% 更好，30% 打平").
+
+Writes `DIR/eval.json` (the summary `report` plots for iterate rounds), `DIR/eval.rows.jsonl`
+(one line per prompt: both answers, their scores, the outcome) and `DIR/eval.json.alignctl.json`
+(the manifest). A rerun with the same models, prompts, source and settings is "up to date".
+Generations are cached under `$ALIGNCTL_HOME/cache/generations/`, keyed by the model's
+fingerprint, the prompts and the sampling settings, so `iterate` evaluates each round's baseline
+(the previous round's model) without generating its answers again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from alignctl import io, options
+from alignctl.config import Resolved, resolve
+from alignctl.console import console, info
+from alignctl.errors import InputError, OutputError
+
+STAGE = "eval"
+SUMMARY = "eval.json"
+OUTCOMES = ("win", "tie", "loss")
+
+
+@dataclass
+class Settings:
+    """Built-in defaults: greedy decoding, so two evals of the same models agree."""
+
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 = greedy (default)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (with temperature > 0)."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Most tokens per answer."})
+    seed: int = field(default=42, metadata={"help": "Seed of the sampling streams (temperature > 0)."})
+    batch_size: int = field(default=32, metadata={"help": "Prompts per generate call."})
+    backend: str = field(default="auto", metadata={"help": "auto | hf | vllm."})
+    chat_template: bool = field(
+        default=True, metadata={"help": "Send plain-text prompts through the chat template of a chat model."}
+    )
+    tie_margin: float = field(
+        default=0.0, metadata={"help": "Score differences at or below this count as ties (pointwise sources)."}
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation (pure: unit-tested on hand-made scores)
+
+
+def word_count(completion: Any) -> int:
+    from alignctl.rewards.rules import completion_text
+
+    return len(completion_text(completion).split())
+
+
+def _side(scores: list[float] | None, lengths: list[int]) -> dict[str, Any]:
+    from alignctl.stats import mean_ci
+
+    out: dict[str, Any] = {"mean_reward": None, "reward_ci": None}
+    if scores is not None:
+        mean, half = mean_ci(scores)
+        out["mean_reward"] = mean
+        out["reward_ci"] = None if math.isnan(half) else half
+    out["mean_length"] = sum(lengths) / len(lengths)
+    return out
+
+
+def aggregate(
+    model_scores: list[float] | None,
+    baseline_scores: list[float] | None,
+    model_lengths: list[int],
+    baseline_lengths: list[int],
+    *,
+    winners: list[int | None] | None = None,
+    tie_margin: float = 0.0,
+) -> tuple[dict[str, Any], list[str]]:
+    """The summary eval.json holds, and each prompt's outcome ("win" / "tie" / "loss" for the model).
+
+    Pointwise: give both score lists; prompt i is a win when model - baseline > tie_margin.
+    Pairwise: give `winners` (0 = the model's answer won, 1 = the baseline's, None = tie) and no
+    scores; mean rewards are then None. Win rate and interval come from `stats.win_rate`.
+    """
+    from alignctl.stats import win_rate
+
+    n = len(model_lengths)
+    if n == 0 or len(baseline_lengths) != n:
+        raise ValueError(f"aggregate: {n} model answers and {len(baseline_lengths)} baseline answers")
+    if winners is not None:
+        if len(winners) != n:
+            raise ValueError(f"aggregate: {len(winners)} verdicts for {n} prompts")
+        # as scores for win_rate: the winner gets 1, the other 0; a tie gives both 0
+        a = [1.0 if w == 0 else 0.0 for w in winners]
+        b = [1.0 if w == 1 else 0.0 for w in winners]
+        wr = win_rate(a, b)
+        outcomes = ["win" if w == 0 else "loss" if w == 1 else "tie" for w in winners]
+    else:
+        if model_scores is None or baseline_scores is None or len(model_scores) != n or len(baseline_scores) != n:
+            raise ValueError("aggregate: a pointwise eval needs one score per prompt on each side")
+        wr = win_rate(model_scores, baseline_scores, tie_eps=max(tie_margin, 1e-9))
+        outcomes = []
+        for m, b in zip(model_scores, baseline_scores, strict=True):
+            d = m - b
+            outcomes.append("win" if d > max(tie_margin, 1e-9) else "loss" if d < -max(tie_margin, 1e-9) else "tie")
+    summary = {
+        "model": _side(model_scores, model_lengths),
+        "baseline": _side(baseline_scores, baseline_lengths),
+        **wr,
+    }
+    if model_scores is not None and baseline_scores is not None:
+        summary["reward_delta"] = summary["model"]["mean_reward"] - summary["baseline"]["mean_reward"]
+    return summary, outcomes
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def render_table(summary: dict[str, Any], model_name: str, baseline_name: str, *, title: str = "eval") -> None:
+    """The comparison as a rich table on stderr."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    table.add_column(f"model\n{model_name}", justify="right")
+    table.add_column(f"baseline\n{baseline_name}", justify="right")
+    m, b = summary["model"], summary["baseline"]
+
+    def reward(side: dict) -> str:
+        if side.get("mean_reward") is None:
+            return "— (pairwise)"
+        ci = side.get("reward_ci")
+        return _num(side["mean_reward"]) + (f" ± {ci:.3f}" if ci is not None else "")
+
+    table.add_row("mean reward (95% CI)", reward(m), reward(b))
+    table.add_row("mean length (words)", f"{m['mean_length']:.1f}", f"{b['mean_length']:.1f}")
+    table.add_row("wins / ties / losses", f"{summary['wins']} / {summary['ties']} / {summary['losses']}", "")
+    rate = f"{summary['win_rate']:.3f} [{summary['low']:.3f}, {summary['high']:.3f}]"
+    table.add_row("win rate [95% CI]", rate, "")
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation, cached
+
+
+def model_fingerprint(model_path: str) -> dict[str, Any]:
+    """What identifies a model's weights: its manifest hash (alignctl runs) plus the weight files'
+    sizes and mtimes (any dir: a dir whose config did not change may still have new weights)."""
+    from alignctl import runs
+
+    fp: dict[str, Any] = dict(runs.input_fingerprint(model_path))
+    p = Path(model_path)
+    if p.is_dir():
+        fp["files"] = sorted(
+            (f.name, f.stat().st_size, f.stat().st_mtime_ns)
+            for f in p.iterdir()
+            if f.is_file() and f.suffix in (".safetensors", ".bin", ".gguf", ".pt")
+        )
+    return fp
+
+
+def _cache_dir() -> Path:
+    from alignctl.models import alignctl_home
+
+    return alignctl_home() / "cache" / "generations"
+
+
+def generation_key(model_path: str, records: list[dict], resolved: Resolved) -> str:
+    keys = ("temperature", "top_p", "top_k", "max_new_tokens", "seed", "batch_size", "backend", "chat_template")
+    blob = {
+        "model": model_fingerprint(model_path),
+        "prompts": [[r["id"], r["prompt"]] for r in records],
+        "settings": {k: resolved[k] for k in keys},
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _read_cache(path: Path, ids: list[str]) -> list[str] | None:
+    if not path.is_file():
+        return None
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None
+    if [r.get("id") for r in rows] != ids or not all(isinstance(r.get("text"), str) for r in rows):
+        return None
+    return [r["text"] for r in rows]
+
+
+def generate_answers(
+    model_path: str,
+    records: list[dict],
+    resolved: Resolved,
+    *,
+    label: str,
+    use_cache: bool = True,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> tuple[list[str], float, bool]:
+    """(one answer per prompt, seconds spent, whether it came from the cache)."""
+    from alignctl import generation
+
+    ids = [r["id"] for r in records]
+    cache = _cache_dir() / f"{generation_key(model_path, records, resolved)}.jsonl"
+    if use_cache:
+        cached = _read_cache(cache, ids)
+        if cached is not None:
+            info(f"{label}: {len(cached)} answers from the generation cache")
+            return cached, 0.0, True
+    params = generation.SamplingParams(
+        temperature=resolved["temperature"],
+        top_p=resolved["top_p"],
+        top_k=resolved["top_k"],
+        max_new_tokens=resolved["max_new_tokens"],
+        seed=resolved["seed"],
+        batch_size=resolved["batch_size"],
+    )
+    start = time.perf_counter()
+    info(f"{label}: generating {len(records)} answers with {model_path}")
+    backend = generation.load_backend(
+        resolved["backend"],
+        model_path,
+        trust_remote_code=trust_remote_code,
+        chat_template=None if resolved["chat_template"] else False,
+        say=progress,
+    )
+    texts = [
+        t[0]
+        for t in generation.generate(backend, [r["prompt"] for r in records], 1, params, ids=ids, progress=progress)
+    ]
+    del backend
+    seconds = time.perf_counter() - start
+    if use_cache:
+        try:
+            io.write_jsonl(cache, ({"id": i, "text": t} for i, t in zip(ids, texts, strict=True)))
+        except OutputError as exc:  # a cache we cannot write is not worth failing the eval for
+            info(f"generation cache not written: {exc}")
+    return texts, seconds, False
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+def _check(resolved: Resolved) -> None:
+    from alignctl.generation import BACKENDS, SamplingParams
+
+    problems = SamplingParams(
+        temperature=resolved["temperature"],
+        top_p=resolved["top_p"],
+        top_k=resolved["top_k"],
+        max_new_tokens=resolved["max_new_tokens"],
+        seed=resolved["seed"],
+        batch_size=resolved["batch_size"],
+    ).problems()
+    if resolved["backend"] not in BACKENDS:
+        problems.append(f"backend must be one of {', '.join(BACKENDS)}, got {resolved['backend']!r}")
+    if resolved["tie_margin"] < 0:
+        problems.append(f"tie_margin must be >= 0, got {resolved['tie_margin']}")
+    if problems:
+        raise InputError("eval: " + "; ".join(problems))
+
+
+def rows_path(summary_path: Path) -> Path:
+    """`DIR/eval.json` -> `DIR/eval.rows.jsonl`; `DIR/eval-base.json` -> `DIR/eval-base.rows.jsonl`."""
+    return summary_path.with_name(summary_path.stem + ".rows.jsonl")
+
+
+def _columns(records: list[dict]) -> dict[str, list[Any]]:
+    names = sorted({k for r in records for k in r if k not in ("id", "prompt")})
+    return {k: [r.get(k) for r in records] for k in names}
+
+
+def _score(source, records: list[dict], texts: list[str]) -> list[float]:
+    prompts = [r["prompt"] for r in records]
+    completions = [
+        [{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts, strict=True)
+    ]
+    return [float(s) for s in source.score(prompts, completions, _columns(records))]
+
+
+def run(
+    resolved: Resolved,
+    model: str | None,
+    baseline: str | None,
+    prompts: Path,
+    by: str,
+    output: Path,
+    *,
+    overwrite: bool = False,
+    force: bool = False,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+    show: bool = True,
+    use_cache: bool = True,
+    source_options: dict[str, Any] | None = None,
+) -> Path:
+    """Generate, score, write `output` (an eval.json path) and its rows; returns `output`."""
+    from alignctl import models, runs
+    from alignctl.rewards import resolve_source
+
+    _check(resolved)
+    records = io.load(prompts, "prompts")
+    source = resolve_source(by, trust_remote_code=trust_remote_code, **(source_options or {}))
+    model_name, baseline_name = model or models.DEFAULT_MODEL, baseline or models.DEFAULT_MODEL
+    model_path, baseline_path = models.resolve_model(model_name), models.resolve_model(baseline_name)
+    output = Path(output)
+    if output.suffix != ".json":
+        raise InputError(f"{output}: eval writes a .json summary (give -o DIR for DIR/{SUMMARY})")
+    inputs = {
+        "prompts": runs.input_fingerprint(prompts),
+        "model": model_fingerprint(model_path),
+        "baseline": model_fingerprint(baseline_path),
+        "by": {"spec": by, **source.describe()},
+    }
+    run_ = runs.begin_file(
+        STAGE,
+        output,
+        inputs=inputs,
+        resolved=resolved,
+        overwrite=overwrite,
+        force=force,
+        parent_model=model_name,
+        extra={"rows": rows_path(output).name},
+    )
+    if run_.up_to_date and rows_path(output).is_file():
+        runs.say_up_to_date(run_)
+        if show:
+            summary = json.loads(output.read_text(encoding="utf-8"))
+            render_table(summary, model_name, baseline_name, title=f"eval ({by}, {len(records)} prompts; cached)")
+        return output
+    if run_.up_to_date:
+        info(f"{rows_path(output)}: missing; evaluating again")
+
+    started = time.time()
+    model_texts, model_s, model_cached = generate_answers(
+        model_path,
+        records,
+        resolved,
+        label="model",
+        use_cache=use_cache,
+        trust_remote_code=trust_remote_code,
+        progress=progress,
+    )
+    if baseline_path == model_path:
+        baseline_texts, base_s, base_cached = model_texts, 0.0, True
+    else:
+        baseline_texts, base_s, base_cached = generate_answers(
+            baseline_path,
+            records,
+            resolved,
+            label="baseline",
+            use_cache=use_cache,
+            trust_remote_code=trust_remote_code,
+            progress=progress,
+        )
+    model_len = [word_count(t) for t in model_texts]
+    base_len = [word_count(t) for t in baseline_texts]
+    rows: list[dict[str, Any]] = [
+        {"id": r["id"], "prompt": r["prompt"], "model": m, "baseline": b, "model_words": ml, "baseline_words": bl}
+        for r, m, b, ml, bl in zip(records, model_texts, baseline_texts, model_len, base_len, strict=True)
+    ]
+    score_start = time.perf_counter()
+    if source.pairwise:
+        winners = []
+        for row, rec in zip(rows, records, strict=True):
+            choice = source.decide(rec["prompt"], row["model"], row["baseline"])
+            winners.append(choice.winner)
+            row["verdict"] = choice.detail
+        summary, outcomes = aggregate(None, None, model_len, base_len, winners=winners)
+    else:
+        model_scores = _score(source, records, model_texts)
+        base_scores = _score(source, records, baseline_texts)
+        for row, ms, bs in zip(rows, model_scores, base_scores, strict=True):
+            row["model_reward"], row["baseline_reward"] = ms, bs
+        summary, outcomes = aggregate(model_scores, base_scores, model_len, base_len, tie_margin=resolved["tie_margin"])
+    for row, outcome in zip(rows, outcomes, strict=True):
+        row["outcome"] = outcome
+    summary["model"]["name"], summary["baseline"]["name"] = model_name, baseline_name
+    summary.update(
+        by=by,
+        source=source.describe(),
+        prompts=str(prompts),
+        settings={k: resolved[k] for k in ("temperature", "top_p", "top_k", "max_new_tokens", "seed")},
+        seconds={
+            "generate_model": round(model_s, 2),
+            "generate_baseline": round(base_s, 2),
+            "score": round(time.perf_counter() - score_start, 2),
+            "total": round(time.time() - started, 2),
+        },
+        cached={"model": model_cached, "baseline": base_cached},
+    )
+    io.write_jsonl(rows_path(output), rows)
+    _finish(run_, summary)
+    if show:
+        render_table(summary, model_name, baseline_name, title=f"eval ({by}, {len(records)} prompts)")
+    return output
+
+
+def _finish(run_, summary: dict[str, Any]) -> None:
+    """Write eval.json and its manifest the way `runs.FileRun.finish` does for JSONL outputs:
+    manifest first, then the rename, so a crash in between never reads as a finished eval."""
+    from alignctl import __version__, runs
+    from alignctl.io import atomic_path, sha256_file
+
+    text = json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n"
+    with atomic_path(run_.out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        manifest = {
+            "stage": run_.stage,
+            "alignctl_version": __version__,
+            "command": sys.argv,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "wall_seconds": round(time.time() - run_.started, 2),
+            "preset": run_.resolved.preset if run_.resolved else None,
+            "config": run_.resolved.manifest() if run_.resolved else {},
+            "inputs": run_.inputs,
+            "parent_model": run_.parent_model,
+            "libraries": runs.library_versions(),
+            "output": {"path": str(run_.out), "records": 1, "sha256": sha256_file(tmp)},
+            "rows": {"path": str(rows_path(run_.out)), "sha256": sha256_file(rows_path(run_.out))},
+            "final_metrics": {k: summary[k] for k in ("wins", "ties", "losses", "win_rate", "low", "high")},
+            "fingerprint": run_.fingerprint,
+        }
+        io.write_json(run_.manifest_path, manifest)
+
+
+def command(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="The model to evaluate: a model dir, a hub id or an alias.")
+    ],
+    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Held-out prompts JSONL (with e.g. `answer`).")],
+    by: Annotated[
+        str,
+        typer.Option("--by", help="Reward source: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL or human."),
+    ],
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", "-b", help="What to compare against (default: smollm2-135m).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output dir for eval.json and eval.rows.jsonl (runs/eval).")
+    ] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="0 = greedy (default).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Most tokens per answer.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Prompts per generate call.")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="auto | hf | vllm.")] = None,
+    judge_url: Annotated[
+        str | None, typer.Option("--judge-url", help="OpenAI-compatible endpoint for judge:MODEL.")
+    ] = None,
+    judge_key_env: Annotated[
+        str, typer.Option("--judge-key-env", help="Environment variable holding the endpoint's API key.")
+    ] = "OPENAI_API_KEY",
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Generate again even if cached.")] = False,
+    seed: options.Seed = None,
+    overwrite: options.Overwrite = False,
+    force: options.Force = False,
+    preset: options.Preset = None,
+    config_file: options.ConfigFile = None,
+    set_: options.Set = None,
+    trust_remote_code: options.TrustRemoteCode = False,
+) -> None:
+    """Compare a model with a baseline on held-out prompts (reward, win rate, length)."""
+    flags = options.common_flags(
+        {"seed": seed},
+        temperature=(temperature, "--temperature"),
+        max_new_tokens=(max_new_tokens, "--max-new-tokens"),
+        batch_size=(batch_size, "--batch-size"),
+        backend=(backend, "--backend"),
+    )
+    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
+    out_dir = output or Path("runs") / STAGE
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a directory (-o takes a directory)")
+    path = run(
+        resolved,
+        model,
+        baseline,
+        prompts,
+        by,
+        out_dir / SUMMARY,
+        overwrite=overwrite,
+        force=force,
+        trust_remote_code=trust_remote_code,
+        use_cache=not no_cache,
+        source_options={"judge_url": judge_url, "judge_key_env": judge_key_env},
+    )
+    print(path)

@@ -1,0 +1,124 @@
+"""`alignctl eval`: the numbers of its table on hand-made scores, and the command on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignctl.stages import eval as ev
+from tiny import write_jsonl
+
+
+def test_pointwise_aggregation_by_hand():
+    """model [1, 1, 0, 0.5, 1] vs baseline [0, 1, 0, 1, 0]: differences +1, 0, 0, -0.5, +1,
+    so 2 wins, 2 ties, 1 loss; win rate (2 + 2/2) / 5 = 0.6. Wilson with z = 1.959964, z² = 3.841459:
+    denominator 1 + z²/5 = 1.768292; centre (0.6 + z²/10) / 1.768292 = 0.556549;
+    half-width z·sqrt(0.6·0.4/5 + z²/100) / 1.768292 = 1.959964·0.293963 / 1.768292 = 0.325826;
+    interval [0.230723, 0.882375]. Mean rewards 3.5/5 = 0.7 and 2/5 = 0.4; lengths 4.0 and 10.0 words.
+    """
+    summary, outcomes = ev.aggregate([1, 1, 0, 0.5, 1], [0, 1, 0, 1, 0], [2, 4, 6, 4, 4], [10] * 5)
+    assert (summary["wins"], summary["ties"], summary["losses"], summary["n"]) == (2, 2, 1, 5)
+    assert outcomes == ["win", "tie", "tie", "loss", "win"]
+    assert summary["win_rate"] == pytest.approx(0.6)
+    assert summary["low"] == pytest.approx(0.230723, abs=1e-5)
+    assert summary["high"] == pytest.approx(0.882375, abs=1e-5)
+    assert summary["model"]["mean_reward"] == pytest.approx(0.7)
+    assert summary["baseline"]["mean_reward"] == pytest.approx(0.4)
+    assert summary["reward_delta"] == pytest.approx(0.3)
+    assert summary["model"]["mean_length"] == 4.0 and summary["baseline"]["mean_length"] == 10.0
+    # mean 0.7, sample sd sqrt((3·0.3² + 0.7² + 0.2²) / 4) = sqrt(0.2) = 0.447214;
+    # half-width 1.959964 · 0.447214 / sqrt(5) = 0.391993
+    assert summary["model"]["reward_ci"] == pytest.approx(0.391993, abs=1e-5)
+
+
+def test_tie_margin_turns_small_differences_into_ties():
+    summary, outcomes = ev.aggregate([0.52, 0.9, 0.1], [0.5, 0.5, 0.5], [1, 1, 1], [1, 1, 1], tie_margin=0.05)
+    assert outcomes == ["tie", "win", "loss"]
+    assert (summary["wins"], summary["ties"], summary["losses"]) == (1, 1, 1)
+
+
+def test_pairwise_aggregation_has_no_mean_reward():
+    """Verdicts [model, tie, baseline, model, model]: 3 wins, 1 tie, 1 loss, win rate 3.5/5 = 0.7."""
+    summary, outcomes = ev.aggregate(None, None, [3, 3, 3, 3, 3], [5, 5, 5, 5, 5], winners=[0, None, 1, 0, 0])
+    assert outcomes == ["win", "tie", "loss", "win", "win"]
+    assert (summary["wins"], summary["ties"], summary["losses"]) == (3, 1, 1)
+    assert summary["win_rate"] == pytest.approx(0.7)
+    assert summary["model"]["mean_reward"] is None and "reward_delta" not in summary
+
+
+def test_aggregate_rejects_mismatched_lengths():
+    with pytest.raises(ValueError):
+        ev.aggregate([1.0], [1.0, 0.0], [1], [1, 2])
+    with pytest.raises(ValueError):
+        ev.aggregate(None, None, [1, 1], [1, 1], winners=[0])
+
+
+def test_table_shows_the_numbers(capsys):
+    summary, _ = ev.aggregate([1, 1, 0, 0.5, 1], [0, 1, 0, 1, 0], [2, 4, 6, 4, 4], [10] * 5)
+    from alignctl.console import console
+
+    with console.capture() as cap:
+        ev.render_table(summary, "runs/dpo", "base")
+    text = cap.get()
+    for needle in ("0.700 ± 0.392", "0.400", "4.0", "10.0", "2 / 2 / 1", "0.600 [0.231, 0.882]", "runs/dpo"):
+        assert needle in text, (needle, text)
+
+
+def _prompts(tmp_path):
+    rows = [
+        {"prompt": [{"role": "user", "content": f"Is the sky {c}?"}], "answer": ["yes"]} for c in "red blue".split()
+    ]
+    rows += [{"prompt": f"What is {w}?", "answer": ["paris"]} for w in ("one", "two")]
+    return write_jsonl(tmp_path / "held.jsonl", rows)
+
+
+def test_eval_command_writes_summary_rows_manifest_and_is_up_to_date(tmp_path, tiny_lm, cli):
+    held = _prompts(tmp_path)
+    out = tmp_path / "ev"
+    args = ["eval", "-m", tiny_lm, "-b", tiny_lm, "-p", held, "--by", "rule:length?target=3"]
+    args += ["--max-new-tokens", "6", "-o", out]
+    code, stdout, stderr = cli(*args)
+    assert code == 0, stderr
+    assert stdout.strip() == str(out / "eval.json")
+    summary = json.loads((out / "eval.json").read_text())
+    assert summary["n"] == 4 and summary["ties"] == 4  # the same model on both sides, greedy: all ties
+    assert summary["model"]["mean_reward"] == summary["baseline"]["mean_reward"]
+    rows = [json.loads(x) for x in (out / "eval.rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and {r["outcome"] for r in rows} == {"tie"}
+    assert all(r["model_words"] == len(r["model"].split()) for r in rows)
+    manifest = json.loads((out / "eval.json.alignctl.json").read_text())
+    assert manifest["stage"] == "eval" and manifest["config"]["max_new_tokens"]["value"] == 6
+    assert "mean reward" in stderr and "wins / ties / losses" in stderr
+    stamp = (out / "eval.json").stat().st_mtime_ns
+    code, _, stderr = cli(*args)
+    assert code == 0 and "up to date" in stderr
+    assert (out / "eval.json").stat().st_mtime_ns == stamp
+    code, _, stderr = cli(*args[:-2], "--max-new-tokens", "5", "-o", out)
+    assert code == 2 and "--overwrite" in stderr
+
+
+def test_generations_are_cached_per_model_and_settings(tmp_path, tiny_lm):
+    from alignctl.config import resolve
+
+    held = _prompts(tmp_path)
+    resolved = resolve("eval", sets=["max_new_tokens=4"])
+    first = ev.run(resolved, str(tiny_lm), str(tiny_lm), held, "rule:length", tmp_path / "a" / "eval.json")
+    again = ev.run(resolved, str(tiny_lm), str(tiny_lm), held, "rule:length?target=2", tmp_path / "b" / "eval.json")
+    s1, s2 = (json.loads(p.read_text()) for p in (first, again))
+    assert s1["cached"] == {"model": False, "baseline": True}  # one model: generated once
+    assert s2["cached"] == {"model": True, "baseline": True}  # another source: same answers, not regenerated
+    rows1 = (tmp_path / "a" / "eval.rows.jsonl").read_text().splitlines()
+    rows2 = (tmp_path / "b" / "eval.rows.jsonl").read_text().splitlines()
+    assert [json.loads(r)["model"] for r in rows1] == [json.loads(r)["model"] for r in rows2]
+
+
+def test_bad_input_fails_before_any_model_loads(tmp_path, cli):
+    held = tmp_path / "held.jsonl"
+    held.write_text('{"prompt": "a"}\n{"nope": 1}\n')
+    code, _, stderr = cli("eval", "-m", tmp_path / "missing", "-p", held, "--by", "rule:length", "-o", tmp_path / "o")
+    assert code == 2 and f"{held}:2:" in stderr
+    held.write_text('{"prompt": "a"}\n')
+    code, _, stderr = cli("eval", "-m", tmp_path / "missing", "-p", held, "--by", "rule:nope", "-o", tmp_path / "o")
+    assert code == 2 and "unknown rule" in stderr
+    assert not (tmp_path / "o").exists()
