@@ -181,10 +181,12 @@ def test_presets_show_grpo_prints_the_chapters_values(cli):
 
 @pytest.mark.slow
 def test_smollm2_two_steps(tmp_path, run):
-    write_jsonl(tmp_path / "p.jsonl", [{"prompt": "What is the capital of France?", "answer": "Paris"}] * 2)
+    qa = [("France", "Paris"), ("Italy", "Rome")]
+    write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"What is the capital of {c}?", "answer": a} for c, a in qa])
     proc = run(
         "grpo", "--prompts", "p.jsonl", "--reward", "rule:qa", "--model", "smollm2-135m", "--max-steps", "2",
-        "--num-generations", "2", "--batch-size", "2", "--max-completion-length", "12", "-o", "out",
+        "--num-generations", "2", "--batch-size", "2", "--max-completion-length", "12", "--set", "use_peft=true",
+        "-o", "out",
         cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

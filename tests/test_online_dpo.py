@@ -178,7 +178,8 @@ def test_smollm2_two_steps(tmp_path, run):
     write_jsonl(tmp_path / "p.jsonl", [{"prompt": "What is the capital of France?"}, {"prompt": "Name a colour."}])
     proc = run(
         "online-dpo", "--prompts", "p.jsonl", "--reward", "rule:length", "--model", "smollm2-135m", "--max-steps",
-        "2", "--batch-size", "2", "--max-new-tokens", "12", "-o", "out", cwd=tmp_path, timeout=300,
+        "2", "--batch-size", "2", "--max-new-tokens", "12", "--set", "use_peft=true", "-o", "out", cwd=tmp_path,
+        timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     from transformers import AutoModelForCausalLM

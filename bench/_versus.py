@@ -1,0 +1,59 @@
+"""Shared by the train-rm / grpo / online-dpo benchmarks: alignctl vs a bare TRL script, interleaved.
+
+Both sides are whole processes (imports, loading, training, saving), run alternately so drift on
+a shared machine hits both alike; the figure is the ratio of median wall times. Each side also
+reports its trainer's own seconds per optimizer step (alignctl: `train_runtime` in alignctl.json;
+the bare script prints it as the last stdout line, JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from common import REPO, VENV_BIN, timed
+
+BARE = REPO / "bench" / "bare"
+
+
+def compare(stage: str, ours_args: list[str], bare_script: str, bare_args: list[str], steps: int, repeats: int,
+            label: str) -> list[dict]:  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{stage}-"))
+    ours, bare, ours_step, bare_step = [], [], [], []
+    try:
+        for i in range(repeats):
+            out = work / f"ours-{i}"
+            ours.append(
+                timed([str(VENV_BIN / "alignctl"), stage, *ours_args, "--max-steps", str(steps), "-o", str(out)])
+            )
+            manifest = json.loads((out / "alignctl.json").read_text())
+            ours_step.append(manifest["final_metrics"]["train_runtime"] / steps)
+            b = timed([sys.executable, str(BARE / bare_script), *bare_args, str(work / f"bare-{i}"), str(steps)])
+            bare.append(b)
+            bare_step.append(json.loads(b["stdout"].strip().splitlines()[-1])["train_runtime"] / steps)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    t_ours = statistics.median(r["seconds"] for r in ours)
+    t_bare = statistics.median(r["seconds"] for r in bare)
+    return [
+        {
+            "what": f"bare TRL script ({bare_script})",
+            "steps": steps,
+            "seconds": t_bare,
+            "s_per_step": statistics.median(bare_step),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in bare),
+        },
+        {
+            "what": label,
+            "steps": steps,
+            "seconds": t_ours,
+            "s_per_step": statistics.median(ours_step),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in ours),
+            "ratio": t_ours / t_bare,
+            "target": "<= 1.05",
+        },
+    ]
