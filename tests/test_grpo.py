@@ -37,7 +37,7 @@ def test_cli_run_with_two_reward_sources(tmp_path, tiny_lm, tiny_rm, run):
     manifest = json.loads((out / "alignctl.json").read_text())
     assert manifest["config"]["reward_weights"] == {"value": [1.0, 0.5], "source": "flag --reward-weights"}
     assert manifest["config"]["beta"]["value"] == 0.04 and "GRPO" in manifest["config"]["beta"]["source"]
-    assert [r["kind"] for r in manifest["rewards"]] == ["rm", "rule"]
+    assert [r["kind"] for r in manifest["rewards"]] == ["reward_model", "rule"]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("rewards/rules.low_ids/mean" in r for r in rows) and any("reward" in r for r in rows)
     from transformers import AutoModelForCausalLM
@@ -141,7 +141,7 @@ def test_strict_rejects_before_training(tmp_path, tiny_lm, cli):
         (["--reward", "rule:length", "--reward-weights", "1,2"], "2 values for 1 reward source"),
         ([], "give at least one --reward"),
         (["--reward", "rule:lenght"], "lenght"),
-        (["--reward", "judge:x"], "use it with online-dpo --judge"),
+        (["--reward", "judge:x"], "use a judge with online-dpo --judge"),
     ],
 )
 def test_bad_reward_specs_fail_fast(tmp_path, tiny_lm, cli, extra, message):

@@ -101,7 +101,7 @@ def test_cli_run_with_a_reward_model(tmp_path, tiny_lm, tiny_rm, run):
     assert proc.stdout.strip() == "out"
     out = tmp_path / "out"
     manifest = json.loads((out / "alignctl.json").read_text())
-    assert manifest["stage"] == "online-dpo" and manifest["rewards"] == [{"kind": "rm", "path": str(tiny_rm)}]
+    assert manifest["stage"] == "online-dpo" and manifest["rewards"][0]["kind"] == "reward_model"
     assert manifest["config"]["beta"]["value"] == 0.1 and manifest["config"]["gradient_checkpointing"]["value"] is False
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert sum("objective/scores_margin" in r for r in rows) == 2
@@ -160,7 +160,7 @@ def test_cli_run_with_a_judge_endpoint(tmp_path, tiny_lm, run):
     [
         ([], "online-dpo needs a reward source"),
         (["--reward", "rule:length", "--judge-url", "http://127.0.0.1:9/v1", "--judge-model", "m"], "not both"),
-        (["--judge-url", "http://127.0.0.1:9/v1"], "--judge-url needs --judge-model"),
+        (["--judge-url", "http://127.0.0.1:9/v1"], "needs a model name"),
         (["--judge-model", "m"], "need --judge-url"),
     ],
 )

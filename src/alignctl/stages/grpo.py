@@ -142,7 +142,7 @@ def run(
     from alignctl.stages import rl_common
 
     records = rl_common.read_prompts(prompts)
-    sources = rl_common.parse_rewards(rewards)
+    sources = rl_common.parse_rewards(rewards, trust_remote_code=trust_remote_code)
     rl_common.check_weights(resolved["reward_weights"], len(sources))
     model_path = models.resolve_model(model)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
@@ -152,9 +152,6 @@ def run(
     fix_batch_sizes(resolved, world_size=_world_size())
 
     inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
-    for s in sources:
-        if s.kind == "rm":
-            inputs[s.spec] = runs.input_fingerprint(models.resolve_model(s.path))
     described = [s.describe() for s in sources]
     run_ = runs.begin(
         STAGE,
@@ -177,7 +174,7 @@ def run(
     rl_common.adjust_checkpointing(resolved, cuda=cuda)
     from trl import GRPOConfig, GRPOTrainer
 
-    funcs, reward_tokenizers = rl_common.reward_funcs(sources, trust_remote_code=trust_remote_code)
+    funcs = rl_common.reward_funcs(sources)
     policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
     args = GRPOConfig(**training.trl_kwargs(GRPOConfig, resolved, run_))
     trainer = GRPOTrainer(
@@ -186,7 +183,6 @@ def run(
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        reward_processing_classes=reward_tokenizers,
         peft_config=models.lora_config(resolved.values) if resolved["use_peft"] else None,
         callbacks=training.callbacks(run_),
     )

@@ -154,36 +154,21 @@ def build_judge(
     judge_template: Path | None = None,
     judge_key_env: str = "OPENAI_API_KEY",
 ):
-    """A `PairwiseJudge` from the flags, or None. Checked before any model loads."""
-    from alignctl.rewards.judge import DEFAULT_TEMPLATE, OpenAIChatClient, PairwiseJudge, load_template
+    """The `PairwiseJudge` the flags name (as `label --by judge:...` builds it), or None. Loads no model."""
+    from alignctl.rewards import resolve_source
 
     if judge is None and judge_url is None:
         if judge_model or judge_template:
             raise InputError("--judge-model / --judge-template need --judge-url (or --judge MODEL)")
         return None
-    template = load_template(judge_template) if judge_template else DEFAULT_TEMPLATE
-    if judge_url is not None:
-        if judge is not None:
-            raise InputError("give either --judge MODEL (a local model) or --judge-url URL, not both")
-        if not judge_model:
-            raise InputError("--judge-url needs --judge-model (the model name the endpoint serves)")
-        return PairwiseJudge(OpenAIChatClient(judge_url, judge_model, api_key_env=judge_key_env), template)
-    return PairwiseJudge(local_judge_client(judge), template)
-
-
-def local_judge_client(ref: str):
-    """`messages -> text` on a local HF chat model; the reward-sources package owns this client."""
-    from alignctl import rewards
-
-    resolve_source = getattr(rewards, "resolve_source", None)
-    if resolve_source is None:
-        raise InputError(
-            f"--judge {ref}: a local judge model is not available in this version",
-            hint="serve the model with an OpenAI-compatible server and use --judge-url/--judge-model",
-        )
-    source = resolve_source(f"judge:{ref}")
-    judge = getattr(source, "judge", source)
-    return getattr(judge, "complete", judge)
+    source = resolve_source(
+        f"judge:{judge}" if judge else "judge",
+        judge_url=judge_url,
+        judge_model=judge_model,
+        judge_key_env=judge_key_env,
+        judge_template=judge_template,
+    )
+    return source.judge
 
 
 def run(
@@ -214,7 +199,7 @@ def run(
     if judge is None and not rewards:
         raise InputError(f"online-dpo needs a reward source: --reward {REWARD_HELP}, or --judge / --judge-url")
     records = rl_common.read_prompts(prompts)
-    sources = rl_common.parse_rewards(rewards, required=False)
+    sources = rl_common.parse_rewards(rewards, required=False, trust_remote_code=trust_remote_code)
     rl_common.check_weights(resolved["reward_weights"], len(sources) if sources else 1)
     model_path = models.resolve_model(model)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
@@ -223,9 +208,6 @@ def run(
     dataset = rl_common.prompts_dataset(records, prompts)
 
     inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
-    for s in sources:
-        if s.kind == "rm":
-            inputs[s.spec] = runs.input_fingerprint(models.resolve_model(s.path))
     described = [s.describe() for s in sources] if sources else [judge.describe()]
     run_ = runs.begin(
         STAGE,
@@ -253,9 +235,9 @@ def run(
     if judge is not None:
         log = run_.work / JUDGE_LOG if runs.is_main_process() else None
         judge_reward = JudgeReward(judge, log)
-        funcs, reward_tokenizers = [judge_reward], [None]
+        funcs = [judge_reward]
     else:
-        funcs, reward_tokenizers = rl_common.reward_funcs(sources, trust_remote_code=trust_remote_code)
+        funcs = rl_common.reward_funcs(sources)
     policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
     args = OnlineDPOConfig(**training.trl_kwargs(OnlineDPOConfig, resolved, run_))
     trainer = OnlineDPOTrainer(
@@ -264,7 +246,6 @@ def run(
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        reward_processing_classes=reward_tokenizers,
         peft_config=models.lora_config(resolved.values) if resolved["use_peft"] else None,
         callbacks=training.callbacks(run_),
     )
@@ -287,7 +268,8 @@ def command(
         str | None, typer.Option("--reward-weights", help="Comma-separated weights, one per --reward.")
     ] = None,
     judge: Annotated[
-        str | None, typer.Option("--judge", help="Pairwise judge: a local chat model (dir, hub id or alias).")
+        str | None,
+        typer.Option("--judge", help="Pairwise judge: a local chat model (dir or alias); with --judge-url, its name."),
     ] = None,
     judge_url: Annotated[
         str | None, typer.Option("--judge-url", help="Pairwise judge behind an OpenAI-compatible endpoint (.../v1).")

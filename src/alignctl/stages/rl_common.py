@@ -1,8 +1,8 @@
 """What the online stages (`grpo`, `online-dpo`) share: reward sources, prompt preparation, CPU settings.
 
 Both stages sample completions from the policy during training and score them with reward
-sources (design.md, "One idea of a reward source"). Everything here runs before any model
-loads, except `reward_funcs`, which loads reward-model dirs for TRL.
+sources (design.md, "One idea of a reward source", resolved by `alignctl.rewards.resolve_source`).
+Nothing here loads a model; a reward model loads on its first score.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ from alignctl.config import Resolved
 from alignctl.console import note
 from alignctl.errors import InputError, ModelError
 
+# keyword arguments TRL's trainers pass next to the prompts file's columns
+TRAINER_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "completion_ids", "environments"})
 REWARD_HELP = (
     "rule:NAME (built-in, e.g. rule:accuracy), rule:file.py:func (your function) or rm:PATH (a reward model dir)"
 )
@@ -28,24 +29,30 @@ REWARD_HELP = (
 # Reward sources
 
 
-@dataclass
-class RewardSource:
-    """One `--reward` as given: a rule (a callable with TRL's signature) or a reward-model dir."""
+def _as_spec(spec: str) -> str:
+    """`--reward` specs as `resolve_source` takes them; a bare `file.py:func` is a rule."""
+    spec = spec.strip()
+    if spec.startswith("judge") or spec == "human":
+        raise InputError(
+            f"--reward {spec}: a pairwise source compares two answers and gives no score to one; "
+            "use a judge with online-dpo --judge (GRPO needs a score per completion)"
+        )
+    if spec.startswith(("rm:", "rule:")):
+        return spec
+    if Path(spec).is_dir():
+        raise InputError(f"--reward {spec}: a directory; for a reward model write rm:{spec}")
+    if ".py:" in spec:
+        return f"rule:{spec}"
+    return spec  # resolve_source names what is wrong with it
 
-    spec: str
-    kind: str  # "rule" | "rm"
-    rule: Any = None
-    path: str | None = None
 
-    def describe(self) -> dict[str, Any]:
-        if self.kind == "rule":
-            return self.rule.describe()
-        return {"kind": "rm", "path": self.path}
+def parse_rewards(specs: list[str] | None, *, required: bool = True, trust_remote_code: bool = False) -> list:
+    """Pointwise reward sources for `--reward` specs (alignctl.rewards.resolve_source); loads no model.
 
-
-def parse_rewards(specs: list[str] | None, *, required: bool = True) -> list[RewardSource]:
-    """Resolve `--reward` specs without loading any model (rules are imported, rm dirs checked)."""
-    from alignctl.rewards import rules
+    GRPO and online DPO take a score per completion, so pairwise sources (a judge, a human) are
+    refused here; online-dpo takes a judge through its own `--judge` flags.
+    """
+    from alignctl.rewards import resolve_source
 
     if not specs:
         if required:
@@ -53,20 +60,7 @@ def parse_rewards(specs: list[str] | None, *, required: bool = True) -> list[Rew
         return []
     sources = []
     for spec in specs:
-        spec = spec.strip()
-        if spec.startswith("rm:"):
-            path = spec[len("rm:") :]
-            check_reward_model(path, spec)
-            sources.append(RewardSource(spec, "rm", path=path))
-        elif spec.startswith("judge:"):
-            raise InputError(
-                f"--reward {spec}: a judge compares two answers and gives no score to one; "
-                "use it with online-dpo --judge (GRPO needs a score per completion)"
-            )
-        else:
-            if not spec.startswith("rule:") and Path(spec).is_dir():
-                raise InputError(f"--reward {spec}: a directory; for a reward model write rm:{spec}")
-            sources.append(RewardSource(spec, "rule", rule=rules.load_rule(spec)))
+        sources.append(resolve_source(_as_spec(spec), trust_remote_code=trust_remote_code))
     return sources
 
 
@@ -92,26 +86,34 @@ def check_reward_model(path: str, spec: str) -> None:
         raise ModelError(f"{path}: reward model has num_labels={n}; a reward model needs num_labels=1")
 
 
-def reward_funcs(sources: list[RewardSource], *, trust_remote_code: bool = False) -> tuple[list, list]:
-    """`(reward_funcs, reward_processing_classes)` for a TRL trainer.
+class ScoreReward:
+    """A pointwise reward source (e.g. a reward model) with TRL's reward-function signature.
 
-    Rules go in as callables. Reward models are loaded by `models.load_reward_model` (our checks
-    and errors) and handed to TRL as modules with their own tokenizer: TRL's trainers score a
-    model reward themselves (prompt + completion, right-padded, logit 0), so alignctl adds no
-    second scorer.
+    TRL could score a reward model itself; going through the source's `score` keeps one scorer
+    for `label`, `grpo`, `online-dpo` and `eval` (same chat template, truncation, batching).
+    `__name__` labels the reward in TRL's logs (`rewards/<name>/mean`).
     """
-    from alignctl import models
 
-    funcs, tokenizers = [], []
+    def __init__(self, source, name: str) -> None:
+        self.source = source
+        self.__name__ = name
+
+    def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float]:
+        columns = {k: v for k, v in kwargs.items() if k not in TRAINER_KWARGS}
+        return self.source.score(prompts, completions, columns)
+
+
+def reward_funcs(sources: list) -> list:
+    """The `reward_funcs` list for a TRL trainer: rules as they are, other sources wrapped."""
+    funcs = []
     for source in sources:
-        if source.kind == "rm":
-            path = models.resolve_model(source.path)
-            funcs.append(models.load_reward_model(path, trust_remote_code=trust_remote_code))
-            tokenizers.append(models.load_tokenizer(path, padding_side="right", trust_remote_code=trust_remote_code))
+        rule = getattr(source, "rule", None)
+        if rule is not None:
+            funcs.append(rule)
         else:
-            funcs.append(source.rule)
-            tokenizers.append(None)
-    return funcs, tokenizers
+            path = getattr(source, "path", None)
+            funcs.append(ScoreReward(source, f"{source.kind}.{Path(path).name}" if path else source.kind))
+    return funcs
 
 
 def parse_weights(text: str | None) -> list[float] | None:
