@@ -122,3 +122,18 @@ def test_bad_input_fails_before_any_model_loads(tmp_path, cli):
     code, _, stderr = cli("eval", "-m", tmp_path / "missing", "-p", held, "--by", "rule:nope", "-o", tmp_path / "o")
     assert code == 2 and "unknown rule" in stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_pairwise_judge_eval(tmp_path, tiny_lm):
+    """A judge compares the two answers (both orders); the tiny model's replies hold no clear
+    letter, so every comparison is a tie, and the summary has no mean reward."""
+    from alignctl.config import resolve
+
+    held = write_jsonl(tmp_path / "held.jsonl", [{"prompt": "Is the sky blue?"}, {"prompt": "Is paris big?"}])
+    resolved = resolve("eval", sets=["max_new_tokens=4"])
+    out = ev.run(resolved, str(tiny_lm), str(tiny_lm), held, f"judge:{tiny_lm}", tmp_path / "j" / "eval.json")
+    summary = json.loads(out.read_text())
+    assert summary["model"]["mean_reward"] is None and summary["source"]["kind"] == "judge"
+    assert summary["wins"] + summary["ties"] + summary["losses"] == 2
+    rows = [json.loads(x) for x in (tmp_path / "j" / "eval.rows.jsonl").read_text().splitlines()]
+    assert all(len(r["verdict"]["orders"]) == 2 for r in rows)

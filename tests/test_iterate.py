@@ -191,3 +191,24 @@ def test_report_on_an_iterate_run_and_a_dpo_run(reference, tmp_path):
         for metric, n in points.items():
             assert n == want[metric], (label, metric)
             assert (tmp_path / "report" / series["plots"][metric]).is_file()
+
+
+def test_output_dir_is_claimed_before_any_work(tmp_path, tiny_lm):
+    """A run killed in round 1 (before any round finished) is still recognised as an iterate run
+    on rerun; a dir holding anything else is refused."""
+    from alignctl.config import resolve
+    from alignctl.errors import OutputError
+    from alignctl.stages import iterate
+
+    train, _ = _data(tmp_path)
+    resolved = resolve("iterate", sets=["eval_split=0.25"])
+    p = iterate.plan(resolved, train, str(tiny_lm), BY, tmp_path / "it", None)
+    assert json.loads((p.out / "alignctl.json").read_text()) == {"stage": "iterate", "complete": False, "rounds": []}
+    assert len(p.eval_prompts.read_text().splitlines()) == 3 and len(p.train_prompts.read_text().splitlines()) == 9
+    stamp = p.train_prompts.stat().st_mtime_ns
+    again = iterate.plan(resolved, train, str(tiny_lm), BY, tmp_path / "it", None)
+    assert again.train_prompts.stat().st_mtime_ns == stamp  # unchanged split: not rewritten
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not an iterate run"):
+        iterate.plan(resolved, train, str(tiny_lm), BY, tmp_path / "other", None)

@@ -175,6 +175,8 @@ def plan(
     if output.is_dir() and any(output.iterdir()) and (manifest or {}).get("stage") != STAGE:
         raise OutputError(f"{output}: exists and is not an iterate run; choose another -o")
     output.mkdir(parents=True, exist_ok=True)
+    if manifest is None:  # claim the dir first, so a run killed in round 1 is still known as ours
+        io.write_json(output / "alignctl.json", {"stage": STAGE, "complete": False, "rounds": []})
     if eval_prompts is not None:
         if resolved.sources.get("eval_split", "default") != "default" and resolved["eval_split"]:
             raise InputError("give --eval-prompts or an eval_split, not both")
