@@ -393,3 +393,15 @@ def test_validate_reports_all_of_them_at_once(tmp_path, run):
     for path, _, line, message in files:
         prefix = f"{path}:{line}: " if line else f"{path}: "
         assert any(ln.startswith(prefix) and message in ln for ln in proc.stderr.splitlines()), (path, message)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Outputs go through a temp file (mkstemp: 0600); after the rename they must be readable as any file."""
+    old = os.umask(0o022)
+    try:
+        io.write_jsonl(tmp_path / "out.jsonl", [{"a": 1}])
+        io.write_json(tmp_path / "out.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.jsonl").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o644

@@ -371,6 +371,10 @@ def atomic_path(path: str | Path):
     except OSError as exc:
         raise OutputError(f"{path}: cannot write here: {exc.strerror}") from None
     os.close(fd)
+    # mkstemp makes the file 0600; an output should get the usual permissions (0644 under umask 022)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
