@@ -4,11 +4,16 @@ Both sides are whole processes (imports, loading, training, saving), run alterna
 a shared machine hits both alike; the figure is the ratio of median wall times. Each side also
 reports its trainer's own seconds per optimizer step (alignctl: `train_runtime` in alignctl.json;
 the bare script prints it as the last stdout line, JSON).
+
+Both sides run with OMP_NUM_THREADS=$BENCH_THREADS (default 1): on a 2-core machine shared with
+other jobs, torch's two OpenMP threads spin at barriers while the other jobs hold the cores, and a
+reward-model step measured 48 s with 2 threads against 9 s with 1 (same script, same minute).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -18,6 +23,7 @@ from pathlib import Path
 from common import REPO, VENV_BIN, timed
 
 BARE = REPO / "bench" / "bare"
+ENV = {"OMP_NUM_THREADS": os.environ.get("BENCH_THREADS", "1")}
 
 
 def compare(stage: str, ours_args: list[str], bare_script: str, bare_args: list[str], steps: int, repeats: int,
@@ -27,12 +33,12 @@ def compare(stage: str, ours_args: list[str], bare_script: str, bare_args: list[
     try:
         for i in range(repeats):
             out = work / f"ours-{i}"
-            ours.append(
-                timed([str(VENV_BIN / "alignctl"), stage, *ours_args, "--max-steps", str(steps), "-o", str(out)])
-            )
+            cmd = [str(VENV_BIN / "alignctl"), stage, *ours_args, "--max-steps", str(steps), "-o", str(out)]
+            ours.append(timed(cmd, env=ENV))
             manifest = json.loads((out / "alignctl.json").read_text())
             ours_step.append(manifest["final_metrics"]["train_runtime"] / steps)
-            b = timed([sys.executable, str(BARE / bare_script), *bare_args, str(work / f"bare-{i}"), str(steps)])
+            cmd = [sys.executable, str(BARE / bare_script), *bare_args, str(work / f"bare-{i}"), str(steps)]
+            b = timed(cmd, env=ENV)
             bare.append(b)
             bare_step.append(json.loads(b["stdout"].strip().splitlines()[-1])["train_runtime"] / steps)
     finally:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from _versus import compare
 from common import REPO
 
-STEPS = 6
-REPEATS = 3
+STEPS = 4
+REPEATS = 2
 
 
 def main() -> list[dict]:

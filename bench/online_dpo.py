@@ -13,11 +13,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _versus import BARE, compare
+from _versus import BARE, ENV, compare
 from common import REPO, timed
 
-STEPS = 6
-REPEATS = 3
+STEPS = 4
+REPEATS = 2
 GC_STEPS = 2
 
 
@@ -32,7 +32,7 @@ def main() -> list[dict]:
                    "alignctl online-dpo (preset online-dpo)")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         gc = timed([sys.executable, str(BARE / "online_dpo_trl.py"), model, prompts, str(Path(tmp) / "gc"),
-                    str(GC_STEPS), "gc"])  # fmt: skip
+                    str(GC_STEPS), "gc"], env=ENV)  # fmt: skip
     per_step = json.loads(gc["stdout"].strip().splitlines()[-1])["train_runtime"] / GC_STEPS
     rows.append({"what": "bare TRL, gradient_checkpointing=True", "steps": GC_STEPS, "seconds": gc["seconds"],
                  "s_per_step": per_step, "peak_rss_mb": gc["peak_rss_mb"]})  # fmt: skip

@@ -202,6 +202,7 @@ def run(
     sources = rl_common.parse_rewards(rewards, required=False, trust_remote_code=trust_remote_code)
     rl_common.check_weights(resolved["reward_weights"], len(sources) if sources else 1)
     model_path = models.resolve_model(model)
+    torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     rl_common.apply_chat_format(records, tokenizer, enabled=resolved["chat_template"], path=prompts)
     truncated = rl_common.fit_prompts(records, tokenizer, resolved["max_prompt_length"], strict=strict, path=prompts)
@@ -224,7 +225,6 @@ def run(
         runs.say_up_to_date(run_)
         return run_.out
 
-    torch = models.setup_torch()
     cuda = torch.cuda.is_available()
     adjust_for_device(resolved, cuda=cuda, vllm=rl_common.vllm_installed())
     rl_common.adjust_checkpointing(resolved, cuda=cuda)
