@@ -11,6 +11,21 @@ import pytest
 
 from tiny import write_jsonl
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine torch's OpenMP
+    threads spin at barriers (a step ran 5x slower with 2 threads than with 1): use one, then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 PROMPTS = [
     {"prompt": f"Is {s} {c}?"} for s in ("paris", "rome", "the sky", "tokyo") for c in ("red", "big", "hot", "blue")
 ]
@@ -91,14 +106,15 @@ def test_judge_run_chooses_the_judged_winner_and_learns(tmp_path, tiny_lm):
     assert final["judge_pairs"] == 160 and final["global_step"] == 20
 
 
-def test_cli_run_with_a_reward_model(tmp_path, tiny_lm, tiny_rm, run):
+def test_cli_run_with_a_reward_model(tmp_path, tiny_lm, tiny_rm, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "p.jsonl", PROMPTS[:4])
-    proc = run(
+    code, stdout, stderr = cli(
         "online-dpo", "--prompts", "p.jsonl", "--reward", f"rm:{tiny_rm}", "--model", tiny_lm, "--max-steps", "2",
-        "--batch-size", "2", "--max-new-tokens", "8", "--lr", "1e-3", "-o", "out", cwd=tmp_path,
+        "--batch-size", "2", "--max-new-tokens", "8", "--lr", "1e-3", "-o", "out",
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "out"
+    assert code == 0, stderr[-2000:]
+    assert stdout.strip() == "out"
     out = tmp_path / "out"
     manifest = json.loads((out / "alignctl.json").read_text())
     assert manifest["stage"] == "online-dpo" and manifest["rewards"][0]["kind"] == "reward_model"
@@ -139,14 +155,15 @@ class _JudgeServer:
         self.httpd.shutdown()
 
 
-def test_cli_run_with_a_judge_endpoint(tmp_path, tiny_lm, run):
+def test_cli_run_with_a_judge_endpoint(tmp_path, tiny_lm, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "p.jsonl", PROMPTS[:4])
     with _JudgeServer() as url:
-        proc = run(
+        code, _, stderr = cli(
             "online-dpo", "--prompts", "p.jsonl", "--judge-url", url, "--judge-model", "shorter", "--model", tiny_lm,
-            "--max-steps", "2", "--batch-size", "2", "--max-new-tokens", "8", "-o", "out", cwd=tmp_path,
+            "--max-steps", "2", "--batch-size", "2", "--max-new-tokens", "8", "-o", "out",
         )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert code == 0, stderr[-2000:]
     out = tmp_path / "out"
     manifest = json.loads((out / "alignctl.json").read_text())
     assert manifest["rewards"][0]["kind"] == "judge" and manifest["rewards"][0]["client"]["model"] == "shorter"
@@ -179,7 +196,7 @@ def test_smollm2_two_steps(tmp_path, run):
     proc = run(
         "online-dpo", "--prompts", "p.jsonl", "--reward", "rule:length", "--model", "smollm2-135m", "--max-steps",
         "2", "--batch-size", "2", "--max-new-tokens", "12", "--set", "use_peft=true", "-o", "out", cwd=tmp_path,
-        timeout=300,
+        timeout=300, env=ONE_THREAD,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     from transformers import AutoModelForCausalLM

@@ -8,6 +8,21 @@ import pytest
 
 from tiny import toy_preferences, write_jsonl
 
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine torch's OpenMP
+    threads spin at barriers (a step ran 5x slower with 2 threads than with 1): use one, then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 CONV = [{"role": "user", "content": "Is the sky blue?"}]
 SHAPES = {
     "implicit-standard": [
@@ -39,7 +54,7 @@ def test_cli_run_writes_a_loadable_reward_model(tmp_path, tiny_lm, run):
     write_jsonl(tmp_path / "prefs.jsonl", prefs)
     proc = run(
         "train-rm", "--data", "prefs.jsonl", "--model", tiny_lm, "--max-steps", "2", "--eval-split", "0.25",
-        "-o", "rm", cwd=tmp_path,
+        "-o", "rm", cwd=tmp_path, env=ONE_THREAD,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "rm"
@@ -112,7 +127,7 @@ def test_smollm2_two_steps(tmp_path, run):
     write_jsonl(tmp_path / "prefs.jsonl", prefs)
     proc = run(
         "train-rm", "--data", "prefs.jsonl", "--model", "smollm2-135m", "--max-steps", "2", "--batch-size", "2",
-        "--max-length", "64", "--eval-split", "0.25", "-o", "rm", cwd=tmp_path, timeout=300,
+        "--max-length", "64", "--eval-split", "0.25", "-o", "rm", cwd=tmp_path, timeout=300, env=ONE_THREAD,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     from alignctl import models
