@@ -58,7 +58,13 @@ class Settings:
     missing_eos_penalty: float | None = field(
         default=None, metadata={"help": "Subtracted from the score of an answer with no EOS."}
     )
-    stop_token_id: int | None = field(default=None, metadata={"help": "Token that ends an answer (default: EOS)."})
+    stop_token: str | None = field(
+        default="eos",
+        metadata={
+            "help": "eos: an answer ends at its first EOS, the rest is cut; null: always response_length tokens."
+        },
+    )
+    stop_token_id: int | None = field(default=None, metadata={"help": "Token that ends an answer (instead of EOS)."})
     total_episodes: int | None = field(
         default=None, metadata={"help": "Answers to sample in all (default: num_train_epochs x prompts)."}
     )
@@ -90,6 +96,13 @@ class Settings:
     lora_alpha: int = 16
     lora_dropout: float = field(default=0.0, metadata={"help": "PPO runs with dropout off (arXiv 2403.17031)."})
     lora_target_modules: list[str] | None = None
+    value_trainable_layers: float = field(
+        default=0.5,
+        metadata={
+            "help": "With LoRA: share of the value model's top layers that get its adapter; the frozen layers "
+            "below run once, shared with the reward pass (1.0: every layer)."
+        },
+    )
 
 
 def check(values: dict[str, Any]) -> None:
@@ -105,6 +118,11 @@ def check(values: dict[str, Any]) -> None:
         need(v[key] >= 1, f"{key} must be >= 1, got {v[key]}")
     for key in ("gradient_accumulation_steps", "local_rollout_forward_batch_size"):
         need(v[key] >= 1, f"{key} must be >= 1, got {v[key]}")
+    need(
+        v["gradient_accumulation_steps"] % max(1, v["num_mini_batches"]) == 0,
+        "gradient_accumulation_steps must be a multiple of num_mini_batches (each mini-batch is whole micro-batches)",
+    )
+    need(v["stop_token"] in ("eos", None), f"stop_token must be eos or null, got {v['stop_token']!r}")
     need(v["kl_estimator"] in ("k1", "k3"), f"kl_estimator must be k1 or k3, got {v['kl_estimator']!r}")
     need(v["temperature"] > 0, f"temperature must be > 0, got {v['temperature']}")
     need(0 < v["top_p"] <= 1, f"top_p must be in (0, 1], got {v['top_p']}")
@@ -116,6 +134,7 @@ def check(values: dict[str, Any]) -> None:
     need(v["num_train_epochs"] > 0, "num_train_epochs must be > 0")
     need(v["learning_rate"] > 0, "learning_rate must be > 0")
     need(not v["use_peft"] or v["lora_r"] >= 1, "lora_r must be >= 1")
+    need(0 < v["value_trainable_layers"] <= 1, "value_trainable_layers must be in (0, 1]")
     if problems:
         raise InputError("invalid ppo settings: " + "; ".join(problems))
 
@@ -139,8 +158,9 @@ def reward_source(reward_model: str | None, reward: str | None) -> tuple[str | N
         return models.resolve_model(reward_model), None
     if not reward:
         raise InputError("PPO needs a reward: --reward-model RM_DIR or --reward rule:NAME / rule:file.py:func")
-    source = resolve_source(reward)
-    if source.pairwise:
+    spec = reward.strip()
+    source = None if spec.startswith("judge") or spec == "human" else resolve_source(spec)
+    if source is None or source.pairwise:
         raise InputError(f"--reward {reward}: PPO needs a score per answer; a pairwise judge or a human gives none")
     return None, source
 
@@ -213,15 +233,17 @@ def run(
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     if rm_path:
         _check_vocab(tokenizer, rm_path)
-    stop_id = resolved["stop_token_id"] if resolved["stop_token_id"] is not None else tokenizer.eos_token_id
-    if stop_id is None:
-        raise InputError(f"{model_path}: the tokenizer has no EOS token; set stop_token_id")
+    stop_id = resolved["stop_token_id"]
+    if stop_id is None and resolved["stop_token"] == "eos":
+        stop_id = tokenizer.eos_token_id
+        if stop_id is None:
+            raise InputError(f"{model_path}: the tokenizer has no EOS token; set stop_token_id")
     rl_common.apply_chat_format(records, tokenizer, enabled=resolved["chat_template"], path=prompts)
     prompt_ids = rollout.encode_prompts(records, tokenizer, resolved["max_prompt_length"])
     roles = roles_mod.build(model_path, rm_path, resolved.values, trust_remote_code=trust_remote_code)
     for m in (roles.policy, roles.critic, roles.value_head):
         m.to(acc.device)
-    tok = rollout.Tokens(tokenizer, int(stop_id), int(tokenizer.pad_token_id))
+    tok = rollout.Tokens(tokenizer, stop_id, int(tokenizer.pad_token_id))
     final = trainer.train(acc, roles, prompt_ids, records, resolved.values, tok, run_, source=source)
     acc.wait_for_everyone()
     if runs.is_main_process():

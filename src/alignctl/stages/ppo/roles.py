@@ -10,14 +10,23 @@ chapter's preset) they sit on two backbones:
               reward model, as the chapter says);
 - reward    = that same backbone with the adapter disabled and the original score head.
 
+The value model's adapter sits on its top `value_trainable_layers` share of layers (half by
+default). The layers below are the reward model's own, frozen, so their output is the same in
+the reward pass and the value pass: the rollout's reward forward hands its hidden state at that
+depth (the "trunk") to the value model, which runs only its top layers, forward and backward.
+That halves the critic's compute and activation memory; 1.0 trains an adapter on every layer.
+
 With a rule reward there is no reward model, so the value model starts from a copy of the
-policy's backbone with a zero-initialised head (values start at 0). Full fine-tuning
-(`use_peft: false`) keeps separate copies: four backbones, as the chapter's TRL code does.
+policy's backbone with a zero-initialised head (values start at 0), and the trunk comes from
+the reference pass (the policy's frozen weights, the same as the copy's). Full fine-tuning
+(`use_peft: false`) keeps separate copies: four backbones, as the chapter's TRL code does, and
+trains the whole value model.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,6 +96,7 @@ class Roles:
     reward_head: Any = None  # the reward model's score head (frozen); None for rule rewards
     value_config: Any = None  # the config the value model is saved with
     peft: bool = True
+    trunk: int = 0  # layers below the value model's adapter, run in the reward/reference pass; 0: none
 
     @property
     def has_reward_model(self) -> bool:
@@ -102,6 +112,23 @@ class Roles:
                 yield self.policy
 
     @contextmanager
+    def top_layers_only(self, body) -> Iterator[None]:
+        """While active, `body` (the critic) skips its bottom `trunk` layers: fed the trunk's hidden
+        state as `inputs_embeds`, it runs only the layers that carry its adapter."""
+        layers = _layer_list(body)
+        if not self.trunk or layers is None:
+            yield
+            return
+        saved = [layers[i] for i in range(self.trunk)]
+        for i in range(self.trunk):  # same positions: per-layer settings (attention types) still line up
+            layers[i] = _Pass()
+        try:
+            yield
+        finally:
+            for i, layer in enumerate(saved):
+                layers[i] = layer
+
+    @contextmanager
     def reward_model(self) -> Iterator[Any]:
         """The reward model's backbone: the frozen copy, or the critic with its adapter switched off."""
         if self.reward_body is not None:
@@ -109,6 +136,26 @@ class Roles:
         else:
             with self.critic.disable_adapter():
                 yield self.critic
+
+
+def _layer_list(body):
+    """The decoder layers (`.layers`, a ModuleList) of a transformer body, peft-wrapped or not."""
+    import torch
+
+    model = body.get_base_model() if hasattr(body, "get_base_model") else body
+    layers = getattr(model, "layers", None)
+    return layers if isinstance(layers, torch.nn.ModuleList) else None
+
+
+def _Pass():
+    """A decoder layer stand-in that returns its input (for the layers the trunk already ran)."""
+    import torch
+
+    class Pass(torch.nn.Module):
+        def forward(self, hidden_states, *args, **kwargs):
+            return hidden_states
+
+    return Pass()
 
 
 def build(
@@ -157,10 +204,36 @@ def build(
         if not use_peft:
             roles.reward_body = rm_body
     if use_peft:
+        import dataclasses
+
         from peft import get_peft_model
 
         roles.policy = get_peft_model(policy, models.lora_config(values, task_type="CAUSAL_LM"))
-        roles.critic = get_peft_model(critic, models.lora_config(values, task_type=None))
+        value_lora = models.lora_config(values, task_type=None)
+        layers = _layer_list(critic)
+        share = float(values.get("value_trainable_layers") or 1.0)
+        if layers is not None and share < 1.0:
+            n = len(layers)
+            roles.trunk = n - max(1, math.ceil(share * n))
+            if roles.trunk:
+                targets = value_lora.target_modules
+                if isinstance(targets, str):  # "all-linear": peft needs the names to pick layers
+                    targets = sorted(
+                        {
+                            name.rsplit(".", 1)[-1]
+                            for name, m in critic.named_modules()
+                            if isinstance(m, torch.nn.Linear)
+                        }
+                    )
+                value_lora = dataclasses.replace(
+                    value_lora,
+                    target_modules=targets,
+                    layers_to_transform=list(range(roles.trunk, n)),
+                    layers_pattern="layers",
+                )
+        elif share < 1.0:
+            note("value_trainable_layers: the value model has no .layers list; its adapter covers every layer")
+        roles.critic = get_peft_model(critic, value_lora)
     else:
         roles.ref = copy.deepcopy(policy)
         for p in list(policy.parameters()) + list(critic.parameters()):
@@ -173,37 +246,59 @@ def build(
     return roles
 
 
-def actor_critic(roles: Roles):
-    """The trainable part as one module: one forward, one backward per micro-batch (DDP-friendly)."""
+def values(roles: Roles, input_ids, attention_mask, position_ids, response_width: int, trunk=None):
+    """The value model on prompt + response: from the tokens, or from the trunk's hidden state."""
+    common = {"attention_mask": attention_mask, "position_ids": position_ids, "use_cache": False}
+    if trunk is None:
+        hidden = roles.critic(input_ids=input_ids, **common).last_hidden_state
+    else:
+        with roles.top_layers_only(roles.critic):
+            hidden = roles.critic(inputs_embeds=trunk, **common).last_hidden_state
+    return roles.value_head(hidden[:, -response_width - 1 : -1]).squeeze(-1)
+
+
+def trainable_modules(roles: Roles):
+    """`(actor, critic, both)`: the two trained networks as modules of their own, and a container.
+
+    Each gets its own forward and backward per micro-batch (and its own DDP wrapper): the policy
+    loss and the value loss touch disjoint weights, so backpropagating them one after the other
+    gives the gradients of the chapter's `loss_p + vf_coef * loss_v` while only one network's
+    activations are held at a time. `both` names the trainable weights for checkpoints.
+    """
     import torch
 
-    class ActorCritic(torch.nn.Module):
+    class Actor(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.policy = roles.policy
-            self.critic = roles.critic
-            self.value_head = roles.value_head
 
         def forward(self, input_ids, attention_mask, position_ids, response_width: int):
-            """Logits predicting each response token, `[B, T, V]`, and the value before each, `[B, T]`."""
-            keep = response_width + 1
+            """Logits predicting each of the last `response_width` tokens, `[B, T, V]`."""
             out = self.policy(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                logits_to_keep=keep,
+                logits_to_keep=response_width + 1,  # no vocabulary projection for the prompt
                 use_cache=False,
             )
-            hidden = self.critic(
-                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-            ).last_hidden_state[:, -keep:-1]
-            return out.logits[:, :-1], self.value_head(hidden).squeeze(-1)
+            return out.logits[:, :-1]
 
-    module = ActorCritic()
+    class Critic(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = roles.critic
+            self.value_head = roles.value_head
+
+        def forward(self, input_ids, attention_mask, position_ids, response_width: int, trunk=None):
+            """The value of the state before each of the last `response_width` tokens, `[B, T]`."""
+            return values(roles, input_ids, attention_mask, position_ids, response_width, trunk)
+
+    actor, critic = Actor(), Critic()
+    both = torch.nn.ModuleDict({"actor": actor, "critic": critic})
     # HF only checkpoints activations in training mode; dropout is already 0, so train() changes
     # nothing else. Without checkpointing, eval() keeps every layer deterministic.
-    module.train(bool(getattr(roles.policy, "is_gradient_checkpointing", False)))
-    return module
+    both.train(bool(getattr(roles.policy, "is_gradient_checkpointing", False)))
+    return actor, critic, both
 
 
 def trainable_parameters(module) -> dict[str, Any]:

@@ -57,8 +57,12 @@ class Tokens:
     """What the rollout needs from the tokenizer: the stop (EOS) and pad ids, and decoding."""
 
     tokenizer: Any
-    stop_id: int
+    stop_id: int | None  # None: answers run to response_length (TRL's stop_token None)
     pad_id: int
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.stop_id if self.stop_id is not None else self.tokenizer.eos_token_id
 
     def decode(self, responses, mask) -> list[str]:
         return [
@@ -79,6 +83,7 @@ class Experience:
     logprobs: Any
     ref_logprobs: Any
     values: Any
+    trunk: Any  # [B, P + T, H]: hidden state below the value model's adapter (None: no shared trunk)
     scores: Any  # [B], after the missing-EOS penalty
     has_eos: Any  # [B] bool
     kl: Any
@@ -111,10 +116,17 @@ def position_ids(attention_mask):
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def generate(policy, ids, mask, s: dict, stop_id: int, pad_id: int, chunk: int):
-    """Sampled responses, `[B, T]` right-padded with `pad_id`, T <= response_length."""
+def generate(policy, ids, mask, s: dict, stop_id: int | None, pad_id: int, chunk: int, *, logprobs: bool = True):
+    """Sampled responses, `[B, T]` right-padded with `pad_id` (T <= response_length), and their log-probs.
+
+    The log-probs come from the logits the tokens were sampled from (at temperature + 1e-7), so the
+    rollout needs no second policy forward; they agree with a full forward to float rounding
+    (~1e-6), far inside PPO's clip range. `logprobs=False` skips them (returns None).
+    """
     import torch
     from transformers import GenerationConfig
+
+    from alignctl.rlmath import logprobs_from_logits
 
     config = GenerationConfig(
         max_new_tokens=int(s["response_length"]),
@@ -124,44 +136,79 @@ def generate(policy, ids, mask, s: dict, stop_id: int, pad_id: int, chunk: int):
         temperature=float(s["temperature"]) + 1e-7,
         top_k=int(s["top_k"]),
         top_p=float(s["top_p"]),
-        eos_token_id=stop_id,
+        # [] rather than None: generate would fill None in from the model's own generation config
+        eos_token_id=stop_id if stop_id is not None else [],
         pad_token_id=pad_id,
         use_cache=True,
+        output_logits=logprobs,
+        return_dict_in_generate=True,
     )
-    outs = []
+    outs, lps = [], []
+    temperature = float(s["temperature"])
     for i in range(0, ids.size(0), chunk):
         sl = slice(i, i + chunk)
         out = policy.generate(input_ids=ids[sl], attention_mask=mask[sl], generation_config=config)
-        outs.append(out[:, ids.size(1) :])
+        tokens = out.sequences[:, ids.size(1) :]
+        outs.append(tokens)
+        if logprobs:  # one chunk's [rows, T, V] logits at a time, reduced at once to [rows, T]
+            lps.append(logprobs_from_logits(torch.stack(out.logits, dim=1), tokens, temperature))
+        del out
     width = max(o.size(1) for o in outs)
-    return torch.cat([torch.nn.functional.pad(o, (0, width - o.size(1)), value=pad_id) for o in outs])
+    tokens = torch.cat([torch.nn.functional.pad(o, (0, width - o.size(1)), value=pad_id) for o in outs])
+    if not logprobs:
+        return tokens, None
+    # padding past a chunk's end gets log-prob 0: it is after every row's EOS, masked out downstream
+    return tokens, torch.cat([torch.nn.functional.pad(lp, (0, width - lp.size(1))) for lp in lps])
 
 
-def response_logprobs(model, qr, attn, pos, width: int, temperature: float, chunk: int):
-    """Log-probs of the response tokens under `model` (a causal LM), `[B, T]`, chunked."""
+def response_logprobs(model, qr, attn, pos, width: int, temperature: float, chunk: int, layer: int = 0):
+    """Log-probs of the response tokens under `model` (a causal LM), `[B, T]`, chunked; and, when
+    `layer` > 0, the hidden state entering that decoder layer (else None)."""
     import torch
 
     from alignctl.rlmath import logprobs_from_logits
 
-    out = []
+    out, kept = [], []
     for i in range(0, qr.size(0), chunk):
         sl = slice(i, i + chunk)
-        logits = model(
-            input_ids=qr[sl], attention_mask=attn[sl], position_ids=pos[sl], logits_to_keep=width + 1, use_cache=False
-        ).logits[:, :-1]
-        out.append(logprobs_from_logits(logits, qr[sl, -width:], temperature))
-    return torch.cat(out)
+        res = model(
+            input_ids=qr[sl],
+            attention_mask=attn[sl],
+            position_ids=pos[sl],
+            logits_to_keep=width + 1,
+            use_cache=False,
+            output_hidden_states=layer > 0,
+        )
+        out.append(logprobs_from_logits(res.logits[:, :-1], qr[sl, -width:], temperature))
+        if layer:
+            kept.append(res.hidden_states[layer])
+        del res
+    return torch.cat(out), (torch.cat(kept) if layer else None)
 
 
-def hidden_states(body, qr, attn, pos, chunk: int):
+def hidden_states(body, qr, attn, pos, chunk: int, layer: int = 0):
+    """The last hidden states of a transformer body, `[B, P + T, H]`, and optionally layer `layer`'s input."""
     import torch
 
-    out = []
+    out, kept = [], []
     for i in range(0, qr.size(0), chunk):
         sl = slice(i, i + chunk)
-        hidden = body(input_ids=qr[sl], attention_mask=attn[sl], position_ids=pos[sl], use_cache=False)
-        out.append(hidden.last_hidden_state)
-    return torch.cat(out)
+        res = body(
+            input_ids=qr[sl],
+            attention_mask=attn[sl],
+            position_ids=pos[sl],
+            use_cache=False,
+            output_hidden_states=layer > 0,
+        )
+        out.append(res.last_hidden_state)
+        if layer:
+            kept.append(res.hidden_states[layer])
+        del res
+    return torch.cat(out), (torch.cat(kept) if layer else None)
+
+
+def _rows(t, i: int, n: int):
+    return None if t is None else t[i : i + n]
 
 
 def source_scores(source, records: list[dict], texts: list[str]) -> list[float]:
@@ -176,9 +223,31 @@ def source_scores(source, records: list[dict], texts: list[str]) -> list[float]:
 
 
 def collect(
-    roles, prompt_ids: list[list[int]], records: list[dict], s: dict, tok: Tokens, *, source=None, device="cpu"
-) -> Experience:
-    """Roll out one batch and compute everything PPO's epochs need (chapter steps 1-2)."""
+    roles,
+    prompt_ids: list[list[int]],
+    records: list[dict],
+    s: dict,
+    tok: Tokens,
+    *,
+    source=None,
+    device="cpu",
+    critic=None,
+) -> tuple[Experience, Any]:
+    """Roll out one batch and compute everything PPO's epochs need (chapter steps 1-2).
+
+    `critic`, when given, is the trainable value model, called with gradients on the whole batch:
+    its values serve as the rollout's (they are what the first PPO step would compute again,
+    before any update) and are returned with their graph for that step to backprop through,
+    saving one critic forward per update. The trainer passes it when the first mini-batch is the
+    whole local batch in one micro-batch.
+    """
+    import torch
+
+    with torch.no_grad():
+        return _collect(roles, prompt_ids, records, s, tok, source, device, critic)
+
+
+def _collect(roles, prompt_ids, records, s, tok, source, device, critic):
     import torch
 
     from alignctl import rlmath
@@ -188,29 +257,51 @@ def collect(
     stop_id, pad_id = tok.stop_id, tok.pad_id
     ids, pmask = left_pad(prompt_ids, pad_id)
     ids, pmask = ids.to(device), pmask.to(device)
-    responses = generate(roles.policy, ids, pmask, s, stop_id, pad_id, chunk)
-    has_eos = rlmath.first_true_indices(responses == stop_id) < responses.size(1)
-    responses, mask = rlmath.truncate_after_eos(responses, stop_id, pad_id)
+    responses, logprobs = generate(roles.policy, ids, pmask, s, stop_id, pad_id, chunk)
+    eos = tok.eos_id
+    has_eos = (responses == eos).any(-1) if eos is not None else torch.zeros_like(responses[:, 0], dtype=torch.bool)
+    if stop_id is not None:
+        responses, mask = rlmath.truncate_after_eos(responses, stop_id, pad_id)
+    else:
+        mask = torch.ones_like(responses)
     width = responses.size(1)
     qr = torch.cat([ids, responses], dim=1)
     attn = torch.cat([pmask, mask], dim=1)
     pos = position_ids(attn)
 
-    logprobs = response_logprobs(roles.policy, qr, attn, pos, width, temperature, chunk)
+    # frozen models first: switching a LoRA adapter off and on again toggles requires_grad, which
+    # must not happen while a graph through those weights (the `critic` below) is alive
+    # the frozen layers under the value model's adapter run once, inside the reward pass (or, for a
+    # rule reward, the reference pass: the same frozen weights); the value model continues from there
+    rule_trunk = roles.trunk if not roles.has_reward_model else 0
     with roles.reference() as ref:
-        ref_logprobs = response_logprobs(ref, qr, attn, pos, width, temperature, chunk)
-    hidden = hidden_states(roles.critic, qr, attn, pos, chunk)
-    values = roles.value_head(hidden[:, -width - 1 : -1]).squeeze(-1)
+        ref_logprobs, trunk = response_logprobs(ref, qr, attn, pos, width, temperature, chunk, rule_trunk)
     texts = tok.decode(responses, mask)
     if roles.has_reward_model:
         with roles.reward_model() as body:
-            rhidden = hidden_states(body, qr, attn, pos, chunk)
+            rhidden, trunk = hidden_states(body, qr, attn, pos, chunk, roles.trunk)
         # the score is read at the last real token of prompt + response (the EOS when there is one)
         last = qr.size(1) - 1 - rlmath.first_true_indices(attn.flip(-1).bool())
         rows = torch.arange(qr.size(0))
         scores = roles.reward_head(rhidden[rows, last]).squeeze(-1).float()
     else:
         scores = torch.tensor(source_scores(source, records, texts), dtype=torch.float32, device=device)
+    graph = None
+    if critic is not None:
+        with torch.enable_grad():
+            graph = critic(qr, attn, pos, width, trunk=trunk)
+        values = graph.detach()
+    else:
+        from .roles import values as value_forward
+
+        values = torch.cat(
+            [
+                value_forward(
+                    roles, qr[i : i + chunk], attn[i : i + chunk], pos[i : i + chunk], width, _rows(trunk, i, chunk)
+                )
+                for i in range(0, qr.size(0), chunk)
+            ]
+        )
     if s.get("missing_eos_penalty"):
         # the chapter's --missing_eos_penalty 1.0: an answer cut off at response_length scores lower
         scores = scores - float(s["missing_eos_penalty"]) * (~has_eos).float()
@@ -226,7 +317,7 @@ def collect(
     else:
         # whitening one number gives 0 (x - mean); masked_var refuses n < 2, so say it directly
         advantages = torch.zeros_like(advantages)
-    return Experience(
+    exp = Experience(
         query_responses=qr,
         attention_mask=attn,
         position_ids=pos,
@@ -235,6 +326,7 @@ def collect(
         logprobs=logprobs,
         ref_logprobs=ref_logprobs,
         values=values,
+        trunk=trunk,
         scores=scores,
         has_eos=has_eos,
         kl=kl,
@@ -243,3 +335,4 @@ def collect(
         returns=returns,
         texts=texts,
     )
+    return exp, graph

@@ -5,9 +5,11 @@ value model (clipped value loss) and the policy (clipped policy loss) together,
 `loss = loss_p + vf_coef * loss_v`, one backward per micro-batch with gradient accumulation.
 
 Batch sizes use TRL's names and meanings, so a TRL PPO command line carries over:
-`per_device_train_batch_size` x `gradient_accumulation_steps` x `num_mini_batches` prompts per
-process per rollout ("local batch"); x the number of processes = `batch_size`, the episodes one
-update consumes. `total_episodes` (or `num_train_epochs` x prompts) / `batch_size` = updates.
+`per_device_train_batch_size` x `gradient_accumulation_steps` prompts per process per rollout
+("local batch"); x the number of processes = `batch_size`, the episodes one update consumes;
+`total_episodes` (or `num_train_epochs` x prompts) / `batch_size` = updates. Each PPO epoch
+splits the local batch into `num_mini_batches` mini-batches, one optimizer step each, with
+gradients accumulated over micro-batches of `per_device_train_batch_size`.
 
 Distributed runs go through accelerate (`accelerate launch`, `torchrun`): the trainable module is
 wrapped once (DDP etc.), each process samples its own share of the prompts, metrics are averaged
@@ -21,7 +23,7 @@ import math
 import os
 import shutil
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,7 @@ STATE_FILE = "trainer_state.json"
 class Plan:
     world: int
     micro: int  # per_device_train_batch_size
-    accum: int  # gradient_accumulation_steps
+    accum: int  # micro-batches per mini-batch (gradient_accumulation_steps / num_mini_batches)
     mini_batches: int
     local_batch: int
     batch_size: int
@@ -55,10 +57,10 @@ def make_plan(s: dict, n_prompts: int, world: int) -> Plan:
         int(s["gradient_accumulation_steps"]),
         int(s["num_mini_batches"]),
     )
-    local = micro * accum * mini
+    local = micro * accum
     batch = local * world
     total = s.get("total_episodes") or math.ceil(float(s["num_train_epochs"]) * n_prompts)
-    return Plan(world, micro, accum, mini, local, batch, math.ceil(total / batch), int(total))
+    return Plan(world, micro, accum // mini, mini, local, batch, math.ceil(total / batch), int(total))
 
 
 def _seed(seed: int, update: int, rank: int) -> None:
@@ -77,15 +79,15 @@ def _seed(seed: int, update: int, rank: int) -> None:
 # One update
 
 
-def _micro_batch(exp: rollout.Experience, idx):
+def _micro_batch(exp: rollout.Experience, idx, trim: bool = True):
     """Rows `idx` of the buffer, trimmed to the columns any of them uses (less padding to compute)."""
     from alignctl.rlmath import first_true_indices
 
     mask = exp.mask[idx]
-    width = max(1, int(mask.sum(1).max()))
     full = exp.mask.size(1)
+    width = max(1, int(mask.sum(1).max())) if trim else full
     attn = exp.attention_mask[idx]
-    start = int(first_true_indices(attn.bool()).min())
+    start = int(first_true_indices(attn.bool()).min()) if trim else 0
     stop = attn.size(1) - (full - width)
     cols = slice(start, stop)
     tok = slice(0, width)
@@ -100,15 +102,23 @@ def _micro_batch(exp: rollout.Experience, idx):
         "values": exp.values[idx, tok],
         "advantages": exp.advantages[idx, tok],
         "returns": exp.returns[idx, tok],
+        "trunk": None if exp.trunk is None else exp.trunk[idx, cols],
     }
 
 
-def optimize(acc, model, optimizer, exp: rollout.Experience, s: dict, plan: Plan, params: list) -> dict[str, float]:
-    """The PPO epochs over one buffer; returns the update's averaged training statistics."""
+def optimize(acc, nets, optimizer, exp: rollout.Experience, s: dict, plan: Plan, params: list, graph=None) -> dict:
+    """The PPO epochs over one buffer; returns the update's averaged training statistics.
+
+    `nets` is `(actor, critic)` as prepared by accelerate. Per micro-batch the value loss is
+    backpropagated, then the policy loss: together the gradient of `loss_p + vf_coef * loss_v`.
+    `graph` is the rollout's critic forward with gradients (see `rollout.collect`): the first
+    epoch's single micro-batch backpropagates through it instead of running it again.
+    """
     import torch
 
     from alignctl import rlmath
 
+    actor, critic = nets
     temperature = float(s["temperature"])
     stats: dict[str, list[float]] = {}
 
@@ -116,27 +126,37 @@ def optimize(acc, model, optimizer, exp: rollout.Experience, s: dict, plan: Plan
         stats.setdefault(key, []).append(float(value))
 
     mini = plan.micro * plan.accum
-    for _ in range(int(s["num_ppo_epochs"])):
+    for epoch in range(int(s["num_ppo_epochs"])):
         order = torch.randperm(exp.size)
         for m0 in range(0, exp.size, mini):
             rows = order[m0 : m0 + mini]
             for k, u0 in enumerate(range(0, len(rows), plan.micro)):
-                mb = _micro_batch(exp, rows[u0 : u0 + plan.micro])
+                reuse = graph is not None and epoch == 0
+                if reuse:
+                    rows = torch.arange(exp.size)  # the rollout's critic forward covered the batch in order
+                mb = _micro_batch(exp, rows[u0 : u0 + plan.micro], trim=not reuse)
+                cols = (mb["input_ids"], mb["attention_mask"], mb["position_ids"], mb["width"])
                 last = k == plan.accum - 1 or u0 + plan.micro >= len(rows)
-                with nullcontext() if last else acc.no_sync(model):
-                    logits, vpred = model(mb["input_ids"], mb["attention_mask"], mb["position_ids"], mb["width"])
+                with ExitStack() as stack:
+                    if not last:  # accumulate locally; gradients are all-reduced on the last micro-batch
+                        stack.enter_context(acc.no_sync(actor))
+                        stack.enter_context(acc.no_sync(critic))
+                    vpred = graph if reuse else critic(*cols, trunk=mb["trunk"])
+                    vf, vf_clipfrac = rlmath.value_loss(
+                        vpred, mb["values"], mb["returns"], mb["mask"], float(s["cliprange_value"])
+                    )
+                    acc.backward(float(s["vf_coef"]) * vf / plan.accum)
+                    del vpred
+                    graph = None
+                    logits = actor(*cols)
                     new_logprobs = rlmath.logprobs_from_logits(logits, mb["responses"], temperature)
                     pg, clipfrac, approxkl = rlmath.policy_loss(
                         new_logprobs, mb["logprobs"], mb["advantages"], mb["mask"], float(s["cliprange"])
                     )
-                    vf, vf_clipfrac = rlmath.value_loss(
-                        vpred, mb["values"], mb["returns"], mb["mask"], float(s["cliprange_value"])
-                    )
-                    loss = pg + float(s["vf_coef"]) * vf
-                    acc.backward(loss / plan.accum)
+                    acc.backward(pg / plan.accum)
                 with torch.no_grad():
-                    scaled = logits.detach() / (temperature + 1e-7)
-                    entropy = rlmath.masked_mean(rlmath.entropy_from_logits(scaled), mb["mask"])
+                    entropy = _entropy(logits.detach(), mb["mask"], temperature)
+                    del logits
                     ratio = torch.exp(new_logprobs.detach() - mb["logprobs"])
                     ratio_mean = rlmath.masked_mean(ratio, mb["mask"])
                 add("policy/approxkl_avg", approxkl)
@@ -147,12 +167,21 @@ def optimize(acc, model, optimizer, exp: rollout.Experience, s: dict, plan: Plan
                 add("policy/entropy_avg", entropy)
                 add("val/ratio", ratio_mean)
                 add("val/ratio_var", rlmath.masked_mean((ratio - ratio_mean) ** 2, mb["mask"]))
-                del logits, vpred, loss, scaled
             if s.get("max_grad_norm"):
                 acc.clip_grad_norm_(params, float(s["max_grad_norm"]))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     return {k: sum(v) / len(v) for k, v in stats.items()}
+
+
+def _entropy(logits, mask, temperature: float) -> float:
+    """Mean entropy over real tokens, one row at a time (a few [T, V] temporaries, not [B, T, V])."""
+    import torch
+
+    from alignctl import rlmath
+
+    rows = [rlmath.entropy_from_logits(row / (temperature + 1e-7)) for row in logits]
+    return float(rlmath.masked_mean(torch.stack(rows), mask))
 
 
 def rollout_stats(exp: rollout.Experience, s: dict) -> dict[str, float]:
@@ -285,7 +314,7 @@ def train(
 
     plan = make_plan(s, len(prompt_ids), acc.num_processes)
     rank, main = acc.process_index, acc.is_main_process
-    module = roles_mod.actor_critic(roles)
+    actor, critic, both = roles_mod.trainable_modules(roles)
     policy_params = [p for p in roles.policy.parameters() if p.requires_grad]
     value_params = [p for m in (roles.critic, roles.value_head) for p in m.parameters() if p.requires_grad]
     lr = float(s["learning_rate"])
@@ -300,13 +329,16 @@ def train(
     )
     start, steps = 0, 0
     if run.resume_from:
-        state = load_checkpoint(run.resume_from, module, optimizer, scheduler, plan)
+        state = load_checkpoint(run.resume_from, both, optimizer, scheduler, plan)
         start, steps = int(state["update"]), int(state["global_step"])
-    model, optimizer = acc.prepare(module, optimizer)
+    actor, critic, optimizer = acc.prepare(actor, critic, optimizer)
     for m in (roles.ref, roles.reward_body, roles.reward_head):
         if m is not None:
             m.to(acc.device)
     params = policy_params + value_params
+    # One micro-batch per mini-batch and one mini-batch: the first PPO step's critic forward is the
+    # whole local batch at the rollout's weights, so the rollout computes it once, with gradients.
+    fuse = critic if plan.accum == 1 and plan.mini_batches == 1 else None
     if main:
         from alignctl.training import trim_metrics_for_resume
 
@@ -327,12 +359,14 @@ def train(
             _seed(int(s["seed"]), update, rank)
             idx = rollout.batch_indices(update - 1, plan.batch_size, len(prompt_ids), int(s["seed"]))
             mine = idx[rank * plan.local_batch : (rank + 1) * plan.local_batch]
-            with torch.no_grad():
-                batch = [prompt_ids[i] for i in mine], [records[i] for i in mine]
-                exp = rollout.collect(roles, *batch, s, tok, source=source, device=acc.device)
+            batch = [prompt_ids[i] for i in mine], [records[i] for i in mine]
+            exp, graph = rollout.collect(roles, *batch, s, tok, source=source, device=acc.device, critic=fuse)
             t1 = time.perf_counter()
             lr_now = scheduler.get_last_lr()[0]
-            metrics = {**rollout_stats(exp, s), **optimize(acc, model, optimizer, exp, s, plan, params)}
+            metrics = {
+                **rollout_stats(exp, s),
+                **optimize(acc, (actor, critic), optimizer, exp, s, plan, params, graph),
+            }
             scheduler.step()
             steps += int(s["num_ppo_epochs"]) * plan.mini_batches
             keys = sorted(metrics)
@@ -360,8 +394,7 @@ def train(
                         "batch_size": plan.batch_size,
                         "world_size": plan.world,
                     }
-                    unwrapped = acc.unwrap_model(model)
-                    save_checkpoint(run.work, update, unwrapped, optimizer, scheduler, state, s.get("save_total_limit"))
+                    save_checkpoint(run.work, update, both, optimizer, scheduler, state, s.get("save_total_limit"))
                 acc.wait_for_everyone()
                 _crash_injection(update)
     finally:
