@@ -10,6 +10,18 @@ from alignctl.stages import eval as ev
 from tiny import write_jsonl
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine torch's OpenMP
+    threads spin at barriers (several times slower): one thread, then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_pointwise_aggregation_by_hand():
     """model [1, 1, 0, 0.5, 1] vs baseline [0, 1, 0, 1, 0]: differences +1, 0, 0, -0.5, +1,
     so 2 wins, 2 ties, 1 loss; win rate (2 + 2/2) / 5 = 0.6. Wilson with z = 1.959964, z² = 3.841459:

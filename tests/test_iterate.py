@@ -18,6 +18,19 @@ import pytest
 
 from tiny import write_jsonl
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine torch's OpenMP
+    threads spin at barriers (several times slower): one thread, then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 WORDS = "the sky is blue red green paris rome cat dog sun moon".split()
 BY = "rule:length?target=3"
 SETS = [
@@ -136,7 +149,7 @@ def test_sigkill_in_round_2_dpo_then_rerun_completes_without_redoing_round_1(ref
     sets = [x for s in SETS for x in ("--set", s)]
     cmd = [sys.executable, "-m", "alignctl", "iterate", "-p", train, "--eval-prompts", held, "-m", tiny_lm]
     cmd = [str(c) for c in (*cmd, "--by", BY, "-o", out, *sets)]
-    env = {**os.environ, "ALIGNCTL_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "ALIGNCTL_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     partial = out / "round-2" / "model.partial"
     deadline = time.monotonic() + 240
