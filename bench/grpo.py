@@ -11,7 +11,7 @@ from _versus import compare
 from common import REPO
 
 STEPS = 4
-REPEATS = 2
+REPEATS = 3
 
 
 def main() -> list[dict]:

@@ -17,7 +17,7 @@ from _versus import BARE, ENV, compare
 from common import REPO, timed
 
 STEPS = 4
-REPEATS = 2
+REPEATS = 3
 GC_STEPS = 2
 
 
