@@ -85,6 +85,25 @@ def test_generate_is_seeded_per_prompt_not_per_batch(tiny_lm):
     assert generate(backend, prompts, 1, greedy) == generate(backend, prompts, 1, greedy)
 
 
+def test_rows_leaving_at_eos_give_what_generate_gives(tiny_lm):
+    """The decode loop drops rows from the batch and KV cache at EOS; transformers `generate` (the
+    fallback) keeps them. Same completions either way. Half the vocabulary counts as EOS here so
+    rows stop at many different steps."""
+    from alignctl.generation import HFBackend, SamplingParams, generate
+
+    ours, theirs = HFBackend(str(tiny_lm)), HFBackend(str(tiny_lm), prune=False)
+    for b in (ours, theirs):
+        b.eos_ids = set(range(0, len(b.tokenizer), 2))
+    prompts = [p["prompt"] for p in PROMPTS]
+    for params in (
+        SamplingParams(max_new_tokens=12),
+        SamplingParams(temperature=0.7, top_k=20, top_p=0.9, max_new_tokens=12),
+    ):
+        a, b = generate(ours, prompts, 3, params), generate(theirs, prompts, 3, params)
+        assert a == b
+        assert len({len(x) for row in a for x in row}) > 2  # rows really did stop at different lengths
+
+
 def test_collect_writes_candidates_and_is_up_to_date_on_rerun(tmp_path, tiny_lm, cli):
     write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     out = tmp_path / "cand.jsonl"

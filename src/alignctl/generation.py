@@ -3,12 +3,14 @@
 Used by `collect` (and, through `generate()`, by `eval` and `iterate`). Two backends share one
 interface (`plan`, `generate_batch`, `describe`):
 
-- `hf`: transformers `generate` on left-padded batches of prompts sorted by length (similar
-  lengths waste less compute on padding), KV cache on, each row stopping at EOS. Sampling is done
-  by our own logits processor with one `torch.Generator` per (prompt id, sample index), so a
-  completion's random stream depends on the seed and the prompt id only, never on which other
-  prompts share its batch; the processor hands `generate` a one-hot score row and `generate`
-  runs greedy on it.
+- `hf`: transformers models on left-padded batches of prompts sorted by length (similar lengths
+  waste less compute on padding), KV cache on, each row stopping at EOS. The decode loop is ours:
+  a row that reaches EOS leaves the batch and the cache (`DynamicCache.batch_select_indices`),
+  so short answers do not pay for the longest one (with sampled QA answers most rows stop long
+  before `max_new_tokens`; HF `generate` keeps computing them to the end). A model whose cache
+  cannot drop rows falls back to `generate` with one printed line. Sampling uses one
+  `torch.Generator` per (prompt id, sample index), so a completion's random stream depends on the
+  seed and the prompt id only, never on which other prompts share its batch.
 - `vllm`: vLLM's offline `LLM` (optional extra), one request per prompt with a per-prompt seed.
 
 What is guaranteed (hf): the same seed, model, prompts, settings and machine give the same
@@ -24,13 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from alignctl.console import console, info
+from alignctl.console import console, info, note
 from alignctl.errors import InputError, ModelError
 
 BACKENDS = ("auto", "hf", "vllm")
@@ -120,9 +123,11 @@ def filter_logits(logits, temperature: float, top_k: int = 0, top_p: float = 1.0
 
 
 class RowSampler:
-    """A `generate` logits processor: samples each row from its own generator, returns one-hot scores.
+    """Samples each row from its own generator (seeded by `row_seed`), so a row's random stream
+    does not depend on the other rows of its batch.
 
-    Also counts live rows per step for the tokens/s progress display.
+    `pick(logits, rows)` serves alignctl's decode loop; called as a `generate` logits processor it
+    returns one-hot scores (generate then runs greedy on them) and counts live rows for progress.
     """
 
     def __init__(self, seeds: list[int], params: SamplingParams, eos_ids: set[int], on_step: Callable | None) -> None:
@@ -132,35 +137,30 @@ class RowSampler:
         self.on_step = on_step
         self.generators: list = []
         self.alive = None
-        self.prompt_len: int | None = None
 
-    def _count(self, input_ids) -> None:
+    def pick(self, logits, rows: list[int]):
+        """The next token of each of `rows` (original row indices), from `logits` (one line per row)."""
         import torch
 
-        if self.prompt_len is None:
-            self.prompt_len = input_ids.shape[1]
-            self.alive = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        elif self.eos_ids:
-            last = input_ids[:, -1]
-            self.alive &= ~torch.isin(last, torch.tensor(self.eos_ids, device=last.device))
-        if self.on_step is not None:
-            self.on_step(int(self.alive.sum()))
+        if self.params.greedy:
+            return logits.argmax(dim=-1)
+        if not self.generators:
+            self.generators = [torch.Generator(device=logits.device).manual_seed(s) for s in self.seeds]
+        filtered = filter_logits(logits.float(), self.params.temperature, self.params.top_k, self.params.top_p)
+        probs = torch.softmax(filtered, dim=-1)
+        return torch.cat([torch.multinomial(probs[k], 1, generator=self.generators[r]) for k, r in enumerate(rows)])
 
     def __call__(self, input_ids, scores):
         import torch
 
-        self._count(input_ids)
-        if self.params.greedy:
-            return scores
-        if not self.generators:
-            self.generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
-        logits = filter_logits(scores.float(), self.params.temperature, self.params.top_k, self.params.top_p)
-        probs = torch.softmax(logits, dim=-1)
-        picks = torch.stack([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.generators)]).view(
-            -1, 1
-        )
-        onehot = torch.full_like(scores, float("-inf"))
-        return onehot.scatter_(1, picks, 0.0)
+        if self.alive is None:
+            self.alive = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        elif self.eos_ids:
+            self.alive &= ~torch.isin(input_ids[:, -1], torch.tensor(self.eos_ids, device=input_ids.device))
+        if self.on_step is not None:
+            self.on_step(int(self.alive.sum()))
+        picks = self.pick(scores, list(range(scores.shape[0]))).view(-1, 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, picks, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,6 +214,7 @@ class HFBackend:
         chat_template: bool | None = None,
         model: Any = None,
         tokenizer: Any = None,
+        prune: bool = True,
     ) -> None:
         from alignctl import models
 
@@ -234,6 +235,8 @@ class HFBackend:
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = min(self.eos_ids) if self.eos_ids else 0
+        self.prune = prune
+        self._takes_logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
 
     def encode(self, item: Item) -> tuple[list[int], bool]:
         if item.id not in self._cache:
@@ -255,7 +258,6 @@ class HFBackend:
         self, items: Sequence[Item], n: int, params: SamplingParams, on_step: Callable | None = None
     ) -> list[Generation]:
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
 
         rows = [self.encode(it)[0] for it in items for _ in range(n)]
         width = max(len(r) for r in rows)
@@ -265,7 +267,73 @@ class HFBackend:
             input_ids[r, width - len(ids) :] = torch.tensor(ids)
             mask[r, width - len(ids) :] = 1
         seeds = [row_seed(params.seed, it.id, k) for it in items for k in range(n)]
-        sampler = RowSampler(seeds, params, self.eos_ids, on_step)
+        new = None
+        if self.prune:
+            try:
+                new = self._decode(input_ids, mask, RowSampler(seeds, params, self.eos_ids, None), params, on_step)
+            except (TypeError, AttributeError, NotImplementedError) as exc:
+                self.prune = False
+                note(f"{self.model_path}: finished rows cannot be dropped from this model's cache "
+                     f"({type(exc).__name__}: {exc}); generating with transformers generate()")  # fmt: skip
+        if new is None:
+            new = self._generate(input_ids, mask, RowSampler(seeds, params, self.eos_ids, on_step), params)
+        results = []
+        for i, it in enumerate(items):
+            texts, tokens, finished = [], [], []
+            for k in range(n):
+                ids = new[i * n + k]
+                stop = next((j for j, t in enumerate(ids) if t in self.eos_ids), None)
+                kept = ids if stop is None else ids[:stop]
+                text = self.tokenizer.decode(kept, skip_special_tokens=True)
+                texts.append(text.strip() if self.encode(it)[1] else text)
+                tokens.append(len(kept) + (stop is not None))
+                finished.append(stop is not None)
+            results.append(Generation(it.id, texts, tokens, finished))
+        return results
+
+    def _decode(self, input_ids, mask, sampler: RowSampler, params: SamplingParams, on_step: Callable | None):
+        """Prefill, then one forward pass per token with the KV cache; rows that reach EOS leave the
+        batch (and the cache), so a batch costs what its live rows cost, not its longest row x all."""
+        import torch
+        from transformers import DynamicCache
+
+        ids, mask = input_ids.to(self.device), mask.to(self.device)
+        rows = list(range(ids.shape[0]))
+        out: list[list[int]] = [[] for _ in rows]
+        eos = torch.tensor(sorted(self.eos_ids) or [-1], device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep_last = {"logits_to_keep": 1} if self._takes_logits_to_keep else {}
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True, **keep_last
+            ).logits[:, -1, :]
+            for step in range(params.max_new_tokens):
+                if on_step is not None:
+                    on_step(len(rows))
+                nxt = sampler.pick(logits, rows)
+                for r, t in zip(rows, nxt.tolist(), strict=True):
+                    out[r].append(t)
+                live = ~torch.isin(nxt, eos)
+                if step == params.max_new_tokens - 1 or not bool(live.any()):
+                    break
+                if not bool(live.all()):
+                    keep = live.nonzero().squeeze(1)
+                    cache.batch_select_indices(keep)
+                    mask, pos, nxt = mask[keep], pos[keep], nxt[keep]
+                    rows = [rows[k] for k in keep.tolist()]
+                mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+                pos = pos[:, -1:] + 1
+                logits = self.model(
+                    input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True
+                ).logits[:, -1, :]
+        return out
+
+    def _generate(self, input_ids, mask, sampler: RowSampler, params: SamplingParams) -> list[list[int]]:
+        """The fallback: transformers `generate`, sampling through `sampler` as a logits processor."""
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
             do_sample=False,  # RowSampler samples; generate takes the argmax of its one-hot rows
@@ -284,20 +352,7 @@ class HFBackend:
                 generation_config=config,
                 logits_processor=LogitsProcessorList([sampler]),
             )
-        new = out[:, width:].tolist()
-        results = []
-        for i, it in enumerate(items):
-            texts, tokens, finished = [], [], []
-            for k in range(n):
-                ids = new[i * n + k]
-                stop = next((j for j, t in enumerate(ids) if t in self.eos_ids), None)
-                kept = ids if stop is None else ids[:stop]
-                text = self.tokenizer.decode(kept, skip_special_tokens=True)
-                texts.append(text.strip() if self.encode(it)[1] else text)
-                tokens.append(len(kept) + (stop is not None))
-                finished.append(stop is not None)
-            results.append(Generation(it.id, texts, tokens, finished))
-        return results
+        return out[:, input_ids.shape[1] :].tolist()
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device}
