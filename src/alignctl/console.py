@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)  # one message, one line (grep-able)
 
 
 def info(message: str) -> None:
