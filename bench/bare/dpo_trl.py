@@ -30,6 +30,7 @@ args = DPOConfig(
 peft = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
 trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
                      peft_config=peft)
-trainer.train()
+result = trainer.train()
 trainer.model.merge_and_unload().save_pretrained(out)
 tok.save_pretrained(out)
+print(json.dumps({"train_runtime": result.metrics["train_runtime"]}))
