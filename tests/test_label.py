@@ -304,9 +304,7 @@ def test_local_model_judge(tmp_path, tiny_lm, cli):
     judge = build_counting_judge(tmp_path / "judge", tiny_lm)
     template = tmp_path / "judge.txt"
     template.write_text("{prompt} {answer_a} {answer_a} {answer_b}", encoding="utf-8")
-    cands = [
-        {"id": f"q{i}", "prompt": p, "completions": [" no", " yes"]} for i, p in enumerate(["Is it", "Sky"])
-    ]
+    cands = [{"id": f"q{i}", "prompt": p, "completions": [" no", " yes"]} for i, p in enumerate(["Is it", "Sky"])]
     cands.append({"id": "q9", "prompt": "Sun", "completions": [" yes", " no"]})
     path = write_jsonl(tmp_path / "c.jsonl", cands)
     out = tmp_path / "prefs.jsonl"
