@@ -1,0 +1,73 @@
+"""The example scripts and Makefile: valid shell/make, and every alignctl command in them parses.
+
+Running them takes the demo's minutes (they use SmolLM2); here each `alignctl ...` line is handed
+to the CLI's own parser (click `make_context`), which rejects an unknown flag or a missing
+required one without running anything.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+
+import pytest
+
+from conftest import REPO
+
+EXAMPLES = REPO / "examples"
+
+
+def _commands(text: str) -> list[list[str]]:
+    """The `alignctl ...` commands of a script or of `make -n` output, continuation lines joined."""
+    joined = text.replace("\\\n", " ")
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line.startswith("alignctl "):
+            out.append(shlex.split(line)[1:])
+    return out
+
+
+def _parse(args: list[str]) -> None:
+    import typer
+
+    from alignctl import cli
+
+    group = typer.main.get_command(cli.app)
+    name, rest = args[0], args[1:]
+    command = group.get_command(None, name)
+    assert command is not None, f"no command {name!r}"
+    command.make_context(name, [a.replace("$", "X") for a in rest])  # raises on a bad flag
+
+
+@pytest.mark.parametrize("script", ["pipeline.sh", "iterate_demo.sh"])
+def test_shell_scripts_parse(script):
+    path = EXAMPLES / script
+    assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0
+    commands = _commands(path.read_text())
+    assert commands, script
+    for args in commands:
+        _parse(args)
+
+
+def test_makefile_dry_run_chains_the_stages(tmp_path):
+    proc = subprocess.run(
+        ["make", "-n", "-f", str(EXAMPLES / "Makefile"), "ALIGNCTL=alignctl", f"OUT={tmp_path}/m", "all"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    commands = _commands(proc.stdout)
+    names = [c[0] for c in commands]
+    assert sorted(names) == sorted(["collect", "label", "train-rm", "dpo", "eval", "report"])
+    assert names[:2] == ["collect", "label"] and names.index("eval") > names.index("dpo") and names[-1] == "report"
+    for args in commands:
+        _parse(args)
+
+
+def test_demo_script_help():
+    import sys
+
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "demo.py"), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--force" in proc.stdout
