@@ -116,8 +116,8 @@ def _weights(path: Path) -> dict:
 def test_ppo_learns_a_rule_reward_with_lora(tmp_path, peaked_lm, task, one_thread):
     """30 updates x 16 answers: the letters score climbs well above its start, KL stays bounded.
 
-    Measured (seed 1): the first 3 updates average ~0.35, the last 5 ~0.85; KL (summed over the
-    4 answer tokens) peaks at ~5 nats.
+    Measured (seed 1): the first 3 updates average 0.41, the last 5 0.84; objective/kl (summed
+    over the 4 answer tokens) peaks at ~5 nats.
     """
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -134,9 +134,9 @@ def test_ppo_learns_a_rule_reward_with_lora(tmp_path, peaked_lm, task, one_threa
     assert all(TRL_METRICS <= set(r) for r in rows)
     scores = [r["objective/scores"] for r in rows]
     first, last = sum(scores[:3]) / 3, sum(scores[-5:]) / 5
-    print(f"objective/scores: first 3 updates {first:.3f}, last 5 {last:.3f}")
-    assert last > first + 0.2, scores
     kls = [r["objective/kl"] for r in rows]
+    print(f"objective/scores: first 3 updates {first:.3f}, last 5 {last:.3f}; max objective/kl {max(kls):.2f}")
+    assert last > first + 0.2, scores
     assert all(kl is not None and abs(kl) < 20 for kl in kls), kls
     assert rows[0]["objective/kl"] == pytest.approx(0.0, abs=1e-6)  # LoRA B starts at 0: policy == reference
 
@@ -300,7 +300,7 @@ def test_left_padding_and_positions():
 
 
 @pytest.mark.slow
-def test_smollm2_ppo_with_a_reward_model_from_train_rm(tmp_path):
+def test_smollm2_ppo_with_a_reward_model_from_train_rm(tmp_path, one_thread):
     """The embedded SmolLM2-135M: train-rm on the example preferences, then PPO (LoRA) against it."""
     import time
 
@@ -318,6 +318,7 @@ def test_smollm2_ppo_with_a_reward_model_from_train_rm(tmp_path):
         "smollm2-135m",
         tmp_path / "rm",
     )  # fmt: skip
+    t_rm = time.time() - t0
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join((repo / "examples" / "qa" / "train.jsonl").read_text().splitlines(True)[:8]))
     sets = [
@@ -336,4 +337,5 @@ def test_smollm2_ppo_with_a_reward_model_from_train_rm(tmp_path):
     before, after = _weights(Path(resolve_model("smollm2-135m"))), _weights(out)
     assert any(not torch.equal(before[k], after[k]) for k in before if "q_proj" in k)
     assert (out / "value" / "model.safetensors").is_file()
+    print(f"train-rm {t_rm:.0f} s, ppo {time.time() - t0 - t_rm:.0f} s")
     assert time.time() - t0 < 180

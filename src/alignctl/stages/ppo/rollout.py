@@ -269,10 +269,10 @@ def _collect(roles, prompt_ids, records, s, tok, source, device, critic):
     attn = torch.cat([pmask, mask], dim=1)
     pos = position_ids(attn)
 
-    # frozen models first: switching a LoRA adapter off and on again toggles requires_grad, which
-    # must not happen while a graph through those weights (the `critic` below) is alive
-    # the frozen layers under the value model's adapter run once, inside the reward pass (or, for a
-    # rule reward, the reference pass: the same frozen weights); the value model continues from there
+    # Frozen passes first: switching a LoRA adapter off and on toggles requires_grad, which must not
+    # happen while a graph through those weights (the `critic` below) is alive. The frozen layers
+    # under the value model's adapter run once, inside the reward pass (for a rule reward, the
+    # reference pass: the same frozen weights); the value model continues from their output.
     rule_trunk = roles.trunk if not roles.has_reward_model else 0
     with roles.reference() as ref:
         ref_logprobs, trunk = response_logprobs(ref, qr, attn, pos, width, temperature, chunk, rule_trunk)
@@ -282,7 +282,7 @@ def _collect(roles, prompt_ids, records, s, tok, source, device, critic):
             rhidden, trunk = hidden_states(body, qr, attn, pos, chunk, roles.trunk)
         # the score is read at the last real token of prompt + response (the EOS when there is one)
         last = qr.size(1) - 1 - rlmath.first_true_indices(attn.flip(-1).bool())
-        rows = torch.arange(qr.size(0))
+        rows = torch.arange(qr.size(0), device=qr.device)
         scores = roles.reward_head(rhidden[rows, last]).squeeze(-1).float()
     else:
         scores = torch.tensor(source_scores(source, records, texts), dtype=torch.float32, device=device)
