@@ -13,7 +13,8 @@ token; GAE (`gamma`, `lam`) gives advantages (whitened) and returns; then `num_p
 
 With LoRA (the default, as in the chapter's code) the four models sit on two backbones: the
 reference is the policy with its adapter off, and the value model is the reward model's backbone
-with an adapter and head of its own. `--no-peft` trains full copies. Writes the policy (LoRA
+with an adapter (on its top half of layers: `value_trainable_layers`) and a head of its own.
+`--no-peft` trains full copies. Writes the policy (LoRA
 merged unless --no-merge) with its tokenizer, `value/` (the trained value model),
 `metrics.jsonl` (one line per update, TRL's metric names) and `alignctl.json`.
 

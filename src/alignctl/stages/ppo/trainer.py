@@ -1,8 +1,9 @@
 """PPO's loop: per batch of prompts, one rollout, then `num_ppo_epochs` x `num_mini_batches` updates.
 
 Steps 3-4 of the chapter's PPO flow ("PPO 训练细节及超参数"): the experience buffer trains the
-value model (clipped value loss) and the policy (clipped policy loss) together,
-`loss = loss_p + vf_coef * loss_v`, one backward per micro-batch with gradient accumulation.
+value model (clipped value loss) and the policy (clipped policy loss) together, with the gradient
+of `loss = loss_p + vf_coef * loss_v` per micro-batch (the two terms backpropagated one after the
+other: they touch disjoint weights) and gradient accumulation.
 
 Batch sizes use TRL's names and meanings, so a TRL PPO command line carries over:
 `per_device_train_batch_size` x `gradient_accumulation_steps` prompts per process per rollout
