@@ -6,15 +6,16 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import REPO, run_cli
 
 HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "matplotlib", "vllm")
 
 
 def _commands() -> list[str]:
-    from alignctl.cli import app
-
     import typer.main
+
+    from alignctl.cli import app
 
     group = typer.main.get_command(app)
     return sorted(group.commands)

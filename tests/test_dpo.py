@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from tiny import toy_preferences, write_jsonl
 
 CONV = [{"role": "user", "content": "Is the sky blue?"}]
@@ -91,7 +92,9 @@ def test_malformed_prefs_fail_before_any_model_loads(tmp_path, run):
     proc = run("dpo", "--data", path, "--model", tmp_path / "nope", "-o", tmp_path / "out")
     assert proc.returncode == 2 and f"{path}:2:" in proc.stderr and "Traceback" not in proc.stderr
     path.write_text(
-        '{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": \n'
+        '{"prompt": "a", "chosen": "b", "rejected": "c"}\n'
+        '{"prompt": "a", "chosen": "b", "rejected": "c"}\n'
+        '{"prompt": \n'
     )
     proc = run("dpo", "--data", path, "--model", tmp_path / "nope", "-o", tmp_path / "out")
     assert proc.returncode == 2 and f"{path}:3:" in proc.stderr

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from tiny import write_jsonl
 
 from alignctl import io
 from alignctl.errors import InputError
+from tiny import write_jsonl
 
 CONV_CHOSEN = [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]
 CONV_REJECTED = [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Rome."}]

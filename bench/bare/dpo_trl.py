@@ -13,7 +13,6 @@ torch.set_flush_denormal(True)  # the CPU setting alignctl applies too; without 
 from datasets import Dataset  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-
 from trl import DPOConfig, DPOTrainer  # noqa: E402
 
 model_dir, prefs, out, steps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])

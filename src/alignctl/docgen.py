@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+
 import typer.main
 from typer.testing import CliRunner
 
