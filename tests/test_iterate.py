@@ -176,6 +176,21 @@ def test_sigkill_in_round_2_dpo_then_rerun_completes_without_redoing_round_1(ref
         a, b = ((d / f"round-{n}" / "train.jsonl").read_text() for d in (out, reference))
         assert a == b  # the same pairs, not only the same number
 
+    # a changed setting (accumulate=false changes round 2's training data only): refused without
+    # --overwrite; with it, round 1 and round 2's sampling stay, round 2's dpo and evals are redone
+    kept = [p for p in _tree(out) if p.startswith("round-1/") or p.startswith("round-2/candidates")]
+    stamps = {p: (out / p).stat().st_mtime_ns for p in kept}
+    changed = [*cmd, "--set", "accumulate=false"]
+    refused = subprocess.run(changed, env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    before = (out / "round-2" / "model" / "alignctl.json").stat().st_mtime_ns
+    redone = subprocess.run([*changed, "--overwrite"], env=env, capture_output=True, text=True, timeout=600)
+    assert redone.returncode == 0, redone.stderr[-3000:]
+    assert {p: (out / p).stat().st_mtime_ns for p in kept} == stamps
+    assert (out / "round-2" / "model" / "alignctl.json").stat().st_mtime_ns != before
+    second = json.loads((out / "alignctl.json").read_text())["rounds"][1]
+    assert second["train_pairs"] == second["pairs"]  # round 2's own pairs only
+
 
 def test_report_on_an_iterate_run_and_a_dpo_run(reference, tmp_path):
     from alignctl.report import run_report

@@ -257,7 +257,14 @@ def one_round(p: Plan, n: int, *, overwrite: bool, force: bool, trust_remote_cod
     def stage(name: str, fn, *args, **kwargs):
         console.rule(f"[bold]round {n}/{p.rounds}: {name}")
         start = time.perf_counter()
-        result = fn(*args, **kwargs)
+        replace = kwargs.pop("overwrite")
+        try:  # --overwrite replaces a stage's output only where it is not up to date: a changed
+            # setting redoes the stages it reaches, not the whole run
+            result = fn(*args, overwrite=False, **kwargs)
+        except OutputError:
+            if not replace:
+                raise
+            result = fn(*args, overwrite=True, **kwargs)
         seconds[name] = round(time.perf_counter() - start, 2)
         return result
 
