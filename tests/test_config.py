@@ -85,3 +85,41 @@ def test_presets_cli(cli):
     assert code == 0 and "dpo-cpu" in out
     code, out, _ = cli("presets", "show", "dpo")
     assert code == 0 and "rmsprop" in out and "DPO 偏好训练" in out
+
+
+def test_any_field_of_the_trl_config_is_a_setting():
+    """dpo runs on TRL's DPOConfig: its fields alignctl does not list are settable too, typed by TRL."""
+    r = config.resolve("dpo", sets=["precompute_ref_log_probs=true", "label_smoothing=0.1"])
+    assert r["precompute_ref_log_probs"] is True and r["label_smoothing"] == 0.1
+    assert r.sources["label_smoothing"] == "--set label_smoothing=0.1"
+    assert r.help["label_smoothing"] == "TRL DPOConfig field"
+    with pytest.raises(InputError, match="label_smoothing must be a number"):
+        config.resolve("dpo", sets=["label_smoothing=abc"])
+    with pytest.raises(InputError, match="did you mean 'precompute_ref_log_probs'"):
+        config.resolve("dpo", sets=["precompute_ref_logprobs=true"])
+    with pytest.raises(InputError, match="neither an alignctl setting nor a DPOConfig field"):
+        config.resolve("dpo", sets=["zzzz_qqq=1"])
+    grpo = config.resolve("grpo", sets=["scale_rewards=batch"])
+    assert grpo["scale_rewards"] == "batch"
+
+
+def test_trl_fields_alignctl_sets_itself_are_refused():
+    with pytest.raises(InputError, match="output_dir is set by alignctl; use --output"):
+        config.resolve("dpo", sets=["output_dir=/tmp/x"])
+
+
+def test_a_stage_without_a_trl_trainer_takes_only_its_own_keys():
+    with pytest.raises(InputError, match=r"unknown key 'precompute_ref_log_probs' for collect$"):
+        config.resolve("collect", sets=["precompute_ref_log_probs=true"])
+
+
+def test_trl_only_settings_reach_the_trl_config(tmp_path):
+    from trl import DPOConfig
+
+    from alignctl import training
+    from alignctl.runs import Run
+
+    r = config.resolve("dpo", sets=["label_smoothing=0.25", "padding_free=true"])
+    run = Run(stage="dpo", out=tmp_path / "o", work=tmp_path / "w", fingerprint="x", resolved=r, inputs={})
+    kwargs = training.trl_kwargs(DPOConfig, r, run)
+    assert kwargs["label_smoothing"] == 0.25 and kwargs["padding_free"] is True

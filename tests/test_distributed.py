@@ -172,3 +172,20 @@ def test_save_final_on_a_sharded_engine_merges_the_gathered_adapter(tmp_path, ti
     assert not torch.equal(
         saved["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"]
     )
+
+
+@pytest.mark.parametrize(
+    ("cuda", "local_rank", "expected"),
+    [(False, "1", "cpu"), (True, None, "cuda:0"), (True, "0", "cuda:0"), (True, "1", "cuda:1"), (True, "-1", "cuda:0")],
+)
+def test_each_rank_computes_on_its_own_device(monkeypatch, cuda, local_rank, expected):
+    """Reward models and generation place themselves with models.device(): under torchrun every
+    rank on its own GPU, not all of them on cuda:0."""
+    from alignctl import models
+
+    monkeypatch.setattr(models, "has_cuda", lambda: cuda)
+    if local_rank is None:
+        monkeypatch.delenv("LOCAL_RANK", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+    assert models.device() == expected

@@ -4,12 +4,17 @@ Precedence (design.md, "Presets"): built-in defaults < `--preset NAME|PATH` < `-
 `--set key=value` < explicit flags. The default preset of a stage is the file named after it in
 `presets/` (the chapter's values). Field names are TRL's config names. Unknown keys are errors
 with a suggestion; every value's source is kept so `presets show` and `alignctl.json` can say it.
+
+A stage backed by a TRL trainer also takes any other field of that trainer's config (its module's
+`trl_config()` names the class), checked against TRL's own type hints; trl is imported for that
+only when such a key is given, so the usual path stays light.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib
 import math
 import types
@@ -105,7 +110,13 @@ def coerce(key: str, value: Any, tp: Any, where: str) -> Any:
     for t in allowed:
         if t is type(None):
             continue
+        if t is Any:
+            return value
         origin = typing.get_origin(t) or t
+        if origin is typing.Literal and value in typing.get_args(t):
+            return value
+        if origin is dict and isinstance(value, dict):
+            return dict(value)
         if t is bool and isinstance(value, bool):
             return value
         if t is int and isinstance(value, int) and not isinstance(value, bool):
@@ -128,9 +139,15 @@ def coerce(key: str, value: Any, tp: Any, where: str) -> Any:
 
 
 def _type_name(t: Any) -> str:
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
-        t, "a list" if typing.get_origin(t) is list else str(t)
-    )
+    origin = typing.get_origin(t)
+    if origin is list:
+        return "a list"
+    if origin is dict or t is dict:
+        return "a mapping"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(t)))
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(t) or getattr(t, "__name__", str(t))
 
 
 def schema(stage: str) -> dict[str, dataclasses.Field]:
@@ -140,6 +157,28 @@ def schema(stage: str) -> dict[str, dataclasses.Field]:
     for name, f in fields.items():
         f.type = hints[name]
     return fields
+
+
+# TRL config fields alignctl sets itself, and what to do instead
+MANAGED = {
+    "output_dir": "use --output",
+    "disable_tqdm": "alignctl shows its own progress bar",
+    "save_strategy": "set save_steps (null: no checkpoints)",
+    "logging_first_step": "alignctl always logs the first step",
+    "use_cpu": "alignctl sets it from the machine",
+}
+
+
+@functools.cache
+def trl_fields(stage: str) -> tuple[str, dict[str, Any]]:
+    """(TRL config class name, {field: type}) of the trainer behind `stage`; ("", {}) if none."""
+    module = importlib.import_module(STAGES[stage])
+    loader = getattr(module, "trl_config", None)
+    if loader is None:
+        return "", {}
+    cls = loader()
+    hints = typing.get_type_hints(cls)
+    return cls.__name__, {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
 
 
 def defaults(stage: str) -> dict[str, Any]:
@@ -268,11 +307,23 @@ def resolve(
     values = defaults(stage)
     sources = {k: "default" for k in values}
     known = fields.keys()
+    extra_help: dict[str, str] = {}
 
     def apply(key: str, value: Any, source: str, where: str) -> None:
-        if key not in fields:
-            raise InputError(f"{where}: unknown key {key!r} for {stage}{_suggest(key, known)}")
-        values[key] = coerce(key, value, fields[key].type, where)
+        if key in fields:
+            tp = fields[key].type
+        else:
+            cls_name, trl = trl_fields(stage)
+            if key in MANAGED and trl:
+                raise InputError(f"{where}: {key} is set by alignctl; {MANAGED[key]}")
+            if key not in trl:
+                hint = _suggest(key, [*known, *trl])
+                if not hint:
+                    hint = f" (neither an alignctl setting nor a {cls_name} field)" if cls_name else ""
+                raise InputError(f"{where}: unknown key {key!r} for {stage}{hint}")
+            tp = trl[key]
+            extra_help[key] = f"TRL {cls_name} field"
+        values[key] = coerce(key, value, tp, where)
         sources[key] = source
 
     preset_name = preset or (stage if (presets_dir() / f"{stage}.yaml").is_file() else "")
@@ -292,7 +343,7 @@ def resolve(
     for k, (v, flag) in (flags or {}).items():
         if v is not None:
             apply(k, v, f"flag {flag}", flag)
-    helps = {k: f.metadata.get("help", "") for k, f in fields.items()}
+    helps = {k: f.metadata.get("help", "") for k, f in fields.items()} | extra_help
     return Resolved(stage=stage, preset=preset_name, values=values, sources=sources, help=helps)
 
 

@@ -218,11 +218,11 @@ class HFBackend:
     ) -> None:
         from alignctl import models
 
-        torch = models.setup_torch()
+        models.setup_torch()
         self.model_path = model_path
         self.tokenizer = tokenizer or models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
         self.model = model or models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = models.device()
         if model is None:
             self.model.to(self.device)
         else:

@@ -12,6 +12,7 @@ torch and transformers are imported inside functions, never at module level, so 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from alignctl.console import info, note
-from alignctl.errors import ModelError
+from alignctl.errors import InputError, ModelError
 
 DEFAULT_MODEL = "smollm2-135m"
 ALIASES = {
@@ -64,6 +65,33 @@ def check_model_dir(path: Path, *, need_tokenizer: bool = True) -> None:
         raise ModelError(f"{path}: no config.json, not a Hugging Face model dir")
     if need_tokenizer and not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise ModelError(f"{path}: model dir has no tokenizer (tokenizer.json or tokenizer_config.json)")
+
+
+def check_reward_model(path: str, spec: str) -> None:
+    """A reward-model dir must exist, hold a tokenizer, and be a one-output sequence classifier."""
+    if not path:
+        raise InputError(f"--reward {spec}: expected rm:PATH to a reward model dir")
+    resolved = resolve_model(path)
+    cfg_file = Path(resolved) / "config.json"
+    if not cfg_file.is_file():  # a hub id: transformers checks it when it loads
+        return
+    cfg = json.loads(cfg_file.read_text())
+    archs = cfg.get("architectures") or []
+    if not any("SequenceClassification" in a for a in archs):
+        raise ModelError(
+            f"{path}: not a reward model (architectures: {', '.join(archs) or 'none'})",
+            hint="a reward model is a sequence classifier with num_labels=1, e.g. the output of alignctl train-rm",
+        )
+    n = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 1
+    if n != 1:
+        raise ModelError(f"{path}: reward model has num_labels={n}; a reward model needs num_labels=1")
+
+
+def device() -> str:
+    """Where this process computes: its own GPU (LOCAL_RANK under torchrun/accelerate) or the CPU."""
+    if not has_cuda():
+        return "cpu"
+    return f"cuda:{max(0, int(os.environ.get('LOCAL_RANK', '0')))}"
 
 
 def materialise_alias(alias: str) -> Path:
@@ -191,7 +219,6 @@ def load_causal_lm(path: str, *, trust_remote_code: bool = False):
 def load_reward_model(path: str, *, trust_remote_code: bool = False):
     """A sequence-classification model with one output (the chapter: `num_labels=1`)."""
     setup_torch()
-    import json
 
     from transformers import AutoModelForSequenceClassification
 
@@ -237,7 +264,6 @@ def merge_adapter_dir(path: Path, *, trust_remote_code: bool = False) -> None:
     shards and there is no whole in-memory model to merge: reload the parent named in
     `adapter_config.json` on CPU, apply the adapter, merge, save, drop the adapter files.
     """
-    import json
 
     setup_torch()
     from peft import PeftModel

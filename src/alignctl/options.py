@@ -1,7 +1,7 @@
 """The flags every training stage shares, defined once (same names, same meaning everywhere).
 
-A stage command lists them as parameters typed with these aliases, then calls `common_flags()`
-to turn the ones the user gave into (value, flag) pairs for `config.resolve`.
+A stage command lists them as parameters typed with these aliases, then calls `settings()`
+to resolve them (with --preset/--config/--set) through `config.resolve`.
 """
 
 from __future__ import annotations
@@ -89,8 +89,33 @@ FLAG_KEYS = {
 }
 
 
-def common_flags(given: dict[str, Any], **stage_flags: tuple[Any, str]) -> dict[str, tuple[Any, str]]:
-    """Settings from explicit flags: common ones (by parameter name) plus a stage's own."""
-    out = {key: (given[name], flag) for name, (key, flag) in FLAG_KEYS.items() if given.get(name) is not None}
+def common_flags(given: dict[str, Any], common=None, **stage_flags: tuple[Any, str]) -> dict[str, tuple[Any, str]]:
+    """Settings from explicit flags: the common ones (by parameter name) plus a stage's own.
+
+    `common` names which common flags the stage has (default: all of FLAG_KEYS); a stage whose
+    `--batch-size` means something else (collect's generation batch) lists only the ones it shares.
+    """
+    names = FLAG_KEYS if common is None else {n: FLAG_KEYS[n] for n in common}
+    out = {key: (given[name], flag) for name, (key, flag) in names.items() if given.get(name) is not None}
     out.update({k: v for k, v in stage_flags.items() if v[0] is not None})
     return out
+
+
+def settings(stage: str, given: dict[str, Any], common=None, **stage_flags: tuple[Any, str]):
+    """A stage's resolved settings from its command's parameters (`locals()`): defaults < --preset <
+    --config < --set < explicit flags (config.resolve)."""
+    from alignctl.config import resolve
+
+    flags = common_flags(given, common, **stage_flags)
+    return resolve(stage, preset=given["preset"], config_file=given["config_file"], sets=given["set_"], flags=flags)
+
+
+def run_switches(given: dict[str, Any]) -> dict[str, bool]:
+    """The run-control flags every training stage passes on to its `run()`, from `locals()`."""
+    return {
+        "overwrite": given["overwrite"],
+        "force": given["force"],
+        "resume": given["resume"],
+        "merge": not given["no_merge"],
+        "trust_remote_code": given["trust_remote_code"],
+    }

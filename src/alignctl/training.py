@@ -7,6 +7,7 @@ train, and report the final metrics.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -74,6 +75,72 @@ def split_records(records: list[dict], eval_split: str | float | None, seed: int
         raise InputError(f"--eval-split {eval_split}: leaves no training records out of {len(records)}")
     held = set(order[:n_eval])
     return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
+
+
+def begin_on_prefs(
+    stage: str,
+    resolved: Resolved,
+    data: Path,
+    read,
+    model: str | None,
+    output: Path,
+    *,
+    overwrite: bool,
+    force: bool,
+    resume: bool,
+    merge: bool,
+) -> tuple[Run, Path, list, list]:
+    """Start a stage that trains on a preference file (dpo, train-rm).
+
+    Reads and splits the pairs (errors here come before any model loads), fingerprints the inputs
+    and opens the run. Returns (run, model dir, train records, eval records); the caller stops
+    when `run.up_to_date`.
+    """
+    from alignctl import models, runs
+
+    records = read(data)
+    train_recs, eval_recs = split_records(records, resolved["eval_split"], resolved["seed"], read)
+    model_path = models.resolve_model(model)
+    inputs = {"data": runs.input_fingerprint(data), "model": runs.input_fingerprint(model_path)}
+    if resolved["eval_split"] and Path(str(resolved["eval_split"])).is_file():
+        inputs["eval_data"] = runs.input_fingerprint(resolved["eval_split"])
+    run = runs.begin(
+        stage,
+        output,
+        inputs=inputs,
+        resolved=resolved,
+        overwrite=overwrite,
+        force=force,
+        resume=resume,
+        parent_model=model or models.DEFAULT_MODEL,
+        extra={"merge": merge},
+    )
+    return run, model_path, train_recs, eval_recs
+
+
+@contextlib.contextmanager
+def status(text: str | None):
+    """A rich spinner (main process) over a step TRL runs with its own tqdm bar, which goes quiet.
+
+    `text=None`: nothing to show. Used for DPO's reference log-prob precompute, a pass over the
+    whole training set before the first step.
+    """
+    if not text:
+        yield
+        return
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        if is_main_process():
+            with console.status(text):
+                yield
+        else:
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
 
 
 def callbacks(run: Run, total_hint: int | None = None) -> list:

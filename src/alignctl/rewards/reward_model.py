@@ -32,7 +32,7 @@ class RewardModelSource:
     def __init__(
         self, path: str, *, batch_size: int = 16, max_length: int | None = 1024, trust_remote_code: bool = False
     ) -> None:
-        from alignctl.stages.rl_common import check_reward_model
+        from alignctl.models import check_reward_model
 
         check_reward_model(path, f"rm:{path}")
         if batch_size < 1:
@@ -47,14 +47,14 @@ class RewardModelSource:
     def _load(self) -> None:
         from alignctl import models
 
-        torch = models.setup_torch()
+        models.setup_torch()
         resolved = models.resolve_model(self.path)
         self.tokenizer = models.load_tokenizer(resolved, padding_side="right", trust_remote_code=self.trust_remote_code)
         self.tokenizer.truncation_side = "left"  # the score is read at the end: keep the completion
         self.model = models.load_reward_model(resolved, trust_remote_code=self.trust_remote_code)
         if self.model.config.pad_token_id is None:  # the classifier finds the last token by pad id
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = models.device()
         self.model.to(self.device).eval()
 
     def text(self, prompt: Any, completion: Any) -> tuple[str, bool]:

@@ -26,7 +26,7 @@ from typing import Annotated
 import typer
 
 from alignctl import io, options
-from alignctl.config import Resolved, resolve
+from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError
 
@@ -195,8 +195,10 @@ def command(
     trust_remote_code: options.TrustRemoteCode = False,
 ) -> None:
     """Sample completions per prompt into a candidates JSONL."""
-    flags = options.common_flags(
-        {"seed": seed},
+    resolved = options.settings(
+        STAGE,
+        locals(),
+        common=("seed",),
         num_samples=(num_samples, "--num-samples"),
         temperature=(temperature, "--temperature"),
         top_p=(top_p, "--top-p"),
@@ -206,6 +208,5 @@ def command(
         backend=(backend, "--backend"),
         chat_template=(chat_template, "--chat-template" if chat_template else "--no-chat-template"),
     )
-    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
     out = run(resolved, prompts, model, output, overwrite=overwrite, force=force, trust_remote_code=trust_remote_code)
     print(out)

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from alignctl import io, options
-from alignctl.config import Resolved, adjust_for_device, resolve
+from alignctl.config import Resolved, adjust_for_device
 
 STAGE = "dpo"
 
@@ -57,11 +57,21 @@ class Settings:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     lora_target_modules: list[str] | None = None
+    precompute_ref_log_probs: bool = field(
+        default=False, metadata={"help": "Reference log-probs once before training, not at every step."}
+    )
 
 
 def read_prefs(path: str | Path) -> list[dict]:
     """Preference records trimmed to the fields DPO trains on."""
     return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in io.load(path, "preferences")]
+
+
+def trl_config() -> type:
+    """TRL's DPOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
+    from trl import DPOConfig
+
+    return DPOConfig
 
 
 def run(
@@ -79,22 +89,8 @@ def run(
     """Train and save; returns the output dir. Validates everything before any model loads."""
     from alignctl import models, runs, training
 
-    records = read_prefs(data)
-    train_recs, eval_recs = training.split_records(records, resolved["eval_split"], resolved["seed"], read_prefs)
-    model_path = models.resolve_model(model)
-    inputs = {"data": runs.input_fingerprint(data), "model": runs.input_fingerprint(model_path)}
-    if resolved["eval_split"] and Path(str(resolved["eval_split"])).is_file():
-        inputs["eval_data"] = runs.input_fingerprint(resolved["eval_split"])
-    run_ = runs.begin(
-        STAGE,
-        output,
-        inputs=inputs,
-        resolved=resolved,
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        parent_model=model or models.DEFAULT_MODEL,
-        extra={"merge": merge},
+    run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
+        STAGE, resolved, data, read_prefs, model, output, overwrite=overwrite, force=force, resume=resume, merge=merge
     )
     if run_.up_to_date:
         runs.say_up_to_date(run_)
@@ -117,16 +113,19 @@ def run(
             eval_steps=resolved["eval_steps"] if has_eval else None,
         )
     )
-    trainer = DPOTrainer(
-        model=policy,
-        ref_model=None,  # LoRA: the adapter-disabled policy; full fine-tuning: TRL copies the policy
-        args=args,
-        train_dataset=Dataset.from_list(train_recs),
-        eval_dataset=Dataset.from_list(eval_recs) if has_eval else None,
-        processing_class=tokenizer,
-        peft_config=models.lora_config(resolved.values) if resolved["use_peft"] else None,
-        callbacks=training.callbacks(run_),
-    )
+    n_pairs = len(train_recs) + len(eval_recs)
+    precompute = resolved.get("precompute_ref_log_probs") and f"reference log-probs of {n_pairs} pairs..."
+    with training.status(precompute):  # TRL computes them here, before the first step
+        trainer = DPOTrainer(
+            model=policy,
+            ref_model=None,  # LoRA: the adapter-disabled policy; full fine-tuning: TRL copies the policy
+            args=args,
+            train_dataset=Dataset.from_list(train_recs),
+            eval_dataset=Dataset.from_list(eval_recs) if has_eval else None,
+            processing_class=tokenizer,
+            peft_config=models.lora_config(resolved.values) if resolved["use_peft"] else None,
+            callbacks=training.callbacks(run_),
+        )
     final = training.train(trainer, run_)
     if has_eval:
         final.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
@@ -162,7 +161,8 @@ def command(
     trust_remote_code: options.TrustRemoteCode = False,
 ) -> None:
     """Train a policy on preference pairs with DPO (TRL DPOTrainer)."""
-    flags = options.common_flags(
+    resolved = options.settings(
+        STAGE,
         locals(),
         beta=(beta, "--beta"),
         loss_type=(loss_type, "--loss-type"),
@@ -171,16 +171,11 @@ def command(
         max_length=(max_length, "--max-length"),
         eval_split=(eval_split, "--eval-split"),
     )
-    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
     out = run(
         resolved,
         data,
         model,
         output or Path("runs") / STAGE,
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        merge=not no_merge,
-        trust_remote_code=trust_remote_code,
+        **options.run_switches(locals()),
     )
     print(out)

@@ -34,7 +34,7 @@ from typing import Annotated, Any
 import typer
 
 from alignctl import io, options
-from alignctl.config import Resolved, resolve
+from alignctl.config import Resolved
 from alignctl.console import console, info
 from alignctl.errors import InputError, OutputError
 
@@ -481,14 +481,15 @@ def command(
     trust_remote_code: options.TrustRemoteCode = False,
 ) -> None:
     """Compare a model with a baseline on held-out prompts (reward, win rate, length)."""
-    flags = options.common_flags(
-        {"seed": seed},
+    resolved = options.settings(
+        STAGE,
+        locals(),
+        common=("seed",),
         temperature=(temperature, "--temperature"),
         max_new_tokens=(max_new_tokens, "--max-new-tokens"),
         batch_size=(batch_size, "--batch-size"),
         backend=(backend, "--backend"),
     )
-    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
     out_dir = output or Path("runs") / STAGE
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a directory (-o takes a directory)")

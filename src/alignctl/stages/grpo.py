@@ -24,7 +24,7 @@ from typing import Annotated
 import typer
 
 from alignctl import options
-from alignctl.config import Resolved, adjust_for_device, resolve
+from alignctl.config import Resolved, adjust_for_device
 from alignctl.stages.rl_common import REWARD_HELP
 
 STAGE = "grpo"
@@ -121,6 +121,13 @@ def fix_batch_sizes(resolved: Resolved, world_size: int = 1) -> None:
         f"generation_batch_size {gen} -> {fixed}: it must hold whole groups of num_generations={g} "
         f"and be a multiple of the batch ({global_batch})"
     )
+
+
+def trl_config() -> type:
+    """TRL's GRPOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
+    from trl import GRPOConfig
+
+    return GRPOConfig
 
 
 def run(
@@ -244,7 +251,8 @@ def command(
     """Train a policy with GRPO on prompts and reward sources (TRL GRPOTrainer)."""
     from alignctl.stages.rl_common import parse_weights
 
-    flags = options.common_flags(
+    resolved = options.settings(
+        STAGE,
         locals(),
         reward_weights=(parse_weights(reward_weights), "--reward-weights"),
         num_generations=(num_generations, "--num-generations"),
@@ -253,7 +261,6 @@ def command(
         max_completion_length=(max_completion_length, "--max-completion-length"),
         max_prompt_length=(max_prompt_length, "--max-prompt-length"),
     )
-    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
     out = run(
         resolved,
         prompts,
@@ -261,10 +268,6 @@ def command(
         model,
         output or Path("runs") / STAGE,
         strict=strict,
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        merge=not no_merge,
-        trust_remote_code=trust_remote_code,
+        **options.run_switches(locals()),
     )
     print(out)

@@ -452,8 +452,10 @@ def command(
     trust_remote_code: options.TrustRemoteCode = False,
 ) -> None:
     """Rounds of collect → label → DPO → eval (the chapter's iterative training)."""
-    flags = options.common_flags(
-        {"seed": seed},
+    resolved = options.settings(
+        STAGE,
+        locals(),
+        common=("seed",),
         rounds=(rounds, "--rounds"),
         eval_split=(eval_split, "--eval-split"),
         eval_by=(eval_by, "--eval-by"),
@@ -462,7 +464,6 @@ def command(
         max_new_tokens=(max_new_tokens, "--max-new-tokens"),
         dpo_preset=(dpo_preset, "--dpo-preset"),
     )
-    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
     out = run(
         resolved,
         prompts,

@@ -33,7 +33,7 @@ from typing import Annotated, Any
 import typer
 
 from alignctl import io, options
-from alignctl.config import Resolved, resolve
+from alignctl.config import Resolved
 from alignctl.console import console, info, warn
 from alignctl.errors import AlignctlError, InputError
 
@@ -536,13 +536,14 @@ def command(
     trust_remote_code: options.TrustRemoteCode = False,
 ) -> None:
     """Pick chosen/rejected pairs from candidates with a reward source."""
-    flags = options.common_flags(
-        {},
+    resolved = options.settings(
+        STAGE,
+        locals(),
+        common=(),
         pairs=(pairs, "--pairs"),
         min_margin=(min_margin, "--min-margin"),
         batch_size=(batch_size, "--batch-size"),
     )
-    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
     out = run(
         resolved,
         candidates,

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from alignctl import options
-from alignctl.config import Resolved, adjust_for_device, resolve
+from alignctl.config import Resolved, adjust_for_device
 from alignctl.errors import AlignctlError, InputError
 from alignctl.stages.rl_common import REWARD_HELP
 
@@ -171,6 +171,13 @@ def build_judge(
     return source.judge
 
 
+def trl_config() -> type:
+    """TRL's OnlineDPOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
+    from alignctl.trl_compat import online_dpo
+
+    return online_dpo()[0]
+
+
 def run(
     resolved: Resolved,
     prompts: Path,
@@ -310,7 +317,8 @@ def command(
     """Train a policy with Online DPO (TRL OnlineDPOTrainer): two samples per prompt, a reward source picks."""
     from alignctl.stages.rl_common import parse_weights
 
-    flags = options.common_flags(
+    resolved = options.settings(
+        STAGE,
         locals(),
         reward_weights=(parse_weights(reward_weights), "--reward-weights"),
         beta=(beta, "--beta"),
@@ -318,7 +326,6 @@ def command(
         temperature=(temperature, "--temperature"),
         max_prompt_length=(max_prompt_length, "--max-prompt-length"),
     )
-    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
     pairwise = build_judge(judge, judge_url, judge_model, judge_template, judge_key_env)
     out = run(
         resolved,
@@ -328,10 +335,6 @@ def command(
         rewards=reward,
         judge=pairwise,
         strict=strict,
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        merge=not no_merge,
-        trust_remote_code=trust_remote_code,
+        **options.run_switches(locals()),
     )
     print(out)

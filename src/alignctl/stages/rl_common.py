@@ -8,7 +8,6 @@ Nothing here loads a model; a reward model loads on its first score.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import note
-from alignctl.errors import InputError, ModelError
+from alignctl.errors import InputError
 
 # keyword arguments TRL's trainers pass next to the prompts file's columns
 TRAINER_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "completion_ids", "environments"})
@@ -62,28 +61,6 @@ def parse_rewards(specs: list[str] | None, *, required: bool = True, trust_remot
     for spec in specs:
         sources.append(resolve_source(_as_spec(spec), trust_remote_code=trust_remote_code))
     return sources
-
-
-def check_reward_model(path: str, spec: str) -> None:
-    """A reward-model dir must exist, hold a tokenizer, and be a one-output sequence classifier."""
-    from alignctl import models
-
-    if not path:
-        raise InputError(f"--reward {spec}: expected rm:PATH to a reward model dir")
-    resolved = models.resolve_model(path)
-    cfg_file = Path(resolved) / "config.json"
-    if not cfg_file.is_file():  # a hub id: transformers checks it when it loads
-        return
-    cfg = json.loads(cfg_file.read_text())
-    archs = cfg.get("architectures") or []
-    if not any("SequenceClassification" in a for a in archs):
-        raise ModelError(
-            f"{path}: not a reward model (architectures: {', '.join(archs) or 'none'})",
-            hint="a reward model is a sequence classifier with num_labels=1, e.g. the output of alignctl train-rm",
-        )
-    n = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 1
-    if n != 1:
-        raise ModelError(f"{path}: reward model has num_labels={n}; a reward model needs num_labels=1")
 
 
 class ScoreReward:

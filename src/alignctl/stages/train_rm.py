@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 
 from alignctl import io, options
-from alignctl.config import Resolved, adjust_for_device, resolve
+from alignctl.config import Resolved, adjust_for_device
 
 STAGE = "train-rm"
 
@@ -103,6 +103,13 @@ def pair_accuracy(trainer, dataset) -> dict[str, float]:
     }
 
 
+def trl_config() -> type:
+    """TRL's RewardConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
+    from trl import RewardConfig
+
+    return RewardConfig
+
+
 def run(
     resolved: Resolved,
     data: Path,
@@ -120,22 +127,8 @@ def run(
     from alignctl.console import note
     from alignctl.stages.rl_common import adjust_checkpointing
 
-    records = read_prefs(data)
-    train_recs, eval_recs = training.split_records(records, resolved["eval_split"], resolved["seed"], read_prefs)
-    model_path = models.resolve_model(model)
-    inputs = {"data": runs.input_fingerprint(data), "model": runs.input_fingerprint(model_path)}
-    if resolved["eval_split"] and Path(str(resolved["eval_split"])).is_file():
-        inputs["eval_data"] = runs.input_fingerprint(resolved["eval_split"])
-    run_ = runs.begin(
-        STAGE,
-        output,
-        inputs=inputs,
-        resolved=resolved,
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        parent_model=model or models.DEFAULT_MODEL,
-        extra={"merge": merge},
+    run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
+        STAGE, resolved, data, read_prefs, model, output, overwrite=overwrite, force=force, resume=resume, merge=merge
     )
     if run_.up_to_date:
         runs.say_up_to_date(run_)
@@ -219,23 +212,19 @@ def command(
     trust_remote_code: options.TrustRemoteCode = False,
 ) -> None:
     """Train a reward model on preference pairs (TRL RewardTrainer)."""
-    flags = options.common_flags(
+    resolved = options.settings(
+        STAGE,
         locals(),
         eval_split=(eval_split, "--eval-split"),
         max_length=(max_length, "--max-length"),
         lora_r=(lora_r, "--lora-r"),
         lora_alpha=(lora_alpha, "--lora-alpha"),
     )
-    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
     out = run(
         resolved,
         data,
         model,
         output or Path("runs") / STAGE,
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        merge=not no_merge,
-        trust_remote_code=trust_remote_code,
+        **options.run_switches(locals()),
     )
     print(out)

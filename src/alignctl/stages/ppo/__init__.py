@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import typer
 
 from alignctl import io, options
-from alignctl.config import Resolved, resolve
+from alignctl.config import Resolved
 from alignctl.errors import InputError
 
 STAGE = "ppo"
@@ -148,14 +148,13 @@ def reward_source(reward_model: str | None, reward: str | None) -> tuple[str | N
     """
     from alignctl import models
     from alignctl.rewards import resolve_source
-    from alignctl.stages.rl_common import check_reward_model
 
     if reward_model and reward:
         raise InputError("give either --reward-model or --reward, not both")
     if reward and reward.strip().startswith("rm:"):
         reward_model, reward = reward.strip()[len("rm:") :], None
     if reward_model:
-        check_reward_model(reward_model, reward_model)
+        models.check_reward_model(reward_model, reward_model)
         return models.resolve_model(reward_model), None
     if not reward:
         raise InputError("PPO needs a reward: --reward-model RM_DIR or --reward rule:NAME / rule:file.py:func")
@@ -331,7 +330,8 @@ def command(
     trust_remote_code: options.TrustRemoteCode = False,
 ) -> None:
     """Train a policy with PPO against a reward model or a rule."""
-    flags = options.common_flags(
+    resolved = options.settings(
+        STAGE,
         locals(),
         response_length=(response_length, "--response-length"),
         temperature=(temperature, "--temperature"),
@@ -353,7 +353,6 @@ def command(
         save_steps=(save_steps, "--save-steps"),
         use_peft=(False if no_peft else None, "--no-peft"),
     )
-    resolved = resolve(STAGE, preset=preset, config_file=config_file, sets=set_, flags=flags)
     out = run(
         resolved,
         prompts,
@@ -361,10 +360,6 @@ def command(
         output or Path("runs") / STAGE,
         reward_model=reward_model,
         reward=reward,
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        merge=not no_merge,
-        trust_remote_code=trust_remote_code,
+        **options.run_switches(locals()),
     )
     print(out)
