@@ -24,7 +24,7 @@ args = DPOConfig(
     output_dir=out, beta=0.1, learning_rate=2e-4, per_device_train_batch_size=4, gradient_accumulation_steps=1,
     max_steps=steps, optim="adamw_torch", warmup_steps=0, bf16=False, gradient_checkpointing=False,
     max_length=256, logging_steps=2, save_strategy="no", report_to="none", use_cpu=True, seed=42,
-    disable_tqdm=True, logging_first_step=True,
+    disable_tqdm=True, logging_first_step=True, precompute_ref_log_probs=True,
 )
 peft = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
 trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,

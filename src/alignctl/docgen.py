@@ -42,7 +42,11 @@ def render_presets() -> str:
         "Generated from `presets/*.yaml` by `make docs`; `tests/test_cli.py` fails when it drifts.",
         "Each stage's default preset carries the chapter's values; `-cpu` variants are documented",
         "departures for a 2-core CPU budget. Precedence: built-in defaults < `--preset` < `--config FILE`",
-        "< `--set key=value` < explicit flags. `alignctl presets show STAGE` prints the resolved values.\n",
+        "< `--set key=value` < explicit flags. `alignctl presets show STAGE` prints the resolved values.",
+        "The stages built on a TRL trainer (dpo, train-rm, grpo, online-dpo) also take any other field of",
+        "that trainer's config (`DPOConfig`, `RewardConfig`, `GRPOConfig`, `OnlineDPOConfig`) by TRL's name,",
+        "typed by TRL (`--set label_smoothing=0.1`); fields alignctl sets itself (`output_dir`,",
+        "`save_strategy`, ...) are refused with what to use instead.\n",
     ]
     for name in config.list_presets():
         values, sources, meta = config.load_preset(name)

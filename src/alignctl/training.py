@@ -118,6 +118,13 @@ def begin_on_prefs(
     return run, model_path, train_recs, eval_recs
 
 
+def seed_all(seed: int) -> None:
+    """Python, numpy and torch RNGs (transformers.set_seed), before a model with new weights loads."""
+    from transformers import set_seed
+
+    set_seed(int(seed))
+
+
 @contextlib.contextmanager
 def status(text: str | None):
     """A rich spinner (main process) over a step TRL runs with its own tqdm bar, which goes quiet.

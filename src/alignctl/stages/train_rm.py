@@ -144,6 +144,8 @@ def run(
     # right padding: a sequence classifier scores the last non-pad token either way, and TRL's
     # reward scoring in grpo/online-dpo pads on the right too
     tokenizer = models.load_tokenizer(model_path, padding_side="right", trust_remote_code=trust_remote_code)
+    # the score head is new, initialised at load: seed it (TRL seeds only later, in the trainer)
+    training.seed_all(resolved["seed"])
     rm = models.load_reward_model(model_path, trust_remote_code=trust_remote_code)
     rm.config.pad_token_id = tokenizer.pad_token_id  # the head finds each sequence's last real token by it
     peft_config = None
