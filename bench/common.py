@@ -25,8 +25,11 @@ def timed(cmd: list[str], *, cwd: Path | None = None, env: dict | None = None) -
     """Run `cmd` to completion: wall seconds and the peak RSS (MB) of its largest process."""
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", _WRAPPER, *cmd], cwd=cwd, env={**os.environ, **(env or {})},
-        capture_output=True, text=True,
+        [sys.executable, "-c", _WRAPPER, *cmd],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
     )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:

@@ -1,6 +1,6 @@
 """A bare TRL DPO script doing the same work as `alignctl dpo` in bench/dpo.py (no alignctl code).
 
-    python bench/bare/dpo_trl.py MODEL_DIR PREFS.jsonl OUT_DIR MAX_STEPS
+python bench/bare/dpo_trl.py MODEL_DIR PREFS.jsonl OUT_DIR MAX_STEPS
 """
 
 import json
@@ -21,14 +21,30 @@ tok = AutoTokenizer.from_pretrained(model_dir)
 tok.pad_token = tok.pad_token or tok.eos_token
 model = AutoModelForCausalLM.from_pretrained(model_dir)
 args = DPOConfig(
-    output_dir=out, beta=0.1, learning_rate=2e-4, per_device_train_batch_size=4, gradient_accumulation_steps=1,
-    max_steps=steps, optim="adamw_torch", warmup_steps=0, bf16=False, gradient_checkpointing=False,
-    max_length=256, logging_steps=2, save_strategy="no", report_to="none", use_cpu=True, seed=42,
-    disable_tqdm=True, logging_first_step=True, precompute_ref_log_probs=True,
+    output_dir=out,
+    beta=0.1,
+    learning_rate=2e-4,
+    per_device_train_batch_size=4,
+    gradient_accumulation_steps=1,
+    max_steps=steps,
+    optim="adamw_torch",
+    warmup_steps=0,
+    bf16=False,
+    gradient_checkpointing=False,
+    max_length=256,
+    logging_steps=2,
+    save_strategy="no",
+    report_to="none",
+    use_cpu=True,
+    seed=42,
+    disable_tqdm=True,
+    logging_first_step=True,
+    precompute_ref_log_probs=True,
 )
 peft = LoraConfig(r=16, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
-trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                     peft_config=peft)
+trainer = DPOTrainer(
+    model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok, peft_config=peft
+)
 result = trainer.train()
 trainer.model.merge_and_unload().save_pretrained(out)
 tok.save_pretrained(out)

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from alignctl.console import info, note
+from alignctl.console import info, note, status
 from alignctl.errors import InputError, ModelError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -109,7 +109,7 @@ def materialise_alias(alias: str) -> Path:
     src_dir = Path(next(iter(spec.submodule_search_locations)))
     if not (src_dir / gguf_name).is_file():
         raise ModelError(f"{alias}: {src_dir / gguf_name} is missing from the installed package")
-    info(f"Materialising {alias} from {src_dir / gguf_name} into {target} (once)...")
+    info(f"Materialising {alias} from {src_dir / gguf_name} into {target} (once)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{alias}-", dir=target.parent))
     try:
@@ -130,8 +130,15 @@ def _gguf_to_hf(src_dir: Path, gguf_name: str, out: Path) -> None:
     # so rebuild a plain model from its config and copy the weights across.
     setup_torch()
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
-    loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_name)
+    # its tqdm bar cannot be turned off by a setting: a spinner of ours while it runs instead
+    bar, gguf_utils.tqdm = getattr(gguf_utils, "tqdm", None), lambda items, **_: items
+    try:
+        with status(f"converting {gguf_name} to a Hugging Face model dir..."):
+            loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_name)
+    finally:
+        gguf_utils.tqdm = bar
     config = loaded.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")

@@ -7,7 +7,6 @@ train, and report the final metrics.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -125,31 +124,6 @@ def seed_all(seed: int) -> None:
     set_seed(int(seed))
 
 
-@contextlib.contextmanager
-def status(text: str | None):
-    """A rich spinner (main process) over a step TRL runs with its own tqdm bar, which goes quiet.
-
-    `text=None`: nothing to show. Used for DPO's reference log-prob precompute, a pass over the
-    whole training set before the first step.
-    """
-    if not text:
-        yield
-        return
-    before = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        if is_main_process():
-            with console.status(text):
-                yield
-        else:
-            yield
-    finally:
-        if before is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = before
-
-
 def callbacks(run: Run, total_hint: int | None = None) -> list:
     from transformers import TrainerCallback
 
@@ -186,6 +160,7 @@ def callbacks(run: Run, total_hint: int | None = None) -> list:
                 TextColumn("{task.fields[status]}"),
                 console=console,
                 transient=False,
+                refresh_per_second=2,  # steps take seconds; fewer wake-ups of the render thread
             )
             self.bar.start()
             self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, status="")

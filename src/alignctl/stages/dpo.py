@@ -19,6 +19,7 @@ import typer
 
 from alignctl import io, options
 from alignctl.config import Resolved, adjust_for_device
+from alignctl.console import status
 
 STAGE = "dpo"
 
@@ -115,7 +116,7 @@ def run(
     )
     n_pairs = len(train_recs) + len(eval_recs)
     precompute = resolved.get("precompute_ref_log_probs") and f"reference log-probs of {n_pairs} pairs..."
-    with training.status(precompute):  # TRL computes them here, before the first step
+    with status(precompute):  # TRL computes them here, before the first step
         trainer = DPOTrainer(
             model=policy,
             ref_model=None,  # LoRA: the adapter-disabled policy; full fine-tuning: TRL copies the policy
