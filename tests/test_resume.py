@@ -104,3 +104,25 @@ def test_other_ranks_never_touch_the_output(tmp_path, monkeypatch):
     r = runs.begin("dpo", tmp_path / "out", inputs={}, resolved=None)
     assert (work / "checkpoint-2").is_dir()  # rank 0 clears it, not rank 1
     assert r.finish({}) == tmp_path / "out" and not (tmp_path / "out").exists()
+
+
+def test_checkpoints_every_save_steps_but_not_after_the_last_step(tmp_path, tiny_lm, monkeypatch):
+    """transformers would also save a whole checkpoint (weights + optimizer) after the final step;
+    the final model is saved right after anyway, so alignctl skips that one. Periodic ones stay."""
+    from transformers import Trainer
+
+    from alignctl.stages import dpo
+
+    saved = []
+    original = Trainer._save_checkpoint
+
+    def spy(self, *args, **kwargs):
+        saved.append(self.state.global_step)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", spy)
+    data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(8))
+    resolved = config.resolve("dpo", sets=["max_steps=5", "save_steps=2", "per_device_train_batch_size=2"])
+    out = dpo.run(resolved, data, str(tiny_lm), tmp_path / "dpo")
+    assert saved == [2, 4]
+    assert (out / "model.safetensors").is_file()
