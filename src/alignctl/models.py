@@ -11,6 +11,7 @@ torch and transformers are imported inside functions, never at module level, so 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -67,24 +68,44 @@ def check_model_dir(path: Path, *, need_tokenizer: bool = True) -> None:
         raise ModelError(f"{path}: model dir has no tokenizer (tokenizer.json or tokenizer_config.json)")
 
 
+def _model_config(path: str) -> dict | None:
+    """A local model dir's config.json as a dict; None for a hub id (transformers checks it)."""
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.is_file():
+        return None
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{cfg_file}: not a readable JSON config: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{cfg_file}: not a model config (expected a JSON object)")
+    return cfg
+
+
+def _is_classifier(cfg: dict) -> bool:
+    return any("SequenceClassification" in a for a in cfg.get("architectures") or [])
+
+
+def _check_one_label(path: str, cfg: dict) -> None:
+    n = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 1
+    if n != 1:
+        raise ModelError(f"{path}: reward model has num_labels={n}; a reward model needs num_labels=1")
+
+
 def check_reward_model(path: str, spec: str) -> None:
     """A reward-model dir must exist, hold a tokenizer, and be a one-output sequence classifier."""
     if not path:
         raise InputError(f"--reward {spec}: expected rm:PATH to a reward model dir")
-    resolved = resolve_model(path)
-    cfg_file = Path(resolved) / "config.json"
-    if not cfg_file.is_file():  # a hub id: transformers checks it when it loads
+    cfg = _model_config(resolve_model(path))
+    if cfg is None:
         return
-    cfg = json.loads(cfg_file.read_text())
-    archs = cfg.get("architectures") or []
-    if not any("SequenceClassification" in a for a in archs):
+    if not _is_classifier(cfg):
+        archs = cfg.get("architectures") or []
         raise ModelError(
             f"{path}: not a reward model (architectures: {', '.join(archs) or 'none'})",
             hint="a reward model is a sequence classifier with num_labels=1, e.g. the output of alignctl train-rm",
         )
-    n = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 1
-    if n != 1:
-        raise ModelError(f"{path}: reward model has num_labels={n}; a reward model needs num_labels=1")
+    _check_one_label(path, cfg)
 
 
 def device() -> str:
@@ -133,12 +154,8 @@ def _gguf_to_hf(src_dir: Path, gguf_name: str, out: Path) -> None:
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
     # its tqdm bar cannot be turned off by a setting: a spinner of ours while it runs instead
-    bar, gguf_utils.tqdm = getattr(gguf_utils, "tqdm", None), lambda items, **_: items
-    try:
-        with status(f"converting {gguf_name} to a Hugging Face model dir..."):
-            loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_name)
-    finally:
-        gguf_utils.tqdm = bar
+    with status(f"converting {gguf_name} to a Hugging Face model dir..."), _no_tqdm(gguf_utils):
+        loaded = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_name)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")
@@ -148,6 +165,20 @@ def _gguf_to_hf(src_dir: Path, gguf_name: str, out: Path) -> None:
     fresh.save_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf_name)
     tokenizer.save_pretrained(out)
+
+
+@contextlib.contextmanager
+def _no_tqdm(module):
+    """`module.tqdm` passes its items through while inside (left alone if the module has none)."""
+    bar = getattr(module, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    module.tqdm = lambda items, **_: items
+    try:
+        yield
+    finally:
+        module.tqdm = bar
 
 
 _TORCH_READY = False
@@ -229,18 +260,9 @@ def load_reward_model(path: str, *, trust_remote_code: bool = False):
 
     from transformers import AutoModelForSequenceClassification
 
-    cfg_file = Path(path) / "config.json"
-    if cfg_file.is_file():
-        try:
-            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{cfg_file}: not a readable JSON config: {exc}") from None
-        if not isinstance(cfg, dict):
-            raise ModelError(f"{cfg_file}: not a model config (expected a JSON object)")
-        n = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or None
-        archs = cfg.get("architectures") or []
-        if n not in (None, 1) and any("SequenceClassification" in a for a in archs):
-            raise ModelError(f"{path}: reward model has num_labels={n}; a reward model needs num_labels=1")
+    cfg = _model_config(path)
+    if cfg is not None and _is_classifier(cfg):  # a causal LM gets a new one-output head
+        _check_one_label(path, cfg)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=1, trust_remote_code=trust_remote_code
