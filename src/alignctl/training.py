@@ -117,13 +117,6 @@ def begin_on_prefs(
     return run, model_path, train_recs, eval_recs
 
 
-def seed_all(seed: int) -> None:
-    """Python, numpy and torch RNGs (transformers.set_seed), before a model with new weights loads."""
-    from transformers import set_seed
-
-    set_seed(int(seed))
-
-
 def callbacks(run: Run, total_hint: int | None = None) -> list:
     from transformers import TrainerCallback
 

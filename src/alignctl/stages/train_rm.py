@@ -139,13 +139,14 @@ def run(
     adjust_for_device(resolved, cuda=cuda)
     adjust_checkpointing(resolved, cuda=cuda)
     from datasets import Dataset
+    from transformers import set_seed
     from trl import RewardConfig, RewardTrainer
 
     # right padding: a sequence classifier scores the last non-pad token either way, and TRL's
     # reward scoring in grpo/online-dpo pads on the right too
     tokenizer = models.load_tokenizer(model_path, padding_side="right", trust_remote_code=trust_remote_code)
     # the score head is new, initialised at load: seed it (TRL seeds only later, in the trainer)
-    training.seed_all(resolved["seed"])
+    set_seed(int(resolved["seed"]))
     rm = models.load_reward_model(model_path, trust_remote_code=trust_remote_code)
     rm.config.pad_token_id = tokenizer.pad_token_id  # the head finds each sequence's last real token by it
     peft_config = None
