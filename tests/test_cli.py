@@ -64,14 +64,14 @@ def test_debug_shows_traceback(tmp_path):
 
 def test_docs_cli_md_is_current():
     """docs/cli.md is generated from --help (make docs); this fails when it drifts from the code."""
-    from alignctl.docgen import render
+    from alignctl.tools.docgen import render
 
     current = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
     assert current == render(), "docs/cli.md is stale: run `make docs`"
 
 
 def test_docs_presets_md_is_current():
-    from alignctl.docgen import render_presets
+    from alignctl.tools.docgen import render_presets
 
     current = (REPO / "docs" / "presets.md").read_text(encoding="utf-8")
     assert current == render_presets(), "docs/presets.md is stale: run `make docs`"

@@ -18,13 +18,15 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignctl import __version__
-from alignctl.config import Resolved
 from alignctl.console import info, note
 from alignctl.errors import OutputError
 from alignctl.io import sha256_file, write_json
+
+if TYPE_CHECKING:
+    from alignctl.config import Resolved
 
 MANIFEST = "alignctl.json"
 METRICS = "metrics.jsonl"

@@ -1,8 +1,11 @@
-"""Plumbing shared by the TRL-backed training stages (dpo, train-rm, grpo, online-dpo).
+"""Everything alignctl knows about TRL, for the TRL-backed stages (dpo, train-rm, grpo, online-dpo).
 
 We adapt to TRL, we do not subclass it (style.md): build TRL's config from the resolved settings
 (same field names, no mapping table), add our callbacks (metrics.jsonl, a rich progress bar),
-train, and report the final metrics.
+train, and report the final metrics. Which TRL config fields are ours to set (`MANAGED`) or never
+TRL's (`OWN_KEYS`), and every import from `trl.experimental` (`online_dpo`), live here too: TRL
+is pinned `>=1.16,<1.17` (pyproject.toml) and moves experimental trainers between minor releases
+(1.13 removed PPO), so when the pin moves this module is the one to check.
 """
 
 from __future__ import annotations
@@ -14,13 +17,23 @@ import os
 import random
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alignctl.config import Resolved
 from alignctl.console import console
 from alignctl.errors import InputError
 from alignctl.runs import Run, is_main_process
 
+if TYPE_CHECKING:
+    from alignctl.config import Resolved
+
+# TRL config fields alignctl sets itself, and what to do instead (config.resolve refuses them)
+MANAGED = {
+    "output_dir": "use --output",
+    "disable_tqdm": "alignctl shows its own progress bar",
+    "save_strategy": "set save_steps (null: no checkpoints)",
+    "logging_first_step": "alignctl always logs the first step",
+    "use_cpu": "alignctl sets it from the machine",
+}
 # settings that are ours (LoRA, data split, ...) and never go into a TRL config
 OWN_KEYS = {
     "use_peft",
@@ -49,6 +62,15 @@ def trl_kwargs(config_cls: type, resolved: Resolved, run: Run, **extra: Any) -> 
         kwargs["use_cpu"] = True
     kwargs.update(extra)
     return kwargs
+
+
+def online_dpo() -> tuple[type, type]:
+    """`(OnlineDPOConfig, OnlineDPOTrainer)` from `trl.experimental.online_dpo` (TRL 1.16)."""
+    # the one acknowledged use of trl.experimental: its import-time warning says what this module is for
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+
+    return OnlineDPOConfig, OnlineDPOTrainer
 
 
 def _cuda() -> bool:
@@ -117,7 +139,7 @@ def begin_on_prefs(
     return run, model_path, train_recs, eval_recs
 
 
-def callbacks(run: Run, total_hint: int | None = None) -> list:
+def callbacks(run: Run) -> list:
     from transformers import TrainerCallback
 
     class MetricsFile(TrainerCallback):

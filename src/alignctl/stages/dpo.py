@@ -17,19 +17,20 @@ from typing import Annotated
 
 import typer
 
-from alignctl import io, options
+from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
 from alignctl.console import status
+from alignctl.flags import Opts, setting
 
-STAGE = "dpo"
+NAME = STAGE = "dpo"
 
 
 @dataclass
 class Settings:
     """Built-in defaults (TRL's names); the `dpo` preset layers the chapter's values on top."""
 
-    beta: float = field(default=0.1, metadata={"help": "KL strength β in the DPO loss."})
-    loss_type: str = field(default="sigmoid", metadata={"help": "TRL loss_type (sigmoid = the chapter's DPO)."})
+    beta: float = setting(0.1, "β, the KL strength in the DPO loss (chapter: 0.1).", flag=True)
+    loss_type: str = setting("sigmoid", "TRL loss_type: sigmoid (the chapter's DPO), ipo, ...", flag=True)
     learning_rate: float = field(default=1e-6, metadata={"help": "Optimizer learning rate."})
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 8
@@ -45,17 +46,17 @@ class Settings:
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Off by default: on CPU it makes steps slower (design.md)."}
     )
-    max_length: int | None = 1024
+    max_length: int | None = setting(1024, "Max tokens of prompt+answer.", flag=True)
     logging_steps: int = 10
     eval_steps: int | None = 500
     save_steps: int | None = 500
     save_total_limit: int | None = 2
     seed: int = 42
     report_to: str = "none"
-    eval_split: str | None = field(default=None, metadata={"help": "Held-out fraction (0.1) or a prefs file."})
+    eval_split: str | None = setting(None, "Held-out fraction (e.g. 0.1) or a preference file.", flag=True)
     use_peft: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 16
+    lora_r: int = setting(16, "LoRA rank.", flag=True)
+    lora_alpha: int = setting(16, "LoRA alpha.", flag=True)
     lora_dropout: float = 0.05
     lora_target_modules: list[str] | None = None
     precompute_ref_log_probs: bool = field(
@@ -136,47 +137,9 @@ def run(
 
 def command(
     data: Annotated[Path, typer.Option("--data", "-d", help="Preference JSONL (any of the three shapes).")],
-    beta: Annotated[float | None, typer.Option("--beta", help="β, the KL strength (chapter: 0.1).")] = None,
-    loss_type: Annotated[str | None, typer.Option("--loss-type", help="TRL loss_type, e.g. sigmoid, ipo.")] = None,
-    lora_r: Annotated[int | None, typer.Option("--lora-r", help="LoRA rank.")] = None,
-    lora_alpha: Annotated[int | None, typer.Option("--lora-alpha", help="LoRA alpha.")] = None,
-    max_length: Annotated[int | None, typer.Option("--max-length", help="Max tokens of prompt+answer.")] = None,
-    eval_split: Annotated[
-        str | None, typer.Option("--eval-split", help="Held-out fraction (e.g. 0.1) or a preference file.")
-    ] = None,
-    model: options.Model = None,
-    output: options.Output = None,
-    overwrite: options.Overwrite = False,
-    force: options.Force = False,
-    preset: options.Preset = None,
-    config_file: options.ConfigFile = None,
-    set_: options.Set = None,
-    seed: options.Seed = None,
-    max_steps: options.MaxSteps = None,
-    epochs: options.Epochs = None,
-    learning_rate: options.LearningRate = None,
-    batch_size: options.BatchSize = None,
-    resume: options.Resume = False,
-    no_merge: options.NoMerge = False,
-    report_to: options.ReportTo = None,
-    trust_remote_code: options.TrustRemoteCode = False,
-) -> None:
+    *,
+    resolved: Resolved,
+    opts: Opts,
+) -> Path:
     """Train a policy on preference pairs with DPO (TRL DPOTrainer)."""
-    resolved = options.settings(
-        STAGE,
-        locals(),
-        beta=(beta, "--beta"),
-        loss_type=(loss_type, "--loss-type"),
-        lora_r=(lora_r, "--lora-r"),
-        lora_alpha=(lora_alpha, "--lora-alpha"),
-        max_length=(max_length, "--max-length"),
-        eval_split=(eval_split, "--eval-split"),
-    )
-    out = run(
-        resolved,
-        data,
-        model,
-        output or Path("runs") / STAGE,
-        **options.run_switches(locals()),
-    )
-    print(out)
+    return run(resolved, data, opts.model, opts.output, **opts.switches())

@@ -23,36 +23,38 @@ from typing import Annotated
 
 import typer
 
-from alignctl import options
 from alignctl.config import Resolved, adjust_for_device
+from alignctl.flags import Opts, setting
 from alignctl.stages.rl_common import REWARD_HELP
 
-STAGE = "grpo"
+NAME = STAGE = "grpo"
 
 
 @dataclass
 class Settings:
     """Built-in defaults (TRL's names where TRL has the setting); the `grpo` preset adds the chapter's."""
 
-    num_generations: int = field(default=8, metadata={"help": "Answers sampled per prompt (the group size G)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (chapter: 0.9)."})
+    num_generations: int = setting(8, "Answers sampled per prompt, the group size G (chapter: 8).", flag=True)
+    temperature: float = setting(1.0, "Sampling temperature (chapter: 0.9).", flag=True)
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
-    max_completion_length: int = field(default=256, metadata={"help": "New tokens per answer."})
-    max_prompt_length: int | None = field(
-        default=512, metadata={"help": "alignctl's own (TRL 1.16 dropped it): longer prompts are cut from the left."}
+    max_completion_length: int = setting(256, "New tokens per answer (chapter: 256).", flag=True)
+    max_prompt_length: int | None = setting(
+        512, "Prompt token cap (chapter: 512); alignctl's own (TRL 1.16 dropped it): cut from the left.", flag=True
     )
     chat_template: bool = field(
         default=True, metadata={"help": "Send plain-text prompts as a user message through the chat template."}
     )
-    beta: float = field(default=0.0, metadata={"help": "Per-token KL coefficient (chapter: 0.04; TRL default 0)."})
+    beta: float = setting(0.0, "Per-token KL coefficient (chapter: 0.04; TRL default 0).", flag=True)
     epsilon: float = field(default=0.2, metadata={"help": "PPO-style clip range of the policy ratio."})
     num_iterations: int = field(default=1, metadata={"help": "Optimisation passes per generated batch (μ)."})
     loss_type: str = field(default="dapo", metadata={"help": "TRL loss_type: grpo, dapo, dr_grpo, bnpo, ..."})
     scale_rewards: str = field(default="group", metadata={"help": "group (the chapter's std), batch or none."})
     mask_truncated_completions: bool = False
-    reward_weights: list[float] | None = field(default=None, metadata={"help": "One weight per --reward."})
+    reward_weights: list[float] | None = setting(
+        None, "Comma-separated weights, one per --reward (e.g. 1,0.5).", flag=True
+    )
     learning_rate: float = 1e-6
     per_device_train_batch_size: int = field(
         default=8, metadata={"help": "Completions per device per step (prompts x generations)."}
@@ -212,62 +214,12 @@ def command(
     reward: Annotated[
         list[str] | None, typer.Option("--reward", "-r", help=f"Reward source (repeatable): {REWARD_HELP}.")
     ] = None,
-    reward_weights: Annotated[
-        str | None, typer.Option("--reward-weights", help="Comma-separated weights, one per --reward (e.g. 1,0.5).")
-    ] = None,
-    num_generations: Annotated[
-        int | None, typer.Option("--num-generations", help="Answers per prompt (chapter: 8).")
-    ] = None,
-    beta: Annotated[float | None, typer.Option("--beta", help="KL coefficient (chapter: 0.04).")] = None,
-    temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Sampling temperature (chapter: 0.9).")
-    ] = None,
-    max_completion_length: Annotated[
-        int | None, typer.Option("--max-completion-length", help="New tokens per answer (chapter: 256).")
-    ] = None,
-    max_prompt_length: Annotated[
-        int | None, typer.Option("--max-prompt-length", help="Prompt token cap (chapter: 512).")
-    ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Reject prompts over max_prompt_length instead of truncating them.")
     ] = False,
-    model: options.Model = None,
-    output: options.Output = None,
-    overwrite: options.Overwrite = False,
-    force: options.Force = False,
-    preset: options.Preset = None,
-    config_file: options.ConfigFile = None,
-    set_: options.Set = None,
-    seed: options.Seed = None,
-    max_steps: options.MaxSteps = None,
-    epochs: options.Epochs = None,
-    learning_rate: options.LearningRate = None,
-    batch_size: options.BatchSize = None,
-    resume: options.Resume = False,
-    no_merge: options.NoMerge = False,
-    report_to: options.ReportTo = None,
-    trust_remote_code: options.TrustRemoteCode = False,
-) -> None:
+    *,
+    resolved: Resolved,
+    opts: Opts,
+) -> Path:
     """Train a policy with GRPO on prompts and reward sources (TRL GRPOTrainer)."""
-    from alignctl.stages.rl_common import parse_weights
-
-    resolved = options.settings(
-        STAGE,
-        locals(),
-        reward_weights=(parse_weights(reward_weights), "--reward-weights"),
-        num_generations=(num_generations, "--num-generations"),
-        beta=(beta, "--beta"),
-        temperature=(temperature, "--temperature"),
-        max_completion_length=(max_completion_length, "--max-completion-length"),
-        max_prompt_length=(max_prompt_length, "--max-prompt-length"),
-    )
-    out = run(
-        resolved,
-        prompts,
-        reward or [],
-        model,
-        output or Path("runs") / STAGE,
-        strict=strict,
-        **options.run_switches(locals()),
-    )
-    print(out)
+    return run(resolved, prompts, reward or [], opts.model, opts.output, strict=strict, **opts.switches())

@@ -7,7 +7,7 @@ The chapter's "Online DPO 优化": prompts only, no preference file. Each step t
 two answers per prompt; a reward model (`--reward rm:PATH`), a rule (`--reward rule:NAME`) or
 a pairwise LLM judge (`--judge MODEL`, or `--judge-url` + `--judge-model` for an
 OpenAI-compatible endpoint) decides which is chosen, and the pair is trained on with DPO's loss
-at once. TRL's `OnlineDPOTrainer` (in `trl.experimental`, imported through `alignctl.trl_compat`)
+at once. TRL's `OnlineDPOTrainer` (in `trl.experimental`, imported through `alignctl.training`)
 takes reward functions only; the judge reaches it as one (`JudgeReward`). Judge verdicts are
 written to `judged.jsonl` in the output dir. Generation uses the KV cache: gradient
 checkpointing stays off on CPU (with it on, TRL generates without the cache, ~10x slower).
@@ -21,12 +21,12 @@ from typing import Annotated, Any
 
 import typer
 
-from alignctl import options
 from alignctl.config import Resolved, adjust_for_device
 from alignctl.errors import AlignctlError, InputError
+from alignctl.flags import Opts, setting
 from alignctl.stages.rl_common import REWARD_HELP
 
-STAGE = "online-dpo"
+NAME = STAGE = "online-dpo"
 JUDGE_LOG = "judged.jsonl"
 
 
@@ -34,24 +34,24 @@ JUDGE_LOG = "judged.jsonl"
 class Settings:
     """Built-in defaults (TRL's names); the `online-dpo` preset adds the chapter's values."""
 
-    beta: float = field(default=0.1, metadata={"help": "KL strength β in the DPO loss (chapter: 0.1)."})
+    beta: float = setting(0.1, "β, the KL strength in the DPO loss (chapter: 0.1).", flag=True)
     loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (the chapter's DPO) or ipo."})
-    max_new_tokens: int = field(default=64, metadata={"help": "New tokens per sampled answer."})
+    max_new_tokens: int = setting(64, "New tokens per sampled answer.", flag=True)
     max_length: int = field(default=512, metadata={"help": "Prompt+answer tokens in the loss (prompt cut left)."})
-    max_prompt_length: int | None = field(
-        default=None, metadata={"help": "Cut longer prompts from the left before generation (--strict rejects)."}
+    max_prompt_length: int | None = setting(
+        None, "Prompt token cap: longer prompts are cut from the left (--strict rejects them).", flag=True
     )
     chat_template: bool = field(
         default=True, metadata={"help": "Send plain-text prompts as a user message through the chat template."}
     )
-    temperature: float = 0.9
+    temperature: float = setting(0.9, "Sampling temperature.", flag=True)
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
     missing_eos_penalty: float | None = field(
         default=None, metadata={"help": "Subtracted from the reward of an answer that never ends (no EOS)."}
     )
-    reward_weights: list[float] | None = field(default=None, metadata={"help": "One weight per --reward."})
+    reward_weights: list[float] | None = setting(None, "Comma-separated weights, one per --reward.", flag=True)
     learning_rate: float = 5e-7
     per_device_train_batch_size: int = field(default=8, metadata={"help": "Prompts per device per step."})
     gradient_accumulation_steps: int = 1
@@ -173,7 +173,7 @@ def build_judge(
 
 def trl_config() -> type:
     """TRL's OnlineDPOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from alignctl.trl_compat import online_dpo
+    from alignctl.training import online_dpo
 
     return online_dpo()[0]
 
@@ -235,7 +235,7 @@ def run(
     cuda = torch.cuda.is_available()
     adjust_for_device(resolved, cuda=cuda, vllm=rl_common.vllm_installed())
     rl_common.adjust_checkpointing(resolved, cuda=cuda)
-    from alignctl.trl_compat import online_dpo
+    from alignctl.training import online_dpo
 
     OnlineDPOConfig, OnlineDPOTrainer = online_dpo()
     judge_reward = None
@@ -271,9 +271,6 @@ def command(
     reward: Annotated[
         list[str] | None, typer.Option("--reward", "-r", help=f"Reward source (repeatable): {REWARD_HELP}.")
     ] = None,
-    reward_weights: Annotated[
-        str | None, typer.Option("--reward-weights", help="Comma-separated weights, one per --reward.")
-    ] = None,
     judge: Annotated[
         str | None,
         typer.Option("--judge", help="Pairwise judge: a local chat model (dir or alias); with --judge-url, its name."),
@@ -288,53 +285,22 @@ def command(
     judge_key_env: Annotated[
         str, typer.Option("--judge-key-env", help="Environment variable holding the endpoint's API key.")
     ] = "OPENAI_API_KEY",
-    beta: Annotated[float | None, typer.Option("--beta", help="β, the KL strength (chapter: 0.1).")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="New tokens per answer.")] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature.")] = None,
-    max_prompt_length: Annotated[
-        int | None, typer.Option("--max-prompt-length", help="Prompt token cap (longer ones are cut from the left).")
-    ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Reject prompts over max_prompt_length instead of truncating them.")
     ] = False,
-    model: options.Model = None,
-    output: options.Output = None,
-    overwrite: options.Overwrite = False,
-    force: options.Force = False,
-    preset: options.Preset = None,
-    config_file: options.ConfigFile = None,
-    set_: options.Set = None,
-    seed: options.Seed = None,
-    max_steps: options.MaxSteps = None,
-    epochs: options.Epochs = None,
-    learning_rate: options.LearningRate = None,
-    batch_size: options.BatchSize = None,
-    resume: options.Resume = False,
-    no_merge: options.NoMerge = False,
-    report_to: options.ReportTo = None,
-    trust_remote_code: options.TrustRemoteCode = False,
-) -> None:
+    *,
+    resolved: Resolved,
+    opts: Opts,
+) -> Path:
     """Train a policy with Online DPO (TRL OnlineDPOTrainer): two samples per prompt, a reward source picks."""
-    from alignctl.stages.rl_common import parse_weights
-
-    resolved = options.settings(
-        STAGE,
-        locals(),
-        reward_weights=(parse_weights(reward_weights), "--reward-weights"),
-        beta=(beta, "--beta"),
-        max_new_tokens=(max_new_tokens, "--max-new-tokens"),
-        temperature=(temperature, "--temperature"),
-        max_prompt_length=(max_prompt_length, "--max-prompt-length"),
-    )
     pairwise = build_judge(judge, judge_url, judge_model, judge_template, judge_key_env)
-    out = run(
+    return run(
         resolved,
         prompts,
-        model,
-        output or Path("runs") / STAGE,
+        opts.model,
+        opts.output,
         rewards=reward,
         judge=pairwise,
         strict=strict,
-        **options.run_switches(locals()),
+        **opts.switches(),
     )
-    print(out)

@@ -20,10 +20,11 @@ from typing import Annotated
 
 import typer
 
-from alignctl import io, options
+from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
+from alignctl.flags import Opts, setting
 
-STAGE = "train-rm"
+NAME = STAGE = "train-rm"
 
 
 @dataclass
@@ -45,9 +46,7 @@ class Settings:
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "The chapter turns it on; alignctl turns it off on CPU (design.md)."}
     )
-    max_length: int | None = field(
-        default=1024, metadata={"help": "Pairs whose chosen or rejected text is longer are dropped (TRL)."}
-    )
+    max_length: int | None = setting(1024, "Max tokens of prompt+answer: longer pairs are dropped (TRL).", flag=True)
     center_rewards_coefficient: float | None = field(
         default=None, metadata={"help": "Pull rewards towards mean zero (TRL; 0.01 recommended)."}
     )
@@ -57,10 +56,10 @@ class Settings:
     save_total_limit: int | None = 2
     seed: int = 42
     report_to: str = "none"
-    eval_split: str | float | None = field(default=None, metadata={"help": "Held-out fraction (0.1) or a prefs file."})
+    eval_split: str | float | None = setting(None, "Held-out fraction (e.g. 0.1) or a preference file.", flag=True)
     use_peft: bool = False
-    lora_r: int = 32
-    lora_alpha: int = 16
+    lora_r: int = setting(32, "LoRA rank (chapter: 32).", flag=True)
+    lora_alpha: int = setting(16, "LoRA alpha (chapter: 16).", flag=True)
     lora_dropout: float = 0.05
     lora_target_modules: list[str] | None = None
 
@@ -189,45 +188,9 @@ def run(
 
 def command(
     data: Annotated[Path, typer.Option("--data", "-d", help="Preference JSONL (any of the three shapes).")],
-    eval_split: Annotated[
-        str | None, typer.Option("--eval-split", help="Held-out fraction (e.g. 0.1) or a preference file.")
-    ] = None,
-    max_length: Annotated[
-        int | None, typer.Option("--max-length", help="Max tokens of prompt+answer (longer pairs are skipped).")
-    ] = None,
-    lora_r: Annotated[int | None, typer.Option("--lora-r", help="LoRA rank (chapter: 32).")] = None,
-    lora_alpha: Annotated[int | None, typer.Option("--lora-alpha", help="LoRA alpha (chapter: 16).")] = None,
-    model: options.Model = None,
-    output: options.Output = None,
-    overwrite: options.Overwrite = False,
-    force: options.Force = False,
-    preset: options.Preset = None,
-    config_file: options.ConfigFile = None,
-    set_: options.Set = None,
-    seed: options.Seed = None,
-    max_steps: options.MaxSteps = None,
-    epochs: options.Epochs = None,
-    learning_rate: options.LearningRate = None,
-    batch_size: options.BatchSize = None,
-    resume: options.Resume = False,
-    no_merge: options.NoMerge = False,
-    report_to: options.ReportTo = None,
-    trust_remote_code: options.TrustRemoteCode = False,
-) -> None:
+    *,
+    resolved: Resolved,
+    opts: Opts,
+) -> Path:
     """Train a reward model on preference pairs (TRL RewardTrainer)."""
-    resolved = options.settings(
-        STAGE,
-        locals(),
-        eval_split=(eval_split, "--eval-split"),
-        max_length=(max_length, "--max-length"),
-        lora_r=(lora_r, "--lora-r"),
-        lora_alpha=(lora_alpha, "--lora-alpha"),
-    )
-    out = run(
-        resolved,
-        data,
-        model,
-        output or Path("runs") / STAGE,
-        **options.run_switches(locals()),
-    )
-    print(out)
+    return run(resolved, data, opts.model, opts.output, **opts.switches())
