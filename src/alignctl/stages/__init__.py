@@ -44,6 +44,7 @@ REGISTRY: tuple[Stage, ...] = (
     Stage("label"),
     Stage("train-rm", training=True),
     Stage("dpo", training=True),
+    Stage("kto", training=True),
     Stage("grpo", training=True),
     Stage("online-dpo", training=True),
     Stage("ppo", training=True),

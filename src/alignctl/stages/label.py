@@ -52,6 +52,9 @@ class Settings:
     batch_size: int = setting(16, "Reward-model scoring batch (sequences).", flag=True)
     max_length: int | None = field(default=1024, metadata={"help": "Reward-model max tokens (kept from the end)."})
     judge_max_tokens: int = field(default=16, metadata={"help": "Most tokens of a judge's reply."})
+    unpaired: bool = setting(
+        False, "Write KTO's unpaired records (chosen -> label true, rejected -> false) instead of pairs.", flag=True
+    )
 
 
 class Stopped(AlignctlError):
@@ -456,6 +459,12 @@ def run(
             )
     stats = summarize(len(records), outcomes, rows, source.pairwise)
     print_summary(stats, margin)
+    if resolved["unpaired"]:  # for kto: each pair's answers as {prompt, completion, label}
+        rows = [
+            {**u, "id": r["id"], "score": r[side], "label_info": r["label"]}
+            for r in rows
+            for u, side in zip(io.unpair(r), ("score_chosen", "score_rejected"), strict=True)
+        ]
     return run_.finish(rows, stats)
 
 
