@@ -1,6 +1,6 @@
 """Command-line options derived from a stage's Settings: one name per setting, defined once.
 
-A Settings field made with `setting(default, help, flag=True)` is also an option (`beta` ->
+A Settings field made with `settings.setting(default, help, flag=True)` is also an option (`beta` ->
 `--beta`; `flag="--epochs"` or `("--num-samples", "-n")` to name it otherwise). The options every
 stage takes (`ALWAYS`) and every training stage takes (`TRAINING`) are defined here once; those
 that set a setting (`--epochs` -> `num_train_epochs`) are resolved with the stage's own flags.
@@ -15,7 +15,7 @@ import dataclasses
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,23 +23,6 @@ import typer
 
 COMMON_PANEL = "Common options"
 TRAINING_PANEL = "Common training options"
-
-
-def setting(
-    default: Any = dataclasses.MISSING,
-    help: str = "",
-    *,
-    flag: bool | str | tuple[str, ...] = False,
-    panel: str | None = None,
-    default_factory: Any = dataclasses.MISSING,
-) -> Any:
-    """A Settings field with its help text; `flag` also makes it a command-line option."""
-    meta: dict[str, Any] = {"help": help}
-    if flag:
-        meta["flag"] = flag
-    if panel:
-        meta["panel"] = panel
-    return field(default=default, default_factory=default_factory, metadata=meta)
 
 
 @dataclass(frozen=True)

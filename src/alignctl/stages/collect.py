@@ -29,7 +29,8 @@ from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError
-from alignctl.flags import Opts, setting
+from alignctl.flags import Opts
+from alignctl.settings import setting
 
 NAME = STAGE = "collect"
 RESERVED = ("id", "prompt", "completions", "generator", "scores")

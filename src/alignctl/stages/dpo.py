@@ -11,7 +11,7 @@ loss is the chapter's L_DPO = -log σ(β·log πθ(y_w|x)/π_ref(y_w|x) − β·
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -20,48 +20,19 @@ import typer
 from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
 from alignctl.console import status
-from alignctl.flags import Opts, setting
+from alignctl.flags import Opts
+from alignctl.settings import PairSettings, setting
 
 NAME = STAGE = "dpo"
 
 
 @dataclass
-class Settings:
+class Settings(PairSettings):
     """Built-in defaults (TRL's names); the `dpo` preset layers the chapter's values on top."""
 
     beta: float = setting(0.1, "β, the KL strength in the DPO loss (chapter: 0.1).", flag=True)
     loss_type: str = setting("sigmoid", "TRL loss_type: sigmoid (the chapter's DPO), ipo, ...", flag=True)
-    learning_rate: float = field(default=1e-6, metadata={"help": "Optimizer learning rate."})
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    optim: str = "adamw_torch"
-    warmup_steps: int = 0
-    lr_scheduler_type: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    bf16: bool = False
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Off by default: on CPU it makes steps slower (design.md)."}
-    )
-    max_length: int | None = setting(1024, "Max tokens of prompt+answer.", flag=True)
-    logging_steps: int = 10
-    eval_steps: int | None = 500
-    save_steps: int | None = 500
-    save_total_limit: int | None = 2
-    seed: int = 42
-    report_to: str = "none"
-    eval_split: str | None = setting(None, "Held-out fraction (e.g. 0.1) or a preference file.", flag=True)
-    use_peft: bool = False
-    lora_r: int = setting(16, "LoRA rank.", flag=True)
-    lora_alpha: int = setting(16, "LoRA alpha.", flag=True)
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] | None = None
-    precompute_ref_log_probs: bool = field(
-        default=False, metadata={"help": "Reference log-probs once before training, not at every step."}
-    )
+    precompute_ref_log_probs: bool = setting(False, "Reference log-probs once before training, not at every step.")
 
 
 def read_prefs(path: str | Path) -> list[dict]:

@@ -37,7 +37,8 @@ from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import console, info, note
 from alignctl.errors import InputError, OutputError
-from alignctl.flags import Opts, setting
+from alignctl.flags import Opts
+from alignctl.settings import setting
 
 NAME = STAGE = "iterate"
 

@@ -23,47 +23,23 @@ import typer
 
 from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
-from alignctl.flags import Opts, setting
+from alignctl.flags import Opts
+from alignctl.settings import PairSettings, setting
 
 NAME = "kto"
 
 
 @dataclass
-class Settings:
+class Settings(PairSettings):
     """Built-in defaults (TRL's names); the `kto` preset layers TRL's KTO defaults on top."""
 
     beta: float = setting(0.1, "β: how far from the reference the policy may move (TRL: 0.1).", flag=True)
     desirable_weight: float = setting(1.0, "λ_D, weight of desirable answers in the loss.", flag=True)
     undesirable_weight: float = setting(1.0, "λ_U, weight of undesirable answers in the loss.", flag=True)
     loss_type: str = setting("kto", "TRL loss_type: kto or apo_zero_unpaired.", flag=True)
-    learning_rate: float = 1e-6
     per_device_train_batch_size: int = setting(
         8, "Answers per device per step (> 1: KTO's KL estimate pairs answers within the batch)."
     )
-    gradient_accumulation_steps: int = 1
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    optim: str = "adamw_torch"
-    warmup_steps: int = 0
-    lr_scheduler_type: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    bf16: bool = False
-    gradient_checkpointing: bool = setting(False, "Off by default: on CPU it makes steps slower (design.md).")
-    max_length: int | None = setting(1024, "Max tokens of prompt+answer.", flag=True)
-    logging_steps: int = 10
-    eval_steps: int | None = 500
-    per_device_eval_batch_size: int = 8
-    eval_split: str | None = setting(None, "Held-out fraction (e.g. 0.1) or a file of the same kind.", flag=True)
-    save_steps: int | None = 500
-    save_total_limit: int | None = 2
-    seed: int = 42
-    report_to: str = "none"
-    use_peft: bool = False
-    lora_r: int = setting(16, "LoRA rank.", flag=True)
-    lora_alpha: int = setting(16, "LoRA alpha.", flag=True)
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] | None = None
     precompute_ref_log_probs: bool = setting(False, "Reference log-probs once before training, not at every step.")
 
 

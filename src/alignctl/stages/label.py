@@ -36,7 +36,8 @@ from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import console, info, warn
 from alignctl.errors import AlignctlError, InputError
-from alignctl.flags import Opts, setting
+from alignctl.flags import Opts
+from alignctl.settings import setting
 
 NAME = STAGE = "label"
 PAIR_MODES = ("best-worst", "all")

@@ -15,7 +15,7 @@ checkpointing stays off on CPU (with it on, TRL generates without the cache, ~10
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +23,8 @@ import typer
 
 from alignctl.config import Resolved, adjust_for_device
 from alignctl.errors import AlignctlError, InputError
-from alignctl.flags import Opts, setting
+from alignctl.flags import Opts
+from alignctl.settings import OnlineSettings, setting
 from alignctl.stages.rl_common import REWARD_HELP
 
 NAME = STAGE = "online-dpo"
@@ -31,62 +32,19 @@ JUDGE_LOG = "judged.jsonl"
 
 
 @dataclass
-class Settings:
+class Settings(OnlineSettings):
     """Built-in defaults (TRL's names); the `online-dpo` preset adds the chapter's values."""
 
     beta: float = setting(0.1, "β, the KL strength in the DPO loss (chapter: 0.1).", flag=True)
-    loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (the chapter's DPO) or ipo."})
+    loss_type: str = setting("sigmoid", "sigmoid (the chapter's DPO) or ipo.")
     max_new_tokens: int = setting(64, "New tokens per sampled answer.", flag=True)
-    max_length: int = field(default=512, metadata={"help": "Prompt+answer tokens in the loss (prompt cut left)."})
-    max_prompt_length: int | None = setting(
-        None, "Prompt token cap: longer prompts are cut from the left (--strict rejects them).", flag=True
-    )
-    chat_template: bool = field(
-        default=True, metadata={"help": "Send plain-text prompts as a user message through the chat template."}
-    )
+    max_length: int = setting(512, "Prompt+answer tokens in the loss (prompt cut left).")
     temperature: float = setting(0.9, "Sampling temperature.", flag=True)
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    missing_eos_penalty: float | None = field(
-        default=None, metadata={"help": "Subtracted from the reward of an answer that never ends (no EOS)."}
+    missing_eos_penalty: float | None = setting(
+        None, "Subtracted from the reward of an answer that never ends (no EOS)."
     )
-    reward_weights: list[float] | None = setting(None, "Comma-separated weights, one per --reward.", flag=True)
     learning_rate: float = 5e-7
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "Prompts per device per step."})
-    gradient_accumulation_steps: int = 1
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    optim: str = "adamw_torch"
-    warmup_steps: int = 0
-    lr_scheduler_type: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    bf16: bool = False
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Off by default: on CPU TRL then generates without the KV cache."}
-    )
-    use_vllm: bool = False
-    vllm_mode: str = field(default="colocate", metadata={"help": "colocate (in the trainer) or server."})
-    vllm_server_base_url: str | None = field(
-        default=None, metadata={"help": "vllm_mode=server: the `trl vllm-serve` URL (else host and port)."}
-    )
-    vllm_server_host: str = "0.0.0.0"
-    vllm_server_port: int = 8000
-    vllm_server_timeout: float = 240.0
-    vllm_tensor_parallel_size: int = field(
-        default=1, metadata={"help": "vllm_mode=colocate only; a server takes --tensor-parallel-size itself."}
-    )
-    logging_steps: int = 1
-    save_steps: int | None = 500
-    save_total_limit: int | None = 2
-    seed: int = 42
-    report_to: str = "none"
-    use_peft: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] | None = None
+    per_device_train_batch_size: int = setting(8, "Prompts per device per step.")
 
 
 class JudgeReward:

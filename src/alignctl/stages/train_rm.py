@@ -14,7 +14,7 @@ the held-out pair accuracy: the share of pairs scored r(chosen) > r(rejected).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -22,46 +22,24 @@ import typer
 
 from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
-from alignctl.flags import Opts, setting
+from alignctl.flags import Opts
+from alignctl.settings import PairSettings, setting
 
 NAME = STAGE = "train-rm"
 
 
 @dataclass
-class Settings:
+class Settings(PairSettings):
     """Built-in defaults (TRL's names); the `train-rm` preset layers the chapter's values on top."""
 
-    learning_rate: float = field(default=1e-5, metadata={"help": "Optimizer learning rate (chapter: 1e-5)."})
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Chapter: one epoch, to avoid overfitting."})
-    max_steps: int = -1
-    optim: str = "adamw_torch"
-    warmup_steps: int = 0
-    lr_scheduler_type: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    bf16: bool = False
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "The chapter turns it on; alignctl turns it off on CPU (design.md)."}
-    )
+    learning_rate: float = setting(1e-5, "Optimizer learning rate (chapter: 1e-5).")
+    num_train_epochs: float = setting(1.0, "Chapter: one epoch, to avoid overfitting.")
+    gradient_checkpointing: bool = setting(False, "The chapter turns it on; alignctl turns it off on CPU (design.md).")
     max_length: int | None = setting(1024, "Max tokens of prompt+answer: longer pairs are dropped (TRL).", flag=True)
-    center_rewards_coefficient: float | None = field(
-        default=None, metadata={"help": "Pull rewards towards mean zero (TRL; 0.01 recommended)."}
-    )
-    logging_steps: int = 10
+    center_rewards_coefficient: float | None = setting(None, "Pull rewards towards mean zero (TRL; 0.01 recommended).")
     eval_steps: int | None = 50
-    save_steps: int | None = 500
-    save_total_limit: int | None = 2
-    seed: int = 42
-    report_to: str = "none"
-    eval_split: str | float | None = setting(None, "Held-out fraction (e.g. 0.1) or a preference file.", flag=True)
-    use_peft: bool = False
     lora_r: int = setting(32, "LoRA rank (chapter: 32).", flag=True)
     lora_alpha: int = setting(16, "LoRA alpha (chapter: 16).", flag=True)
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] | None = None
 
 
 def read_prefs(path: str | Path) -> list[dict]:

@@ -33,7 +33,8 @@ import typer
 from alignctl import io
 from alignctl.config import Resolved
 from alignctl.errors import InputError
-from alignctl.flags import Opts, setting
+from alignctl.flags import Opts
+from alignctl.settings import setting
 
 NAME = STAGE = "ppo"
 PPO = "PPO"  # help panel
