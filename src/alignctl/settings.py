@@ -68,7 +68,9 @@ class PairSettings(TRLSettings):
     max_length: int | None = setting(1024, "Max tokens of prompt+answer.", flag=True)
     per_device_eval_batch_size: int = 8
     eval_steps: int | None = 500
-    eval_split: str | None = setting(None, "Held-out fraction (e.g. 0.1) or a file of the same kind.", flag=True)
+    eval_split: str | float | None = setting(
+        None, "Held-out fraction (e.g. 0.1) or a file of the same kind.", flag=True
+    )
 
 
 @dataclass

@@ -73,6 +73,60 @@ def online_dpo() -> tuple[type, type]:
     return OnlineDPOConfig, OnlineDPOTrainer
 
 
+def trl_classes(name: str) -> tuple[type, type]:
+    """(config class, trainer class) of a TRL trainer by its name: DPO, KTO, Reward, GRPO, OnlineDPO."""
+    if name == "OnlineDPO":
+        return online_dpo()
+    import trl
+
+    return getattr(trl, f"{name}Config"), getattr(trl, f"{name}Trainer")
+
+
+def make_trainer(name: str, run: Run, resolved: Resolved, model, tokenizer, train_data, eval_data=None, **kwargs):
+    """TRL's `<name>Trainer`, its config built from the resolved settings, with our callbacks.
+
+    `train_data` / `eval_data`: records (lists of dicts) or datasets. Periodic evaluation runs every
+    `eval_steps` when there is eval data and eval_steps is set. LoRA comes from the settings
+    unless `peft_config` is given (train-rm's score head needs its own).
+    """
+    from datasets import Dataset
+
+    config_cls, trainer_cls = trl_classes(name)
+
+    def dataset(data):
+        return Dataset.from_list(data) if isinstance(data, list) else data
+
+    periodic = bool(eval_data) and bool(resolved.get("eval_steps"))
+    extra = {"eval_strategy": "steps", "eval_steps": resolved["eval_steps"]} if periodic else {}
+    if "peft_config" not in kwargs:
+        from alignctl.models import lora_config
+
+        kwargs["peft_config"] = lora_config(resolved.values) if resolved["use_peft"] else None
+    return trainer_cls(
+        model=model,
+        args=config_cls(**trl_kwargs(config_cls, resolved, run, **extra)),
+        train_dataset=dataset(train_data),
+        eval_dataset=dataset(eval_data) if eval_data else None,
+        processing_class=tokenizer,
+        callbacks=callbacks(run),
+        **kwargs,
+    )
+
+
+def finish(trainer, tokenizer, run: Run, *, merge: bool, evaluate=None, extra: dict | None = None) -> Path:
+    """Train (resuming where asked), add `evaluate(trainer)`'s metrics, save, write the manifest."""
+    final = train(trainer, run)
+    if evaluate is not None:
+        final.update(evaluate(trainer))
+    save_final(trainer, tokenizer, run, merge=merge)
+    return run.finish(final, extra=extra)
+
+
+def held_out_metrics(trainer) -> dict[str, float]:
+    """TRL's own evaluation of the final model on the eval data (numbers only)."""
+    return {k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)}
+
+
 def _cuda() -> bool:
     from alignctl.models import has_cuda
 

@@ -42,9 +42,9 @@ def read_prefs(path: str | Path) -> list[dict]:
 
 def trl_config() -> type:
     """TRL's DPOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from trl import DPOConfig
+    from alignctl.training import trl_classes
 
-    return DPOConfig
+    return trl_classes("DPO")[0]
 
 
 def run(
@@ -71,39 +71,16 @@ def run(
 
     torch = models.setup_torch()
     adjust_for_device(resolved, cuda=torch.cuda.is_available())
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
-    has_eval = bool(eval_recs)
-    args = DPOConfig(
-        **training.trl_kwargs(
-            DPOConfig,
-            resolved,
-            run_,
-            eval_strategy="steps" if has_eval else "no",
-            eval_steps=resolved["eval_steps"] if has_eval else None,
-        )
-    )
     n_pairs = len(train_recs) + len(eval_recs)
     precompute = resolved.get("precompute_ref_log_probs") and f"reference log-probs of {n_pairs} pairs..."
     with status(precompute):  # TRL computes them here, before the first step
-        trainer = DPOTrainer(
-            model=policy,
-            ref_model=None,  # LoRA: the adapter-disabled policy; full fine-tuning: TRL copies the policy
-            args=args,
-            train_dataset=Dataset.from_list(train_recs),
-            eval_dataset=Dataset.from_list(eval_recs) if has_eval else None,
-            processing_class=tokenizer,
-            peft_config=models.lora_config(resolved.values) if resolved["use_peft"] else None,
-            callbacks=training.callbacks(run_),
-        )
-    final = training.train(trainer, run_)
-    if has_eval:
-        final.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
-    training.save_final(trainer, tokenizer, run_, merge=merge)
-    return run_.finish(final, extra={"records": {"train": len(train_recs), "eval": len(eval_recs)}})
+        # ref_model None: with LoRA the adapter-disabled policy; full fine-tuning: TRL copies the policy
+        trainer = training.make_trainer("DPO", run_, resolved, policy, tokenizer, train_recs, eval_recs, ref_model=None)
+    evaluate = training.held_out_metrics if eval_recs else None
+    counts = {"train": len(train_recs), "eval": len(eval_recs)}
+    return training.finish(trainer, tokenizer, run_, merge=merge, evaluate=evaluate, extra={"records": counts})
 
 
 def command(

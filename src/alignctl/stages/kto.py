@@ -53,9 +53,9 @@ def read_examples(path: str | Path) -> list[dict]:
 
 def trl_config() -> type:
     """TRL's KTOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from trl import KTOConfig
+    from alignctl.training import trl_classes
 
-    return KTOConfig
+    return trl_classes("KTO")[0]
 
 
 def run(
@@ -82,38 +82,14 @@ def run(
 
     torch = models.setup_torch()
     adjust_for_device(resolved, cuda=torch.cuda.is_available())
-    from datasets import Dataset
-    from trl import KTOConfig, KTOTrainer
-
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
-    has_eval = bool(eval_recs)
-    args = KTOConfig(
-        **training.trl_kwargs(
-            KTOConfig,
-            resolved,
-            run_,
-            eval_strategy="steps" if has_eval else "no",
-            eval_steps=resolved["eval_steps"] if has_eval else None,
-        )
-    )
-    trainer = KTOTrainer(
-        model=policy,
-        ref_model=None,  # LoRA: the adapter-disabled policy; full fine-tuning: TRL copies the policy
-        args=args,
-        train_dataset=Dataset.from_list(train_recs),
-        eval_dataset=Dataset.from_list(eval_recs) if has_eval else None,
-        processing_class=tokenizer,
-        peft_config=models.lora_config(resolved.values) if resolved["use_peft"] else None,
-        callbacks=training.callbacks(run_),
-    )
-    final = training.train(trainer, run_)
-    if has_eval:
-        final.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
-    training.save_final(trainer, tokenizer, run_, merge=merge)
+    # ref_model None: with LoRA the adapter-disabled policy; full fine-tuning: TRL copies the policy
+    trainer = training.make_trainer("KTO", run_, resolved, policy, tokenizer, train_recs, eval_recs, ref_model=None)
     desirable = sum(r["label"] for r in train_recs)
     counts = {"train": len(train_recs), "eval": len(eval_recs), "desirable": desirable}
-    return run_.finish(final, extra={"records": counts})
+    evaluate = training.held_out_metrics if eval_recs else None
+    return training.finish(trainer, tokenizer, run_, merge=merge, evaluate=evaluate, extra={"records": counts})
 
 
 def command(

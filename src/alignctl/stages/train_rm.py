@@ -82,9 +82,9 @@ def pair_accuracy(trainer, dataset) -> dict[str, float]:
 
 def trl_config() -> type:
     """TRL's RewardConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from trl import RewardConfig
+    from alignctl.training import trl_classes
 
-    return RewardConfig
+    return trl_classes("Reward")[0]
 
 
 def run(
@@ -115,9 +115,7 @@ def run(
     cuda = torch.cuda.is_available()
     adjust_for_device(resolved, cuda=cuda)
     adjust_checkpointing(resolved, cuda=cuda)
-    from datasets import Dataset
     from transformers import set_seed
-    from trl import RewardConfig, RewardTrainer
 
     # right padding: a sequence classifier scores the last non-pad token either way, and TRL's
     # reward scoring in grpo/online-dpo pads on the right too
@@ -126,42 +124,26 @@ def run(
     set_seed(int(resolved["seed"]))
     rm = models.load_reward_model(model_path, trust_remote_code=trust_remote_code)
     rm.config.pad_token_id = tokenizer.pad_token_id  # the head finds each sequence's last real token by it
-    peft_config = None
+    peft = None
     if resolved["use_peft"]:
-        peft_config = models.lora_config(resolved.values, task_type="SEQ_CLS")
-        # the score head is new (random): it must be trained in full and saved, not frozen
-        peft_config.modules_to_save = ["score"]
-    has_eval = bool(eval_recs)
-    args = RewardConfig(
-        **training.trl_kwargs(
-            RewardConfig,
-            resolved,
-            run_,
-            eval_strategy="steps" if has_eval and resolved["eval_steps"] else "no",
-            eval_steps=resolved["eval_steps"] if has_eval else None,
-        )
-    )
-    trainer = RewardTrainer(
-        model=rm,
-        args=args,
-        train_dataset=Dataset.from_list(train_recs),
-        eval_dataset=Dataset.from_list(eval_recs) if has_eval else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=training.callbacks(run_),
-    )
+        peft = models.lora_config(resolved.values, task_type="SEQ_CLS")
+        peft.modules_to_save = ["score"]  # the score head is new (random): trained in full and saved, not frozen
+    trainer = training.make_trainer("Reward", run_, resolved, rm, tokenizer, train_recs, eval_recs, peft_config=peft)
     dropped = len(train_recs) - len(trainer.train_dataset)
     if dropped:
         limit = resolved["max_length"]
         note(f"{dropped} of {len(train_recs)} training pairs are longer than max_length={limit}: skipped")
-    final = training.train(trainer, run_)
-    if has_eval:
+
+    def evaluate(trainer) -> dict[str, float]:
         held = pair_accuracy(trainer, trainer.eval_dataset)
         if held.get("eval_pairs", 0) < len(eval_recs):
             note(f"{len(eval_recs) - held.get('eval_pairs', 0)} held-out pairs longer than max_length: not scored")
-        final.update(held)
-    training.save_final(trainer, tokenizer, run_, merge=merge)
-    return run_.finish(final, extra={"records": {"train": len(train_recs), "eval": len(eval_recs)}})
+        return held
+
+    counts = {"train": len(train_recs), "eval": len(eval_recs)}
+    return training.finish(
+        trainer, tokenizer, run_, merge=merge, evaluate=evaluate if eval_recs else None, extra={"records": counts}
+    )
 
 
 def command(
