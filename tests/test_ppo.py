@@ -339,3 +339,33 @@ def test_smollm2_ppo_with_a_reward_model_from_train_rm(tmp_path, one_thread):
     assert (out / "value" / "model.safetensors").is_file()
     print(f"train-rm {t_rm:.0f} s, ppo {time.time() - t0 - t_rm:.0f} s")
     assert time.time() - t0 < 180
+
+
+def test_max_steps_stops_after_that_many_updates(tmp_path, tiny_lm, tiny_rm, run):
+    """`--max-steps` (a common training option) caps PPO's updates: 16 episodes at 2 per update would
+    be 8 updates."""
+    write_jsonl(tmp_path / "p.jsonl", [{"prompt": q} for q in QUESTIONS])
+    proc = run(
+        "ppo", "-p", "p.jsonl", "-m", tiny_lm, "-r", tiny_rm, "--max-steps", "2", "--total-episodes", "16",
+        "--batch-size", "2", "--gradient-accumulation-steps", "1", "--response-length", "4",
+        "--set", "num_ppo_epochs=1", "-o", "out", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert json.loads((tmp_path / "out" / "alignctl.json").read_text())["final_metrics"]["updates"] == 2
+
+
+@pytest.mark.parametrize("stage", ["ppo", "dpo"])
+def test_report_to_a_missing_tracker_is_one_line_before_loading(tmp_path, run, stage):
+    """`--report-to tensorboard` without tensorboard: one line naming what to install, nothing written."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    data = ["-p", "p.jsonl"] if stage == "ppo" else ["-d", "p.jsonl"]
+    write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
+    proc = run(stage, *data, "-m", tmp_path / "no-model", "--report-to", "tensorboard", "-o", "out", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--report-to: tensorboard is not installed: pip install tensorboard" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]

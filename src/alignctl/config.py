@@ -331,8 +331,27 @@ def resolve(
     for k, (v, flag) in (flags or {}).items():
         if v is not None:
             apply(k, v, f"flag {flag}", flag)
+    check_report_to(values.get("report_to"), sources.get("report_to", ""))
     helps = {k: f.metadata.get("help", "") for k, f in fields.items()} | extra_help
     return Resolved(stage=name, preset=preset_name, values=values, sources=sources, help=helps)
+
+
+# --report-to destinations that need a package alignctl does not install by default: package, extra
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb")}
+
+
+def check_report_to(value: Any, source: str) -> None:
+    """A tracker whose package is missing is one line before any model loads (not a traceback from
+    inside the trainer after it has loaded)."""
+    import importlib.util
+
+    for name in str(value or "").replace(" ", "").split(","):
+        if name in TRACKERS and importlib.util.find_spec(TRACKERS[name][0]) is None:
+            package, extra = TRACKERS[name]
+            raise InputError(
+                f"{source or 'report_to'}: {name} is not installed: pip install {package} "
+                f"(or pip install 'alignctl[{extra}]')"
+            )
 
 
 def adjust_for_device(resolved: Resolved, *, cuda: bool, vllm: bool | None = None) -> None:

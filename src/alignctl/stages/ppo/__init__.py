@@ -238,7 +238,10 @@ def run(
     from . import rollout, trainer
 
     # cpu=True is what lets accelerate run several CPU processes (torchrun, gloo) as one job.
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    report_to = [t for t in str(resolved["report_to"] or "none").split(",") if t.strip() not in ("", "none")]
+    acc = Accelerator(cpu=not torch.cuda.is_available(), log_with=report_to or None, project_dir=run_.work)
+    if report_to:
+        acc.init_trackers("ppo", config={k: v for k, v in resolved.values.items() if isinstance(v, int | float | str)})
     set_seed(int(resolved["seed"]))  # same LoRA and head init on every process
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     if rm_path:
@@ -256,6 +259,7 @@ def run(
     tok = rollout.Tokens(tokenizer, stop_id, int(tokenizer.pad_token_id))
     final = trainer.train(acc, roles, prompt_ids, records, resolved.values, tok, run_, source=source)
     acc.wait_for_everyone()
+    acc.end_training()  # closes the --report-to trackers and the process group (every rank exits clean)
     if runs.is_main_process():
         training.remove_checkpoints(run_)
         roles_mod.save_value(roles, run_.work / "value", tokenizer, merge=merge)

@@ -22,22 +22,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from alignctl.console import console, warn
-from alignctl.errors import InputError
-from alignctl.io import write_json
 from alignctl.runs import Run
 
 from . import roles as roles_mod
 from . import rollout
-
-STATE_FILE = "trainer_state.json"
+from .checkpoints import load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -61,7 +56,10 @@ def make_plan(s: dict, n_prompts: int, world: int) -> Plan:
     local = micro * accum
     batch = local * world
     total = s.get("total_episodes") or math.ceil(float(s["num_train_epochs"]) * n_prompts)
-    return Plan(world, micro, accum // mini, mini, local, batch, math.ceil(total / batch), int(total))
+    updates = math.ceil(total / batch)
+    if int(s.get("max_steps") or -1) > 0:  # --max-steps: stop after that many updates
+        updates = min(updates, int(s["max_steps"]))
+    return Plan(world, micro, accum // mini, mini, local, batch, updates, int(total))
 
 
 def _seed(seed: int, update: int, rank: int) -> None:
@@ -206,50 +204,6 @@ def rollout_stats(exp: rollout.Experience, s: dict) -> dict[str, float]:
 # Checkpoints
 
 
-def save_checkpoint(work: Path, update: int, model, optimizer, scheduler, state: dict, keep: int | None) -> None:
-    """`<work>/checkpoint-<update>`: trainable weights, optimizer, scheduler, counters (rank 0)."""
-    import torch
-    from safetensors.torch import save_file
-
-    final = work / f"checkpoint-{update}"
-    tmp = work / f".checkpoint-{update}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    weights = {n: p.detach().contiguous() for n, p in roles_mod.trainable_parameters(model).items()}
-    save_file(weights, tmp / "trainable.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    write_json(tmp / STATE_FILE, state)  # written last: runs.last_checkpoint looks for it
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    if keep:
-        older = sorted((d for d in work.glob("checkpoint-*") if d != final), key=lambda d: int(d.name.split("-")[1]))
-        for d in older[: max(0, len(older) - (keep - 1))]:
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def load_checkpoint(path: Path, model, optimizer, scheduler, plan: Plan) -> dict:
-    import torch
-    from safetensors.torch import load_file
-
-    state = json.loads((path / STATE_FILE).read_text())
-    if state.get("batch_size") != plan.batch_size:
-        raise InputError(
-            f"--resume: {path} was written with batch_size {state.get('batch_size')} (episodes per update), "
-            f"this run has {plan.batch_size}; resume with the same batch settings and number of processes"
-        )
-    weights = load_file(path / "trainable.safetensors")
-    trainable = roles_mod.trainable_parameters(model)
-    if set(weights) != set(trainable):
-        raise InputError(f"--resume: {path} holds different trainable weights than this run's model")
-    with torch.no_grad():
-        for name, p in trainable.items():
-            p.copy_(weights[name])
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    return state
-
-
 # --------------------------------------------------------------------------------------------
 # The loop
 
@@ -383,6 +337,8 @@ def train(
                     warned = True
                 with open(run.metrics_path, "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(_finite(row)) + "\n")
+                if acc.trackers:  # --report-to: tensorboard, wandb, ... (accelerate's trackers)
+                    acc.log({k: v for k, v in _finite(row).items() if v is not None}, step=update)
                 bar.update(update, row)
             del exp
             save_steps = s.get("save_steps")
