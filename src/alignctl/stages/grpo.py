@@ -146,17 +146,25 @@ def run(
 ) -> Path:
     """Train and save the policy; returns the output dir. Inputs and reward specs are checked first."""
     from alignctl import models, runs, training
+    from alignctl.generation import vllm_installed
+    from alignctl.prompts import prepare, prompts_dataset, read_prompts
     from alignctl.stages import rl_common
 
-    records = rl_common.read_prompts(prompts)
+    records = read_prompts(prompts)
     sources = rl_common.parse_rewards(rewards, trust_remote_code=trust_remote_code)
     rl_common.check_weights(resolved["reward_weights"], len(sources))
     model_path = models.resolve_model(model)
     torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    rl_common.apply_chat_format(records, tokenizer, enabled=resolved["chat_template"], path=prompts)
-    truncated = rl_common.fit_prompts(records, tokenizer, resolved["max_prompt_length"], strict=strict, path=prompts)
-    dataset = rl_common.prompts_dataset(records, prompts)
+    truncated = prepare(
+        records,
+        tokenizer,
+        chat_template=resolved["chat_template"],
+        max_prompt_length=resolved["max_prompt_length"],
+        strict=strict,
+        path=prompts,
+    )
+    dataset = prompts_dataset(records, prompts)
     fix_batch_sizes(resolved, world_size=_world_size())
 
     inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
@@ -177,7 +185,7 @@ def run(
         return run_.out
 
     cuda = torch.cuda.is_available()
-    adjust_for_device(resolved, cuda=cuda, vllm=rl_common.vllm_installed())
+    adjust_for_device(resolved, cuda=cuda, vllm=vllm_installed())
     rl_common.adjust_checkpointing(resolved, cuda=cuda)
     from trl import GRPOConfig, GRPOTrainer
 

@@ -30,7 +30,7 @@ from typing import Annotated, Any
 
 import typer
 
-from alignctl import io, options
+from alignctl import options
 from alignctl.config import Resolved
 from alignctl.errors import InputError
 
@@ -195,9 +195,10 @@ def run(
 ) -> Path:
     """Train and save; returns the output dir. Validates everything before any model loads."""
     from alignctl import models, runs
+    from alignctl.prompts import prepare, prompt_ids, read_prompts
 
     check(resolved.values)
-    records = [dict(r) for r in io.load(prompts, "prompts")]
+    records = read_prompts(prompts)
     rm_path, source = reward_source(reward_model, reward)
     model_path = models.resolve_model(model)
     inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
@@ -222,7 +223,6 @@ def run(
     from transformers import set_seed
 
     from alignctl import training
-    from alignctl.stages import rl_common
 
     from . import roles as roles_mod
     from . import rollout, trainer
@@ -238,13 +238,20 @@ def run(
         stop_id = tokenizer.eos_token_id
         if stop_id is None:
             raise InputError(f"{model_path}: the tokenizer has no EOS token; set stop_token_id")
-    rl_common.apply_chat_format(records, tokenizer, enabled=resolved["chat_template"], path=prompts)
-    prompt_ids = rollout.encode_prompts(records, tokenizer, resolved["max_prompt_length"])
+    prepare(
+        records,
+        tokenizer,
+        chat_template=resolved["chat_template"],
+        max_prompt_length=resolved["max_prompt_length"],
+        strict=None,
+        path=prompts,
+    )
+    encoded = [prompt_ids(tokenizer, r["prompt"]) for r in records]
     roles = roles_mod.build(model_path, rm_path, resolved.values, trust_remote_code=trust_remote_code)
     for m in (roles.policy, roles.critic, roles.value_head):
         m.to(acc.device)
     tok = rollout.Tokens(tokenizer, stop_id, int(tokenizer.pad_token_id))
-    final = trainer.train(acc, roles, prompt_ids, records, resolved.values, tok, run_, source=source)
+    final = trainer.train(acc, roles, encoded, records, resolved.values, tok, run_, source=source)
     acc.wait_for_everyone()
     if runs.is_main_process():
         training.remove_checkpoints(run_)
