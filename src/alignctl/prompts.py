@@ -160,9 +160,7 @@ def truncate_left(tokenizer, prompt: str | list[dict], limit: int) -> str | list
     )
 
 
-def fit_prompts(
-    records: list[dict], tokenizer, limit: int | None, *, strict: bool | None, path: str | Path
-) -> int:
+def fit_prompts(records: list[dict], tokenizer, limit: int | None, *, strict: bool | None, path: str | Path) -> int:
     """Apply `max_prompt_length` (TRL 1.16 dropped it): cut longer prompts from the left, in place,
     or reject them with `strict`. `strict=None`: the stage has no --strict (the note says nothing of it).
 

@@ -133,4 +133,3 @@ def adjust_checkpointing(resolved: Resolved, *, cuda: bool) -> None:
     if source.startswith(("preset", "default")):
         resolved.override("gradient_checkpointing", False, "auto: no CUDA device")
         note(f"no CUDA device: gradient_checkpointing off ({resolved.stage} asked for it; on CPU it only costs time)")
-
