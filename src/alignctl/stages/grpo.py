@@ -9,9 +9,10 @@ A_i = (r_i - mean(r)) / (std(r) + 1e-4) (the chapter's formula; `rlmath.group_ad
 no value model is needed. Extra columns of the prompts file (e.g. `answer`) reach the reward
 functions. The chapter's preset: 8 generations, temperature 0.9, 256 new tokens, beta 0.04,
 prompts capped at 512 tokens, vLLM generation. TRL 1.16 dropped `max_prompt_length`; alignctl
-keeps it: longer prompts are truncated from the left with a printed count, or rejected with
-`--strict`. vLLM runs only where it is installed and CUDA is present; otherwise one printed line
-and transformers generation (with the KV cache: gradient checkpointing stays off on CPU).
+keeps it, counted in tokens of the rendered prompt (chat template included, `alignctl.prompts`):
+longer prompts are truncated from the left with a printed count, or rejected with `--strict`.
+vLLM runs only where it is installed and CUDA is present; otherwise one printed line and
+transformers generation (with the KV cache: gradient checkpointing stays off on CPU).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class Settings:
     repetition_penalty: float = 1.0
     max_completion_length: int = field(default=256, metadata={"help": "New tokens per answer."})
     max_prompt_length: int | None = field(
-        default=512, metadata={"help": "alignctl's own (TRL 1.16 dropped it): longer prompts are cut from the left."}
+        default=512,
+        metadata={"help": "Tokens of the rendered prompt (chat template included); longer ones are cut from the left."},
     )
     chat_template: bool = field(
         default=True, metadata={"help": "Send plain-text prompts as a user message through the chat template."}

@@ -39,7 +39,8 @@ class Settings:
     max_new_tokens: int = field(default=64, metadata={"help": "New tokens per sampled answer."})
     max_length: int = field(default=512, metadata={"help": "Prompt+answer tokens in the loss (prompt cut left)."})
     max_prompt_length: int | None = field(
-        default=None, metadata={"help": "Cut longer prompts from the left before generation (--strict rejects)."}
+        default=None,
+        metadata={"help": "Tokens of the rendered prompt (chat template included); longer ones are cut from the left."},
     )
     chat_template: bool = field(
         default=True, metadata={"help": "Send plain-text prompts as a user message through the chat template."}

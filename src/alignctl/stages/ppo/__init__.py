@@ -88,7 +88,10 @@ class Settings:
     chat_template: bool = field(
         default=True, metadata={"help": "Send plain-text prompts as user messages through the chat template."}
     )
-    max_prompt_length: int | None = field(default=512, metadata={"help": "Longer prompts keep their last tokens."})
+    max_prompt_length: int | None = field(
+        default=512,
+        metadata={"help": "Tokens of the rendered prompt (chat template included); longer ones are cut from the left."},
+    )
     seed: int = 42
     save_steps: int | None = field(default=50, metadata={"help": "Checkpoint every N updates (for --resume)."})
     save_total_limit: int | None = 2
