@@ -63,22 +63,24 @@ def test_encoder_renders_once_per_key(tok):
     assert enc.uses_template("Is paris big?") and not prompts.Encoder(tok, False, "tiny").uses_template("x")
 
 
-def test_max_prompt_length_counts_rendered_tokens(tok, plain_tok):
+def test_max_prompt_length_counts_rendered_tokens(tok):
     """A message's tokens and the template's markup both count: what the model is fed."""
     messages = [{"role": "user", "content": "Is paris big?"}]
     content = len(tok("Is paris big?", add_special_tokens=False)["input_ids"])
     markup = len(tok(HEAD + TAIL, add_special_tokens=False)["input_ids"])
     assert prompts.prompt_tokens(tok, messages) == content + markup
     assert prompts.prompt_ids(tok, messages) == prompts.render(tok, messages)[0]
-    recs = [{"id": "a", "prompt": "Is paris big?"}]
-    cut = prompts.prepare(recs, tok, chat_template=True, max_prompt_length=content + markup, strict=True, path="p")
-    assert cut == 0 and recs[0]["prompt"] == messages  # exactly fits: the count is of the rendered prompt
-    recs = [{"id": "a", "prompt": "Is paris big?"}]
+
+    def prepared(chat_template: bool, limit: int):
+        recs = [{"id": "a", "prompt": "Is paris big?"}]
+        settings = {"chat_template": chat_template, "max_prompt_length": limit}
+        assert prompts.prepare(recs, tok, settings, strict=True, path="p") == 0
+        return recs[0]["prompt"]
+
+    assert prepared(True, content + markup) == messages  # fits exactly: the rendered prompt is what counts
     with pytest.raises(InputError, match="1 prompt is longer than max_prompt_length"):
-        prompts.prepare(recs, tok, chat_template=True, max_prompt_length=content + markup - 1, strict=True, path="p")
-    recs = [{"id": "a", "prompt": "Is paris big?"}]
-    prompts.prepare(recs, tok, chat_template=False, max_prompt_length=content, strict=True, path="p")
-    assert recs[0]["prompt"] == "Is paris big?"  # raw text: no markup to count
+        prepared(True, content + markup - 1)
+    assert prepared(False, content) == "Is paris big?"  # raw text: no markup to count
 
 
 def test_long_prompts_are_cut_from_the_left_or_rejected(tok, capsys):

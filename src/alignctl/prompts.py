@@ -23,6 +23,7 @@ this form with `prepare` (TRL renders message lists with the same template call;
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -190,18 +191,13 @@ def fit_prompts(records: list[dict], tokenizer, limit: int | None, *, strict: bo
 
 
 def prepare(
-    records: list[dict],
-    tokenizer,
-    *,
-    chat_template: bool,
-    max_prompt_length: int | None,
-    strict: bool | None,
-    path: str | Path,
+    records: list[dict], tokenizer, settings: Mapping[str, Any], *, strict: bool | None, path: str | Path
 ) -> int:
-    """Prompt records as a trainer feeds them to the model, in place: the chat-template rule, then
-    `max_prompt_length` in rendered tokens. Returns the number of prompts cut."""
-    apply_chat_format(records, tokenizer, enabled=chat_template, path=path)
-    return fit_prompts(records, tokenizer, max_prompt_length, strict=strict, path=path)
+    """Prompt records as a trainer feeds them to the model, in place: the chat-template rule
+    (`settings["chat_template"]`), then `settings["max_prompt_length"]` in rendered tokens.
+    Returns the number of prompts cut."""
+    apply_chat_format(records, tokenizer, enabled=settings["chat_template"], path=path)
+    return fit_prompts(records, tokenizer, settings["max_prompt_length"], strict=strict, path=path)
 
 
 def prompts_dataset(records: list[dict], path: str | Path):

@@ -158,14 +158,7 @@ def run(
     model_path = models.resolve_model(model)
     torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    truncated = prepare(
-        records,
-        tokenizer,
-        chat_template=resolved["chat_template"],
-        max_prompt_length=resolved["max_prompt_length"],
-        strict=strict,
-        path=prompts,
-    )
+    truncated = prepare(records, tokenizer, resolved, strict=strict, path=prompts)
     dataset = prompts_dataset(records, prompts)
     fix_batch_sizes(resolved, world_size=_world_size())
 

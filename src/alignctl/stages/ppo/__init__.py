@@ -241,14 +241,7 @@ def run(
         stop_id = tokenizer.eos_token_id
         if stop_id is None:
             raise InputError(f"{model_path}: the tokenizer has no EOS token; set stop_token_id")
-    prepare(
-        records,
-        tokenizer,
-        chat_template=resolved["chat_template"],
-        max_prompt_length=resolved["max_prompt_length"],
-        strict=None,
-        path=prompts,
-    )
+    prepare(records, tokenizer, resolved, strict=None, path=prompts)
     encoded = [prompt_ids(tokenizer, r["prompt"]) for r in records]
     roles = roles_mod.build(model_path, rm_path, resolved.values, trust_remote_code=trust_remote_code)
     for m in (roles.policy, roles.critic, roles.value_head):
