@@ -1,4 +1,4 @@
-"""`alignctl collect` and generation.py on the tiny model: sampling math, seeds, resume after SIGKILL."""
+"""`alignctl collect` and the generation package on the tiny model: sampling math, seeds, resume after SIGKILL."""
 
 from __future__ import annotations
 

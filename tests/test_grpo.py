@@ -118,29 +118,6 @@ def test_trl_group_advantage_is_the_chapter_formula(tiny_lm):
     assert torch.allclose(ours, torch.tensor([0.14637, -1.02458, -0.43910, 1.31731]), atol=1e-4)
 
 
-def test_long_prompts_are_cut_from_the_left_or_rejected(tiny_lm, capsys):
-    from alignctl import models
-    from alignctl.errors import InputError
-    from alignctl.stages import rl_common
-
-    tok = models.load_tokenizer(str(tiny_lm))
-    question = "what is the capital of france " * 10 + "answer briefly please"
-    recs = [
-        {"id": "long", "prompt": [{"role": "user", "content": question}]},
-        {"id": "text", "prompt": question},
-        {"id": "short", "prompt": [{"role": "user", "content": "hello"}]},
-    ]
-    limit = 20
-    with pytest.raises(InputError, match=r"2 prompts are longer than max_prompt_length=20 tokens \(first: id 'long'"):
-        rl_common.fit_prompts(recs, tok, limit, strict=True, path="p.jsonl")
-    assert rl_common.fit_prompts(recs, tok, limit, strict=False, path="p.jsonl") == 2
-    assert "truncated 2 of 3 prompts to max_prompt_length=20" in capsys.readouterr().err.replace("\n", " ")
-    assert all(rl_common.prompt_tokens(tok, r["prompt"]) <= limit for r in recs)
-    assert recs[0]["prompt"][0]["role"] == "user" and recs[0]["prompt"][0]["content"].endswith("answer briefly please")
-    assert recs[1]["prompt"].endswith("answer briefly please")
-    assert recs[2]["prompt"][0]["content"] == "hello"
-
-
 def test_strict_rejects_before_training(tmp_path, tiny_lm, cli):
     write_jsonl(tmp_path / "p.jsonl", [{"prompt": "what is the capital of france " * 30}])
     code, _, err = cli(

@@ -82,7 +82,7 @@ class OnlineSettings(TRLSettings):
     top_k: int = 0
     repetition_penalty: float = 1.0
     max_prompt_length: int | None = setting(
-        None, "Prompt token cap: longer prompts are cut from the left (--strict rejects them).", flag=True
+        None, "Tokens of the rendered prompt (chat template included); longer ones are cut from the left.", flag=True
     )
     chat_template: bool = setting(True, "Send plain-text prompts as a user message through the chat template.")
     reward_weights: list[float] | None = setting(

@@ -12,7 +12,7 @@ which was done, and `label` writes the matching preference shape.
 
 Backends: `hf` (transformers, batched, CPU or GPU) or `vllm` (optional); `auto` picks vLLM when it
 is installed and a CUDA device is present, and says which runs in one line. Same seed, backend,
-settings and inputs give the same candidates (generation.py states the guarantee). Each finished
+settings and inputs give the same candidates (the `generation` package states the guarantee). Each finished
 prompt is journalled to `<out>.partial`; an interrupted run rerun with the same arguments keeps
 what it had and generates the rest; a finished one is "up to date".
 """
@@ -57,14 +57,7 @@ def check_settings(resolved: Resolved):
     """The sampling parameters, with every problem reported at once."""
     from alignctl.generation import BACKENDS, SamplingParams
 
-    params = SamplingParams(
-        temperature=resolved["temperature"],
-        top_p=resolved["top_p"],
-        top_k=resolved["top_k"],
-        max_new_tokens=resolved["max_new_tokens"],
-        seed=resolved["seed"],
-        batch_size=resolved["batch_size"],
-    )
+    params = SamplingParams.from_settings(resolved)
     problems = params.problems()
     if resolved["num_samples"] < 1:
         problems.append(f"num_samples must be >= 1, got {resolved['num_samples']}")

@@ -15,14 +15,13 @@ Wilson 95% interval (stats.py); the chapter reports Online DPO the same way ("60
 Writes `DIR/eval.json` (the summary `report` plots for iterate rounds), `DIR/eval.rows.jsonl`
 (one line per prompt: both answers, their scores, the outcome) and `DIR/eval.json.alignctl.json`
 (the manifest). A rerun with the same models, prompts, source and settings is "up to date".
-Generations are cached under `$ALIGNCTL_HOME/cache/generations/`, keyed by the model's
+Generations are cached (generation/cache.py) under `$ALIGNCTL_HOME/cache/generations/`, keyed by the model's
 fingerprint, the prompts and the sampling settings, so `iterate` evaluates each round's baseline
 (the previous round's model) without generating its answers again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -166,50 +165,6 @@ def render_table(summary: dict[str, Any], model_name: str, baseline_name: str, *
 # Generation, cached
 
 
-def model_fingerprint(model_path: str) -> dict[str, Any]:
-    """What identifies a model's weights: its manifest hash (alignctl runs) plus the weight files'
-    sizes and mtimes (any dir: a dir whose config did not change may still have new weights)."""
-    from alignctl import runs
-
-    fp: dict[str, Any] = dict(runs.input_fingerprint(model_path))
-    p = Path(model_path)
-    if p.is_dir():
-        fp["files"] = sorted(
-            (f.name, f.stat().st_size, f.stat().st_mtime_ns)
-            for f in p.iterdir()
-            if f.is_file() and f.suffix in (".safetensors", ".bin", ".gguf", ".pt")
-        )
-    return fp
-
-
-def _cache_dir() -> Path:
-    from alignctl.models import alignctl_home
-
-    return alignctl_home() / "cache" / "generations"
-
-
-def generation_key(model_path: str, records: list[dict], resolved: Resolved) -> str:
-    keys = ("temperature", "top_p", "top_k", "max_new_tokens", "seed", "batch_size", "backend", "chat_template")
-    blob = {
-        "model": model_fingerprint(model_path),
-        "prompts": [[r["id"], r["prompt"]] for r in records],
-        "settings": {k: resolved[k] for k in keys},
-    }
-    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _read_cache(path: Path, ids: list[str]) -> list[str] | None:
-    if not path.is_file():
-        return None
-    try:
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return None
-    if [r.get("id") for r in rows] != ids or not all(isinstance(r.get("text"), str) for r in rows):
-        return None
-    return [r["text"] for r in rows]
-
-
 def generate_answers(
     model_path: str,
     records: list[dict],
@@ -222,22 +177,16 @@ def generate_answers(
 ) -> tuple[list[str], float, bool]:
     """(one answer per prompt, seconds spent, whether it came from the cache)."""
     from alignctl import generation
+    from alignctl.generation.cache import AnswerCache
 
     ids = [r["id"] for r in records]
-    cache = _cache_dir() / f"{generation_key(model_path, records, resolved)}.jsonl"
+    cache = AnswerCache(model_path, records, resolved)
     if use_cache:
-        cached = _read_cache(cache, ids)
+        cached = cache.read()
         if cached is not None:
             info(f"{label}: {len(cached)} answers from the generation cache")
             return cached, 0.0, True
-    params = generation.SamplingParams(
-        temperature=resolved["temperature"],
-        top_p=resolved["top_p"],
-        top_k=resolved["top_k"],
-        max_new_tokens=resolved["max_new_tokens"],
-        seed=resolved["seed"],
-        batch_size=resolved["batch_size"],
-    )
+    params = generation.SamplingParams.from_settings(resolved)
     start = time.perf_counter()
     info(f"{label}: generating {len(records)} answers with {model_path}")
     backend = generation.load_backend(
@@ -254,10 +203,7 @@ def generate_answers(
     del backend
     seconds = time.perf_counter() - start
     if use_cache:
-        try:
-            io.write_jsonl(cache, ({"id": i, "text": t} for i, t in zip(ids, texts, strict=True)))
-        except OutputError as exc:  # a cache we cannot write is not worth failing the eval for
-            info(f"generation cache not written: {exc}")
+        cache.write(texts)
     return texts, seconds, False
 
 
@@ -268,14 +214,7 @@ def generate_answers(
 def _check(resolved: Resolved) -> None:
     from alignctl.generation import BACKENDS, SamplingParams
 
-    problems = SamplingParams(
-        temperature=resolved["temperature"],
-        top_p=resolved["top_p"],
-        top_k=resolved["top_k"],
-        max_new_tokens=resolved["max_new_tokens"],
-        seed=resolved["seed"],
-        batch_size=resolved["batch_size"],
-    ).problems()
+    problems = SamplingParams.from_settings(resolved).problems()
     if resolved["backend"] not in BACKENDS:
         problems.append(f"backend must be one of {', '.join(BACKENDS)}, got {resolved['backend']!r}")
     if resolved["tie_margin"] < 0:
@@ -320,6 +259,7 @@ def run(
 ) -> Path:
     """Generate, score, write `output` (an eval.json path) and its rows; returns `output`."""
     from alignctl import models, runs
+    from alignctl.generation.cache import model_fingerprint
     from alignctl.rewards import resolve_source
 
     _check(resolved)

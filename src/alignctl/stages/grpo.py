@@ -9,9 +9,10 @@ A_i = (r_i - mean(r)) / (std(r) + 1e-4) (the chapter's formula; `rlmath.group_ad
 no value model is needed. Extra columns of the prompts file (e.g. `answer`) reach the reward
 functions. The chapter's preset: 8 generations, temperature 0.9, 256 new tokens, beta 0.04,
 prompts capped at 512 tokens, vLLM generation. TRL 1.16 dropped `max_prompt_length`; alignctl
-keeps it: longer prompts are truncated from the left with a printed count, or rejected with
-`--strict`. vLLM runs only where it is installed and CUDA is present; otherwise one printed line
-and transformers generation (with the KV cache: gradient checkpointing stays off on CPU).
+keeps it, counted in tokens of the rendered prompt (chat template included, `alignctl.prompts`):
+longer prompts are truncated from the left with a printed count, or rejected with `--strict`.
+vLLM runs only where it is installed and CUDA is present; otherwise one printed line and
+transformers generation (with the KV cache: gradient checkpointing stays off on CPU).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Settings(OnlineSettings):
     temperature: float = setting(1.0, "Sampling temperature (chapter: 0.9).", flag=True)
     max_completion_length: int = setting(256, "New tokens per answer (chapter: 256).", flag=True)
     max_prompt_length: int | None = setting(
-        512, "Prompt token cap (chapter: 512); alignctl's own (TRL 1.16 dropped it): cut from the left.", flag=True
+        512, "Tokens of the rendered prompt, chat template included (chapter: 512; TRL 1.16 dropped it).", flag=True
     )
     beta: float = setting(0.0, "Per-token KL coefficient (chapter: 0.04; TRL default 0).", flag=True)
     epsilon: float = setting(0.2, "PPO-style clip range of the policy ratio.")
@@ -103,17 +104,18 @@ def run(
 ) -> Path:
     """Train and save the policy; returns the output dir. Inputs and reward specs are checked first."""
     from alignctl import models, runs, training
+    from alignctl.generation import vllm_installed
+    from alignctl.prompts import prepare, prompts_dataset, read_prompts
     from alignctl.stages import rl_common
 
-    records = rl_common.read_prompts(prompts)
+    records = read_prompts(prompts)
     sources = rl_common.parse_rewards(rewards, trust_remote_code=trust_remote_code)
     rl_common.check_weights(resolved["reward_weights"], len(sources))
     model_path = models.resolve_model(model)
     torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    rl_common.apply_chat_format(records, tokenizer, enabled=resolved["chat_template"], path=prompts)
-    truncated = rl_common.fit_prompts(records, tokenizer, resolved["max_prompt_length"], strict=strict, path=prompts)
-    dataset = rl_common.prompts_dataset(records, prompts)
+    truncated = prepare(records, tokenizer, resolved, strict=strict, path=prompts)
+    dataset = prompts_dataset(records, prompts)
     fix_batch_sizes(resolved, world_size=_world_size())
 
     inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
@@ -134,7 +136,7 @@ def run(
         return run_.out
 
     cuda = torch.cuda.is_available()
-    adjust_for_device(resolved, cuda=cuda, vllm=rl_common.vllm_installed())
+    adjust_for_device(resolved, cuda=cuda, vllm=vllm_installed())
     rl_common.adjust_checkpointing(resolved, cuda=cuda)
     from trl import GRPOConfig, GRPOTrainer
 

@@ -37,6 +37,7 @@ from alignctl.config import Resolved
 from alignctl.console import console, info, warn
 from alignctl.errors import AlignctlError, InputError
 from alignctl.flags import Opts
+from alignctl.prompts import training_form
 from alignctl.settings import setting
 
 NAME = STAGE = "label"
@@ -60,26 +61,6 @@ class Settings:
 
 class Stopped(AlignctlError):
     """The person labelling quit; their choices are saved in the journal."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Records in the shape training will see
-
-
-def training_form(rec: dict) -> tuple[Any, list]:
-    """(prompt, completions), conversational when the candidates were sampled through a chat template."""
-    prompt, comps = rec["prompt"], rec["completions"]
-    chat = (
-        isinstance(prompt, list)
-        or any(isinstance(c, list) for c in comps)
-        or bool((rec.get("generator") or {}).get("chat_template"))
-    )
-    if not chat:
-        return prompt, list(comps)
-    if isinstance(prompt, str):
-        prompt = [{"role": "user", "content": prompt}]
-    comps = [c if isinstance(c, list) else [{"role": "assistant", "content": c}] for c in comps]
-    return prompt, comps
 
 
 def _key(completion: Any) -> str:

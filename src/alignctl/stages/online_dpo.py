@@ -157,21 +157,22 @@ def run(
     never both. Inputs are checked before any model loads.
     """
     from alignctl import models, runs, training
+    from alignctl.generation import vllm_installed
+    from alignctl.prompts import prepare, prompts_dataset, read_prompts
     from alignctl.stages import rl_common
 
     if judge is not None and rewards:
         raise InputError("give either --reward or a judge (--judge / --judge-url), not both")
     if judge is None and not rewards:
         raise InputError(f"online-dpo needs a reward source: --reward {REWARD_HELP}, or --judge / --judge-url")
-    records = rl_common.read_prompts(prompts)
+    records = read_prompts(prompts)
     sources = rl_common.parse_rewards(rewards, required=False, trust_remote_code=trust_remote_code)
     rl_common.check_weights(resolved["reward_weights"], len(sources) if sources else 1)
     model_path = models.resolve_model(model)
     torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    rl_common.apply_chat_format(records, tokenizer, enabled=resolved["chat_template"], path=prompts)
-    truncated = rl_common.fit_prompts(records, tokenizer, resolved["max_prompt_length"], strict=strict, path=prompts)
-    dataset = rl_common.prompts_dataset(records, prompts)
+    truncated = prepare(records, tokenizer, resolved, strict=strict, path=prompts)
+    dataset = prompts_dataset(records, prompts)
 
     inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
     described = [s.describe() for s in sources] if sources else [judge.describe()]
@@ -191,7 +192,7 @@ def run(
         return run_.out
 
     cuda = torch.cuda.is_available()
-    adjust_for_device(resolved, cuda=cuda, vllm=rl_common.vllm_installed())
+    adjust_for_device(resolved, cuda=cuda, vllm=vllm_installed())
     rl_common.adjust_checkpointing(resolved, cuda=cuda)
     from alignctl.training import online_dpo
 

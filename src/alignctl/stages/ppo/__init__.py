@@ -30,7 +30,6 @@ from typing import Annotated, Any
 
 import typer
 
-from alignctl import io
 from alignctl.config import Resolved
 from alignctl.errors import InputError
 from alignctl.flags import Opts
@@ -95,7 +94,10 @@ class Settings:
     chat_template: bool = field(
         default=True, metadata={"help": "Send plain-text prompts as user messages through the chat template."}
     )
-    max_prompt_length: int | None = field(default=512, metadata={"help": "Longer prompts keep their last tokens."})
+    max_prompt_length: int | None = field(
+        default=512,
+        metadata={"help": "Tokens of the rendered prompt (chat template included); longer ones are cut from the left."},
+    )
     seed: int = 42
     save_steps: int | None = setting(50, "Checkpoint every N updates (for --resume).", flag=True, panel=PPO)
     report_to: str = setting("none", "Also log metrics to: none, tensorboard, wandb (accelerate trackers).")
@@ -205,9 +207,10 @@ def run(
 ) -> Path:
     """Train and save; returns the output dir. Validates everything before any model loads."""
     from alignctl import models, runs
+    from alignctl.prompts import prepare, prompt_ids, read_prompts
 
     check(resolved.values)
-    records = [dict(r) for r in io.load(prompts, "prompts")]
+    records = read_prompts(prompts)
     rm_path, source = reward_source(reward_model, reward)
     model_path = models.resolve_model(model)
     inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
@@ -232,7 +235,6 @@ def run(
     from transformers import set_seed
 
     from alignctl import training
-    from alignctl.stages import rl_common
 
     from . import roles as roles_mod
     from . import rollout, trainer
@@ -251,13 +253,13 @@ def run(
         stop_id = tokenizer.eos_token_id
         if stop_id is None:
             raise InputError(f"{model_path}: the tokenizer has no EOS token; set stop_token_id")
-    rl_common.apply_chat_format(records, tokenizer, enabled=resolved["chat_template"], path=prompts)
-    prompt_ids = rollout.encode_prompts(records, tokenizer, resolved["max_prompt_length"])
+    prepare(records, tokenizer, resolved, strict=None, path=prompts)
+    encoded = [prompt_ids(tokenizer, r["prompt"]) for r in records]
     roles = roles_mod.build(model_path, rm_path, resolved.values, trust_remote_code=trust_remote_code)
     for m in (roles.policy, roles.critic, roles.value_head):
         m.to(acc.device)
     tok = rollout.Tokens(tokenizer, stop_id, int(tokenizer.pad_token_id))
-    final = trainer.train(acc, roles, prompt_ids, records, resolved.values, tok, run_, source=source)
+    final = trainer.train(acc, roles, encoded, records, resolved.values, tok, run_, source=source)
     acc.wait_for_everyone()
     acc.end_training()  # closes the --report-to trackers and the process group (every rank exits clean)
     if runs.is_main_process():

@@ -13,27 +13,6 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from alignctl.console import note
-
-
-def encode_prompts(records: list[dict], tokenizer, max_prompt_length: int | None) -> list[list[int]]:
-    """Token ids of each prompt: message lists through the chat template, strings as they are."""
-    out, cut = [], 0
-    for rec in records:
-        prompt = rec["prompt"]
-        if isinstance(prompt, list):
-            text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        else:
-            ids = tokenizer(prompt)["input_ids"]
-        if max_prompt_length and len(ids) > max_prompt_length:
-            # keep the end: a chat prompt ends with the assistant header the answer follows
-            ids, cut = ids[-max_prompt_length:], cut + 1
-        out.append(list(ids))
-    if cut:
-        note(f"{cut} prompt(s) longer than max_prompt_length={max_prompt_length} tokens: kept their last tokens")
-    return out
-
 
 def batch_indices(update: int, batch_size: int, n: int, seed: int) -> list[int]:
     """Dataset indices of global batch `update` (0-based): a fresh shuffle of all prompts per pass.
