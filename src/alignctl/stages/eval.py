@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -317,7 +316,7 @@ def run(
     source_options: dict[str, Any] | None = None,
 ) -> Path:
     """Generate, score, write `output` (an eval.json path) and its rows; returns `output`."""
-    from alignctl import models, runs
+    from alignctl import file_runs, models, runs
     from alignctl.rewards import resolve_source
 
     _check(resolved)
@@ -334,7 +333,7 @@ def run(
         "baseline": model_fingerprint(baseline_path),
         "by": {"spec": by, **source.describe()},
     }
-    run_ = runs.begin_file(
+    run_ = file_runs.begin_file(
         STAGE,
         output,
         inputs=inputs,
@@ -419,31 +418,13 @@ def run(
 
 
 def _finish(run_, summary: dict[str, Any]) -> None:
-    """Write eval.json and its manifest the way `runs.FileRun.finish` does for JSONL outputs:
-    manifest first, then the rename, so a crash in between never reads as a finished eval."""
-    from alignctl import __version__, runs
-    from alignctl.io import atomic_path, sha256_file
-
-    text = json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n"
-    with atomic_path(run_.out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-        manifest = {
-            "stage": run_.stage,
-            "alignctl_version": __version__,
-            "command": sys.argv,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "wall_seconds": round(time.time() - run_.started, 2),
-            "preset": run_.resolved.preset if run_.resolved else None,
-            "config": run_.resolved.manifest() if run_.resolved else {},
-            "inputs": run_.inputs,
-            "parent_model": run_.parent_model,
-            "libraries": runs.library_versions(),
-            "output": {"path": str(run_.out), "records": 1, "sha256": sha256_file(tmp)},
-            "rows": {"path": str(rows_path(run_.out)), "sha256": sha256_file(rows_path(run_.out))},
-            "final_metrics": {k: summary[k] for k in ("wins", "ties", "losses", "win_rate", "low", "high")},
-            "fingerprint": run_.fingerprint,
-        }
-        io.write_json(run_.manifest_path, manifest)
+    """Write eval.json and its manifest (which also pins the rows file's hash)."""
+    rows = rows_path(run_.out)
+    run_.finish_json(
+        summary,
+        {k: summary[k] for k in ("wins", "ties", "losses", "win_rate", "low", "high")},
+        extra={"rows": {"path": str(rows), "sha256": io.sha256_file(rows)}},
+    )
 
 
 def command(

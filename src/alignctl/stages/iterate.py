@@ -133,7 +133,7 @@ class Plan:
 def plan(
     resolved: Resolved, prompts: Path, model: str | None, by: str, output: Path, eval_prompts: Path | None
 ) -> Plan:
-    from alignctl import models
+    from alignctl import models, runs
     from alignctl.rewards import resolve_source
     from alignctl.stages import collect as collect_stage
     from alignctl.stages import eval as eval_stage
@@ -171,12 +171,12 @@ def plan(
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise OutputError(f"{output}: exists and is not a directory")
-    manifest = _read_manifest(output)
+    manifest = runs.read_manifest(output)
     if output.is_dir() and any(output.iterdir()) and (manifest or {}).get("stage") != STAGE:
         raise OutputError(f"{output}: exists and is not an iterate run; choose another -o")
     output.mkdir(parents=True, exist_ok=True)
     if manifest is None:  # claim the dir first, so a run killed in round 1 is still known as ours
-        io.write_json(output / "alignctl.json", {"stage": STAGE, "complete": False, "rounds": []})
+        runs.claim(output, STAGE, complete=False, rounds=[])
     if eval_prompts is not None:
         if resolved.sources.get("eval_split", "default") != "default" and resolved["eval_split"]:
             raise InputError("give --eval-prompts or an eval_split, not both")
@@ -212,13 +212,6 @@ def plan(
 
 def round_dir(out: Path, n: int) -> Path:
     return out / f"round-{n}"
-
-
-def _read_manifest(out: Path) -> dict | None:
-    try:
-        return json.loads((out / "alignctl.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _eval_brief(path: Path) -> dict[str, Any]:
@@ -318,28 +311,23 @@ def _reseeded(resolved: Resolved, seed: int) -> Resolved:
 
 
 def _write_manifest(p: Plan, resolved: Resolved, fingerprint: str, inputs: dict, entries: list[dict], started: float):
-    from alignctl import __version__, runs
+    from alignctl import runs
 
-    io.write_json(
-        p.out / "alignctl.json",
-        {
-            "stage": STAGE,
-            "alignctl_version": __version__,
-            "command": __import__("sys").argv,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "wall_seconds": round(time.time() - started, 2),
-            "preset": resolved.preset,
-            "config": resolved.manifest(),
-            "inputs": inputs,
-            "parent_model": p.model,
+    runs.write_manifest(
+        p.out / runs.MANIFEST,
+        stage=STAGE,
+        started=started,
+        resolved=resolved,
+        inputs=inputs,
+        fingerprint=fingerprint,
+        parent_model=p.model,
+        final_metrics=_final(entries),
+        extra={
             "by": p.by,
             "eval_by": p.eval_by,
             "rounds_planned": p.rounds,
             "complete": len(entries) == p.rounds,
-            "libraries": runs.library_versions(),
             "rounds": entries,
-            "final_metrics": _final(entries),
-            "fingerprint": fingerprint,
         },
     )
 
@@ -403,7 +391,7 @@ def run(
         "model": runs.input_fingerprint(p.model),
     }
     fingerprint = runs.fingerprint(STAGE, inputs, resolved, {"by": p.by, "eval_by": p.eval_by})
-    manifest = _read_manifest(p.out) or {}
+    manifest = runs.read_manifest(p.out) or {}
     done = manifest.get("rounds") or []
     if (
         manifest.get("fingerprint") == fingerprint

@@ -371,7 +371,7 @@ def run(
     progress: bool = True,
 ) -> Path:
     """Label and write the preference file; returns its path. Validates before any model loads."""
-    from alignctl import rewards, runs
+    from alignctl import file_runs, rewards, runs
 
     check_settings(resolved)
     records = io.load(candidates, "candidates")
@@ -395,7 +395,7 @@ def run(
         source.score([p] * len(cs), cs, columns_of([first], [len(cs)]))
     described = source.describe()
     inputs = {"candidates": runs.input_fingerprint(candidates)}
-    run_ = runs.begin_file(
+    run_ = file_runs.begin_file(
         STAGE,
         output,
         inputs=inputs,
