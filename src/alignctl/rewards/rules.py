@@ -41,11 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from alignctl.errors import AlignctlError, InputError
+from alignctl.rewards import TRAINER_KWARGS
 
 RewardFunc = Callable[..., list[float]]
-
-# Keyword arguments TRL's trainers pass next to the data columns; not columns of the user's file.
-_TRAINER_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "completion_ids", "environments"})
 
 DEFAULT_FORMAT_PATTERN = r"^<think>.*?</think>\s*<answer>.*?</answer>$"
 
@@ -196,7 +194,7 @@ def answers_match(completion: str, gold: Any, tolerance: float = 1e-6) -> bool:
 
 def _column(rule: str, columns: Mapping[str, Any], name: str, n: int) -> list[Any]:
     if name not in columns:
-        present = sorted(k for k in columns if k not in _TRAINER_KWARGS)
+        present = sorted(k for k in columns if k not in TRAINER_KWARGS)
         raise InputError(
             f"rule:{rule} needs the `{name}` column in the prompts file "
             f"(columns present: {', '.join(present) or 'none'})"

@@ -286,19 +286,6 @@ def rows_path(summary_path: Path) -> Path:
     return summary_path.with_name(summary_path.stem + ".rows.jsonl")
 
 
-def _columns(records: list[dict]) -> dict[str, list[Any]]:
-    names = sorted({k for r in records for k in r if k not in ("id", "prompt")})
-    return {k: [r.get(k) for r in records] for k in names}
-
-
-def _score(source, records: list[dict], texts: list[str]) -> list[float]:
-    prompts = [r["prompt"] for r in records]
-    completions = [
-        [{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts, strict=True)
-    ]
-    return [float(s) for s in source.score(prompts, completions, _columns(records))]
-
-
 def run(
     resolved: Resolved,
     model: str | None,
@@ -317,7 +304,7 @@ def run(
 ) -> Path:
     """Generate, score, write `output` (an eval.json path) and its rows; returns `output`."""
     from alignctl import file_runs, models, runs
-    from alignctl.rewards import resolve_source
+    from alignctl.rewards import resolve_source, score_records
 
     _check(resolved)
     records = io.load(prompts, "prompts")
@@ -389,8 +376,8 @@ def run(
             row["verdict"] = choice.detail
         summary, outcomes = aggregate(None, None, model_len, base_len, winners=winners)
     else:
-        model_scores = _score(source, records, model_texts)
-        base_scores = _score(source, records, baseline_texts)
+        model_scores = score_records(source, records, model_texts)
+        base_scores = score_records(source, records, baseline_texts)
         for row, ms, bs in zip(rows, model_scores, base_scores, strict=True):
             row["model_reward"], row["baseline_reward"] = ms, bs
         summary, outcomes = aggregate(model_scores, base_scores, model_len, base_len, tie_margin=resolved["tie_margin"])

@@ -25,7 +25,7 @@ import typer
 
 from alignctl import options
 from alignctl.config import Resolved, adjust_for_device
-from alignctl.stages.rl_common import REWARD_HELP
+from alignctl.rewards.trl_adapters import REWARD_HELP
 
 STAGE = "grpo"
 
@@ -145,12 +145,13 @@ def run(
     trust_remote_code: bool = False,
 ) -> Path:
     """Train and save the policy; returns the output dir. Inputs and reward specs are checked first."""
-    from alignctl import models, runs, training
+    from alignctl import io, models, runs, training
+    from alignctl.rewards import trl_adapters
     from alignctl.stages import rl_common
 
-    records = rl_common.read_prompts(prompts)
-    sources = rl_common.parse_rewards(rewards, trust_remote_code=trust_remote_code)
-    rl_common.check_weights(resolved["reward_weights"], len(sources))
+    records = [dict(r) for r in io.load(prompts, "prompts")]  # apply_chat_format edits them
+    sources = trl_adapters.parse_rewards(rewards, trust_remote_code=trust_remote_code)
+    trl_adapters.check_weights(resolved["reward_weights"], len(sources))
     model_path = models.resolve_model(model)
     torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
@@ -178,10 +179,10 @@ def run(
 
     cuda = torch.cuda.is_available()
     adjust_for_device(resolved, cuda=cuda, vllm=rl_common.vllm_installed())
-    rl_common.adjust_checkpointing(resolved, cuda=cuda)
+    training.adjust_checkpointing(resolved, cuda=cuda)
     from trl import GRPOConfig, GRPOTrainer
 
-    funcs = rl_common.reward_funcs(sources)
+    funcs = trl_adapters.reward_funcs(sources)
     policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
     args = GRPOConfig(**training.trl_kwargs(GRPOConfig, resolved, run_))
     trainer = GRPOTrainer(
@@ -249,7 +250,7 @@ def command(
     trust_remote_code: options.TrustRemoteCode = False,
 ) -> None:
     """Train a policy with GRPO on prompts and reward sources (TRL GRPOTrainer)."""
-    from alignctl.stages.rl_common import parse_weights
+    from alignctl.rewards.trl_adapters import parse_weights
 
     resolved = options.settings(
         STAGE,

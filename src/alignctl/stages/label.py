@@ -39,7 +39,6 @@ from alignctl.errors import AlignctlError, InputError
 
 STAGE = "label"
 PAIR_MODES = ("best-worst", "all")
-NOT_COLUMNS = ("id", "prompt", "completions", "generator", "scores")
 
 
 @dataclass
@@ -223,26 +222,23 @@ class State:
         return state
 
 
-def columns_of(records: list[dict], repeat: list[int]) -> dict[str, list]:
-    """Extra columns (e.g. `answer`), one value per completion, for rule sources."""
-    names = list(dict.fromkeys(k for r in records for k in r if k not in NOT_COLUMNS))
-    return {k: [r.get(k) for r, n in zip(records, repeat, strict=True) for _ in range(n)] for k in names}
-
-
 def score_pointwise(source, records: list[dict], forms: dict, state: State, journal, chunk: int, progress) -> None:
+    from alignctl.rewards import score_records
+
     pending = [r for r in records if r["id"] not in state.scores]
     for start in range(0, len(pending), chunk):
         part = pending[start : start + chunk]
-        prompts, comps, repeat = [], [], []
+        rows, prompts, comps, repeat = [], [], [], []
         for r in part:
             p, cs = forms[r["id"]]
+            rows += [r] * len(cs)
             prompts += [p] * len(cs)
             comps += cs
             repeat.append(len(cs))
-        scores = source.score(prompts, comps, columns_of(part, repeat))
+        scores = score_records(source, rows, comps, prompts)
         at = 0
         for r, n in zip(part, repeat, strict=True):
-            state.scores[r["id"]] = [float(s) for s in scores[at : at + n]]
+            state.scores[r["id"]] = scores[at : at + n]
             journal.add({"t": "scores", "id": r["id"], "scores": state.scores[r["id"]]})
             at += n
         progress(len(part))
@@ -392,7 +388,7 @@ def run(
     if isinstance(source, rewards.RuleSource):  # a rule missing its column fails here, before any output
         first = records[0]
         p, cs = forms[first["id"]]
-        source.score([p] * len(cs), cs, columns_of([first], [len(cs)]))
+        rewards.score_records(source, [first] * len(cs), cs, [p] * len(cs))
     described = source.describe()
     inputs = {"candidates": runs.input_fingerprint(candidates)}
     run_ = file_runs.begin_file(
