@@ -17,7 +17,7 @@ from typing import Any
 
 from alignctl.errors import InputError
 from alignctl.rewards import Choice
-from alignctl.rewards.rules import completion_text, prompt_text
+from alignctl.rewards.text import completion_text, prompt_text
 
 KEYS = {"a": "A is better", "b": "B is better", "t": "tie", "s": "skip", "u": "undo", "q": "quit"}
 
