@@ -37,9 +37,7 @@ from alignctl.comparison import eval_brief, rounds_final, rounds_table
 from alignctl.config import Resolved
 from alignctl.console import console, info
 from alignctl.errors import InputError, OutputError
-from alignctl.stages.iterate_plan import Plan, plan, write_if_changed
-
-STAGE = "iterate"
+from alignctl.stages.iterate_plan import STAGE, Plan, plan, write_if_changed
 
 
 @dataclass

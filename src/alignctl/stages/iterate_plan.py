@@ -19,6 +19,7 @@ from alignctl.config import Resolved, resolve
 from alignctl.console import note
 from alignctl.errors import InputError, OutputError
 
+STAGE = "iterate"  # the stage whose runs plan() prepares (iterate.py takes its name from here)
 DEFAULT_EVAL_SPLIT = 0.1
 
 
@@ -86,7 +87,6 @@ def plan(
     from alignctl.stages import collect as collect_stage
     from alignctl.stages import eval as eval_stage
     from alignctl.stages import label as label_stage
-    from alignctl.stages.iterate import STAGE
 
     check_settings(resolved)
     records = io.load(prompts, "prompts")
