@@ -34,8 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py all
 
 docs: $(STAMP)
-	$(BIN)/python -m alignctl.docgen > docs/cli.md
-	$(BIN)/python -m alignctl.docgen presets > docs/presets.md
+	$(BIN)/python -m alignctl.tools.docgen > docs/cli.md
+	$(BIN)/python -m alignctl.tools.docgen presets > docs/presets.md
 
 clean:
 	rm -rf runs report .pytest_cache

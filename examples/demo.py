@@ -43,10 +43,9 @@ def main() -> int:
     parser.add_argument("-o", "--output", type=Path, default=OUT, help="output dir (runs/demo)")
     args = parser.parse_args()
 
-    from alignctl.config import resolve
     from alignctl.console import console
     from alignctl.errors import AlignctlError
-    from alignctl.stages import collect, dpo, label, train_rm
+    from alignctl.stages import collect, dpo, label, resolve, train_rm
     from alignctl.stages import eval as eval_stage
 
     out: Path = args.output
@@ -141,7 +140,7 @@ def _flags(**values):
 
 
 def _report(run_dirs: list[Path], out: Path) -> Path:
-    from alignctl.report import run_report
+    from alignctl.tools.report import run_report
 
     return run_report(run_dirs, out)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from alignctl import config, io, models
+from alignctl import io, models, stages
 from alignctl.errors import InputError, ModelError
 
 OK_PREF = {"prompt": "Is the sky blue?", "chosen": "yes", "rejected": "no"}
@@ -291,7 +291,7 @@ def test_bad_config_file(text, message, tmp_path):
     cfg = tmp_path / "my.yaml"
     cfg.write_text(text)
     with pytest.raises(InputError) as exc:
-        config.resolve("dpo", config_file=cfg)
+        stages.resolve("dpo", config_file=cfg)
     assert str(cfg) in str(exc.value) and message in str(exc.value)
 
 
@@ -299,7 +299,7 @@ def test_preset_file_with_unknown_key(tmp_path):
     preset = tmp_path / "mine.yaml"
     preset.write_text("stage: dpo\nvalues:\n  beta: 0.2\n  lerning_rate: 1.0e-5\n")
     with pytest.raises(InputError, match=r"unknown key 'lerning_rate' for dpo; did you mean 'learning_rate'\?"):
-        config.resolve("dpo", preset=str(preset))
+        stages.resolve("dpo", preset=str(preset))
 
 
 def test_missing_config_file(tmp_path, tiny_lm, cli):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -64,14 +65,26 @@ def test_debug_shows_traceback(tmp_path):
 
 def test_docs_cli_md_is_current():
     """docs/cli.md is generated from --help (make docs); this fails when it drifts from the code."""
-    from alignctl.docgen import render
+    from alignctl.tools.docgen import render
 
     current = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
     assert current == render(), "docs/cli.md is stale: run `make docs`"
 
 
 def test_docs_presets_md_is_current():
-    from alignctl.docgen import render_presets
+    from alignctl.tools.docgen import render_presets
 
     current = (REPO / "docs" / "presets.md").read_text(encoding="utf-8")
     assert current == render_presets(), "docs/presets.md is stale: run `make docs`"
+
+
+@pytest.mark.parametrize("words, cword, expected", [("alignctl dp", 1, "dpo"), ("alignctl dpo --be", 2, "--beta")])
+def test_shell_completion_without_heavy_imports(words, cword, expected):
+    """Typer's completion (`alignctl --install-completion`) completes stages and their flags; it
+    imports no heavy module (`-X importtime` lists every import on stderr)."""
+    env = {**os.environ, "_ALIGNCTL_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    code = "from alignctl.cli import app; app(prog_name='alignctl')"
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True, text=True)
+    assert expected in proc.stdout.split(), proc.stdout + proc.stderr[-1000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if "|" in line}
+    assert not imported & set(HEAVY)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from alignctl import config
+from alignctl import config, stages
 from alignctl.errors import InputError
 
 
 def test_precedence_and_sources(tmp_path):
     cfg = tmp_path / "my.yaml"
     cfg.write_text("beta: 0.3\nlearning_rate: 2.0e-5\nlora_r: 8\n")
-    r = config.resolve(
+    r = stages.resolve(
         "dpo",
         preset="dpo-cpu",
         config_file=cfg,
@@ -28,7 +28,7 @@ def test_precedence_and_sources(tmp_path):
 
 
 def test_default_preset_is_the_chapter():
-    r = config.resolve("dpo")
+    r = stages.resolve("dpo")
     assert (r["beta"], r["learning_rate"], r["optim"], r["warmup_steps"]) == (0.1, 1e-5, "rmsprop", 150)
     assert (r["lora_r"], r["lora_alpha"], r["per_device_train_batch_size"]) == (16, 16, 4)
     assert "DPO 偏好训练" in r.sources["beta"]
@@ -36,11 +36,11 @@ def test_default_preset_is_the_chapter():
 
 def test_unknown_key_suggests(tmp_path):
     with pytest.raises(InputError, match="unknown key 'betta' for dpo; did you mean 'beta'"):
-        config.resolve("dpo", sets=["betta=0.2"])
+        stages.resolve("dpo", sets=["betta=0.2"])
     cfg = tmp_path / "c.yaml"
     cfg.write_text("learning_rat: 1\n")
     with pytest.raises(InputError, match="did you mean 'learning_rate'"):
-        config.resolve("dpo", config_file=cfg)
+        stages.resolve("dpo", config_file=cfg)
 
 
 @pytest.mark.parametrize(
@@ -49,32 +49,30 @@ def test_unknown_key_suggests(tmp_path):
 )
 def test_bad_set_values(item, message):
     with pytest.raises(InputError, match=message):
-        config.resolve("dpo", sets=[item])
+        stages.resolve("dpo", sets=[item])
 
 
 def test_scientific_notation_in_set():
-    assert config.resolve("dpo", sets=["learning_rate=1e-4"])["learning_rate"] == 1e-4
+    assert stages.resolve("dpo", sets=["learning_rate=1e-4"])["learning_rate"] == 1e-4
 
 
 def test_missing_preset_suggests():
     with pytest.raises(InputError, match="did you mean 'dpo-cpu'"):
-        config.resolve("dpo", preset="dpo-cpuu")
+        stages.resolve("dpo", preset="dpo-cpuu")
 
 
 def test_every_shipped_preset_resolves():
     """Each shipped preset names only keys its stage knows, with values of the right type."""
+    resolved = []
     for name in config.list_presets():
         _, _, meta = config.load_preset(name)
-        stage = meta["stage"]
-        try:
-            config.settings_class(stage)
-        except InputError:
-            continue  # the stage is not in this build yet
-        config.resolve(stage, preset=name)
+        assert meta["stage"] in stages.names(), f"preset {name}: no stage {meta['stage']!r}"
+        resolved.append(stages.resolve(meta["stage"], preset=name).preset)
+    assert resolved == config.list_presets()  # none skipped
 
 
 def test_adjust_for_device_turns_bf16_off_with_a_line(capsys):
-    r = config.resolve("dpo")
+    r = stages.resolve("dpo")
     config.adjust_for_device(r, cuda=False)
     assert r["bf16"] is False and r.sources["bf16"] == "auto: no CUDA device"
     assert "bf16 off" in capsys.readouterr().err
@@ -89,28 +87,28 @@ def test_presets_cli(cli):
 
 def test_any_field_of_the_trl_config_is_a_setting():
     """dpo runs on TRL's DPOConfig: its fields alignctl does not list are settable too, typed by TRL."""
-    r = config.resolve("dpo", sets=["precompute_ref_log_probs=true", "label_smoothing=0.1"])
+    r = stages.resolve("dpo", sets=["precompute_ref_log_probs=true", "label_smoothing=0.1"])
     assert r["precompute_ref_log_probs"] is True and r["label_smoothing"] == 0.1
     assert r.sources["label_smoothing"] == "--set label_smoothing=0.1"
     assert r.help["label_smoothing"] == "TRL DPOConfig field"
     with pytest.raises(InputError, match="label_smoothing must be a number"):
-        config.resolve("dpo", sets=["label_smoothing=abc"])
+        stages.resolve("dpo", sets=["label_smoothing=abc"])
     with pytest.raises(InputError, match="did you mean 'precompute_ref_log_probs'"):
-        config.resolve("dpo", sets=["precompute_ref_logprobs=true"])
+        stages.resolve("dpo", sets=["precompute_ref_logprobs=true"])
     with pytest.raises(InputError, match="neither an alignctl setting nor a DPOConfig field"):
-        config.resolve("dpo", sets=["zzzz_qqq=1"])
-    grpo = config.resolve("grpo", sets=["scale_rewards=batch"])
+        stages.resolve("dpo", sets=["zzzz_qqq=1"])
+    grpo = stages.resolve("grpo", sets=["scale_rewards=batch"])
     assert grpo["scale_rewards"] == "batch"
 
 
 def test_trl_fields_alignctl_sets_itself_are_refused():
     with pytest.raises(InputError, match="output_dir is set by alignctl; use --output"):
-        config.resolve("dpo", sets=["output_dir=/tmp/x"])
+        stages.resolve("dpo", sets=["output_dir=/tmp/x"])
 
 
 def test_a_stage_without_a_trl_trainer_takes_only_its_own_keys():
     with pytest.raises(InputError, match=r"unknown key 'precompute_ref_log_probs' for collect$"):
-        config.resolve("collect", sets=["precompute_ref_log_probs=true"])
+        stages.resolve("collect", sets=["precompute_ref_log_probs=true"])
 
 
 def test_trl_only_settings_reach_the_trl_config(tmp_path):
@@ -119,7 +117,7 @@ def test_trl_only_settings_reach_the_trl_config(tmp_path):
     from alignctl import training
     from alignctl.runs import Run
 
-    r = config.resolve("dpo", sets=["label_smoothing=0.25", "padding_free=true"])
+    r = stages.resolve("dpo", sets=["label_smoothing=0.25", "padding_free=true"])
     run = Run(stage="dpo", out=tmp_path / "o", work=tmp_path / "w", fingerprint="x", resolved=r, inputs={})
     kwargs = training.trl_kwargs(DPOConfig, r, run)
     assert kwargs["label_smoothing"] == 0.25 and kwargs["padding_free"] is True

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from alignctl import stages
 from tiny import toy_preferences, write_jsonl
 
 CONV = [{"role": "user", "content": "Is the sky blue?"}]
@@ -50,11 +51,10 @@ def test_dpo_learns_a_separable_preference(tmp_path, tiny_lm):
     import torch
     from safetensors.torch import load_file
 
-    from alignctl import config
     from alignctl.stages import dpo
 
     data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(32))
-    resolved = config.resolve(
+    resolved = stages.resolve(
         "dpo",
         sets=["warmup_steps=0", "optim=adamw_torch", "logging_steps=1", "learning_rate=5e-3", "max_steps=30"],
     )

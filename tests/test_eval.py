@@ -112,7 +112,7 @@ def test_eval_command_writes_summary_rows_manifest_and_is_up_to_date(tmp_path, t
 
 
 def test_generations_are_cached_per_model_and_settings(tmp_path, tiny_lm):
-    from alignctl.config import resolve
+    from alignctl.stages import resolve
 
     held = _prompts(tmp_path)
     resolved = resolve("eval", sets=["max_new_tokens=4"])
@@ -140,7 +140,7 @@ def test_bad_input_fails_before_any_model_loads(tmp_path, cli):
 def test_pairwise_judge_eval(tmp_path, tiny_lm):
     """A judge compares the two answers (both orders); the tiny model's replies hold no clear
     letter, so every comparison is a tie, and the summary has no mean reward."""
-    from alignctl.config import resolve
+    from alignctl.stages import resolve
 
     held = write_jsonl(tmp_path / "held.jsonl", [{"prompt": "Is the sky blue?"}, {"prompt": "Is paris big?"}])
     resolved = resolve("eval", sets=["max_new_tokens=4"])

@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from alignctl import config, io
+from alignctl import config, io, stages
 from alignctl.errors import AlignctlError
 
 FUZZ = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
@@ -131,8 +131,8 @@ def _only_ours(fn, *args, **kwargs):
 def test_arbitrary_yaml_mappings(doc):
     path = _file(yaml.safe_dump(doc, allow_unicode=True).encode("utf-8"), "preset.yaml")
     _only_ours(config.load_preset, str(path), "dpo")
-    _only_ours(config.resolve, "dpo", preset=str(path))
-    _only_ours(config.resolve, "dpo", config_file=path)
+    _only_ours(stages.resolve, "dpo", preset=str(path))
+    _only_ours(stages.resolve, "dpo", config_file=path)
 
 
 @FUZZ
@@ -144,7 +144,7 @@ def test_arbitrary_yaml_mappings(doc):
 def test_arbitrary_yaml_text(text):
     path = _file(text.encode("utf-8", "surrogatepass"), "c.yaml")
     _only_ours(config.load_preset, str(path), "dpo")
-    _only_ours(config.resolve, "dpo", config_file=path)
+    _only_ours(stages.resolve, "dpo", config_file=path)
 
 
 set_items = st.builds(lambda k, v: f"{k}={v}", keys, st.text(max_size=20)) | st.text(max_size=30)
@@ -159,10 +159,10 @@ set_items = st.builds(lambda k, v: f"{k}={v}", keys, st.text(max_size=20)) | st.
 @example(["beta=" + "9" * 5000])
 def test_arbitrary_set_strings(items):
     _only_ours(config.parse_set, items)
-    _only_ours(config.resolve, "dpo", sets=items)
+    _only_ours(stages.resolve, "dpo", sets=items)
 
 
 @pytest.mark.parametrize("item", ["beta=nan", "beta=inf", "beta=1e999", "learning_rate=.inf"])
 def test_non_finite_numbers_are_rejected(item):
     with pytest.raises(AlignctlError, match="must be a finite number"):
-        config.resolve("dpo", sets=[item])
+        stages.resolve("dpo", sets=[item])

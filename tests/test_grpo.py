@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from alignctl import stages
 from tiny import write_jsonl
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -66,12 +67,11 @@ def test_grpo_learns_a_rule(tmp_path, tiny_lm):
     import torch
     from safetensors.torch import load_file
 
-    from alignctl import config
     from alignctl.stages import grpo
 
     prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
     (tmp_path / "rules.py").write_text(RULE_FILE)
-    resolved = config.resolve(
+    resolved = stages.resolve(
         "grpo",
         sets=[
             "max_steps=16", "learning_rate=5e-2", "num_generations=8", "per_device_train_batch_size=16",
@@ -174,14 +174,13 @@ def test_a_causal_lm_is_not_a_reward_model(tmp_path, tiny_lm, cli):
 
 
 def test_generation_batch_is_fixed_up_with_a_note(capsys):
-    from alignctl import config
     from alignctl.stages import grpo
 
-    r = config.resolve("grpo", sets=["per_device_train_batch_size=6"])  # 6 is not a multiple of 8 generations
+    r = stages.resolve("grpo", sets=["per_device_train_batch_size=6"])  # 6 is not a multiple of 8 generations
     grpo.fix_batch_sizes(r)
     assert r["generation_batch_size"] == 24 and r.sources["generation_batch_size"].startswith("auto")
     assert "generation_batch_size 6 -> 24" in capsys.readouterr().err
-    r = config.resolve("grpo", sets=["per_device_train_batch_size=4", "num_generations=4"])
+    r = stages.resolve("grpo", sets=["per_device_train_batch_size=4", "num_generations=4"])
     grpo.fix_batch_sizes(r)
     assert r["generation_batch_size"] is None  # already whole groups: untouched
 

@@ -60,8 +60,7 @@ def _tree(out: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_lm):
     """An uninterrupted 2-round run, in process (the CLI's `run()`), with its own ALIGNCTL_HOME."""
-    from alignctl.config import resolve
-    from alignctl.stages import iterate
+    from alignctl.stages import iterate, resolve
 
     tmp = tmp_path_factory.mktemp("iterate-ref")
     train, held = _data(tmp)
@@ -193,7 +192,7 @@ def test_sigkill_in_round_2_dpo_then_rerun_completes_without_redoing_round_1(ref
 
 
 def test_report_on_an_iterate_run_and_a_dpo_run(reference, tmp_path):
-    from alignctl.report import run_report
+    from alignctl.tools.report import run_report
 
     dpo_run = reference / "round-1" / "model"
     run_report([reference, dpo_run], tmp_path / "report")
@@ -224,9 +223,8 @@ def test_report_on_an_iterate_run_and_a_dpo_run(reference, tmp_path):
 def test_output_dir_is_claimed_before_any_work(tmp_path, tiny_lm):
     """A run killed in round 1 (before any round finished) is still recognised as an iterate run
     on rerun; a dir holding anything else is refused."""
-    from alignctl.config import resolve
     from alignctl.errors import OutputError
-    from alignctl.stages import iterate
+    from alignctl.stages import iterate, resolve
 
     train, _ = _data(tmp_path)
     resolved = resolve("iterate", sets=["eval_split=0.25"])

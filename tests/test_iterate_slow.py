@@ -14,8 +14,7 @@ QA = Path(__file__).resolve().parent.parent / "examples" / "qa"
 
 @pytest.mark.slow
 def test_one_small_round_on_smollm2(tmp_path):
-    from alignctl.config import resolve
-    from alignctl.stages import iterate
+    from alignctl.stages import iterate, resolve
 
     lines = (QA / "train-nohint.jsonl").read_text(encoding="utf-8").splitlines()
     held_lines = (QA / "held-nohint.jsonl").read_text(encoding="utf-8").splitlines()

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from alignctl import stages
 from tiny import write_jsonl
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -61,12 +62,11 @@ def test_judge_run_chooses_the_judged_winner_and_learns(tmp_path, tiny_lm):
     import torch
     from safetensors.torch import load_file
 
-    from alignctl import config
     from alignctl.rewards.judge import PairwiseJudge
     from alignctl.stages import online_dpo
 
     prompts = write_jsonl(tmp_path / "p.jsonl", PROMPTS)
-    resolved = config.resolve(
+    resolved = stages.resolve(
         "online-dpo",
         sets=[
             "max_steps=20",

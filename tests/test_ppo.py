@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from alignctl import config
+from alignctl import stages
 from tiny import write_jsonl
 
 TRL_METRICS = {
@@ -125,7 +125,7 @@ def test_ppo_learns_a_rule_reward_with_lora(tmp_path, peaked_lm, task, one_threa
     from alignctl.stages import ppo
 
     prompts, reward = task
-    resolved = config.resolve("ppo", sets=[*SMALL, "total_episodes=480"])
+    resolved = stages.resolve("ppo", sets=[*SMALL, "total_episodes=480"])
     out = ppo.run(resolved, prompts, str(peaked_lm), tmp_path / "out", reward=reward)
 
     rows = _rows(out)
@@ -168,7 +168,7 @@ def test_first_update_ratio_is_one_and_full_finetuning_with_a_reward_model(tmp_p
         "total_episodes=12",
         "learning_rate=1e-3",
     ]
-    out = ppo.run(config.resolve("ppo", sets=sets), prompts, str(tiny_lm), tmp_path / "out", reward_model=str(tiny_rm))
+    out = ppo.run(stages.resolve("ppo", sets=sets), prompts, str(tiny_lm), tmp_path / "out", reward_model=str(tiny_rm))
     rows = _rows(out)
     assert len(rows) == 3
     assert rows[0]["val/ratio"] == pytest.approx(1.0, abs=1e-5)
@@ -190,7 +190,7 @@ def test_resume_after_kill_continues_the_episode_count(tmp_path, peaked_lm, task
 
     prompts, reward = task
     sets = [*SMALL, "total_episodes=80", "save_steps=2"]
-    whole = ppo.run(config.resolve("ppo", sets=sets), prompts, str(peaked_lm), tmp_path / "whole", reward=reward)
+    whole = ppo.run(stages.resolve("ppo", sets=sets), prompts, str(peaked_lm), tmp_path / "whole", reward=reward)
 
     args = ["ppo", "--prompts", prompts, "--model", peaked_lm, "--reward", reward, "-o", tmp_path / "cut"]
     for item in sets:
@@ -203,7 +203,7 @@ def test_resume_after_kill_continues_the_episode_count(tmp_path, peaked_lm, task
     assert [r["step"] for r in _rows(partial)] == [1, 2]
 
     resumed = ppo.run(
-        config.resolve("ppo", sets=sets), prompts, str(peaked_lm), tmp_path / "cut", reward=reward, resume=True
+        stages.resolve("ppo", sets=sets), prompts, str(peaked_lm), tmp_path / "cut", reward=reward, resume=True
     )
     assert not partial.exists() and not list(resumed.glob("checkpoint-*"))
     a, b = _rows(whole), _rows(resumed)
@@ -281,7 +281,7 @@ def test_batch_indices_cover_each_prompt_once_per_pass():
 def test_plan_uses_trl_batch_semantics():
     from alignctl.stages.ppo.trainer import make_plan
 
-    chapter = config.resolve("ppo").values  # batch 1 x accum 16, 10000 episodes
+    chapter = stages.resolve("ppo").values  # batch 1 x accum 16, 10000 episodes
     p = make_plan(chapter, n_prompts=100, world=2)
     assert (p.local_batch, p.batch_size, p.num_updates, p.accum) == (16, 32, 313, 16)
     p = make_plan({**chapter, "num_mini_batches": 4, "total_episodes": None, "num_train_epochs": 2}, 64, 1)
@@ -312,7 +312,7 @@ def test_smollm2_ppo_with_a_reward_model_from_train_rm(tmp_path, one_thread):
     repo = Path(__file__).resolve().parent.parent
     t0 = time.time()
     rm = train_rm.run(
-        config.resolve("train-rm", sets=["max_steps=6", "per_device_train_batch_size=4", "gradient_checkpointing=false",
+        stages.resolve("train-rm", sets=["max_steps=6", "per_device_train_batch_size=4", "gradient_checkpointing=false",
                                          "learning_rate=1e-4", "max_length=256", "logging_steps=2"]),
         repo / "examples" / "prefs.jsonl",
         "smollm2-135m",
@@ -330,7 +330,7 @@ def test_smollm2_ppo_with_a_reward_model_from_train_rm(tmp_path, one_thread):
         "total_episodes=12",
         "learning_rate=1e-4",
     ]
-    out = ppo.run(config.resolve("ppo", sets=sets), prompts, "smollm2-135m", tmp_path / "ppo", reward_model=str(rm))
+    out = ppo.run(stages.resolve("ppo", sets=sets), prompts, "smollm2-135m", tmp_path / "ppo", reward_model=str(rm))
     rows = _rows(out)
     assert len(rows) == 3 and all(TRL_METRICS <= set(r) for r in rows)
     assert all(r["objective/kl"] is not None and abs(r["objective/kl"]) < 10 for r in rows)

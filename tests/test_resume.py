@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from alignctl import config, runs
+from alignctl import runs, stages
 from tiny import toy_preferences, write_jsonl
 
 # 16 pairs, batch 4: 4 steps an epoch, so 6 steps cross an epoch boundary after the resume
@@ -36,7 +36,7 @@ def test_dpo_resume_after_kill_matches_an_uninterrupted_run(tmp_path, tiny_lm, r
     from alignctl.stages import dpo
 
     data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(16))
-    whole = dpo.run(config.resolve("dpo", sets=SETS), data, str(tiny_lm), tmp_path / "whole")
+    whole = dpo.run(stages.resolve("dpo", sets=SETS), data, str(tiny_lm), tmp_path / "whole")
 
     args = ["dpo", "--data", data, "--model", tiny_lm, "-o", tmp_path / "cut"]
     for item in SETS:
@@ -47,7 +47,7 @@ def test_dpo_resume_after_kill_matches_an_uninterrupted_run(tmp_path, tiny_lm, r
     assert not (tmp_path / "cut").exists() and (partial / "checkpoint-2" / "trainer_state.json").is_file()
     assert [r["step"] for r in _rows(partial)] == [1, 2]
 
-    resumed = dpo.run(config.resolve("dpo", sets=SETS), data, str(tiny_lm), tmp_path / "cut", resume=True)
+    resumed = dpo.run(stages.resolve("dpo", sets=SETS), data, str(tiny_lm), tmp_path / "cut", resume=True)
     assert not partial.exists()
     a, b = _rows(whole), _rows(resumed)
     assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]  # the step count continues, no duplicate lines
@@ -122,7 +122,7 @@ def test_checkpoints_every_save_steps_but_not_after_the_last_step(tmp_path, tiny
 
     monkeypatch.setattr(Trainer, "_save_checkpoint", spy)
     data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(8))
-    resolved = config.resolve("dpo", sets=["max_steps=5", "save_steps=2", "per_device_train_batch_size=2"])
+    resolved = stages.resolve("dpo", sets=["max_steps=5", "save_steps=2", "per_device_train_batch_size=2"])
     out = dpo.run(resolved, data, str(tiny_lm), tmp_path / "dpo")
     assert saved == [2, 4]
     assert (out / "model.safetensors").is_file()

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from alignctl import stages
 from tiny import toy_preferences, write_jsonl
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -79,11 +80,10 @@ def test_cli_run_writes_a_loadable_reward_model(tmp_path, tiny_lm, run):
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_implicit_shapes_train(tmp_path, tiny_lm, shape):
-    from alignctl import config
     from alignctl.stages import train_rm
 
     data = write_jsonl(tmp_path / "prefs.jsonl", SHAPES[shape])
-    out = train_rm.run(config.resolve("train-rm", sets=["max_steps=1"]), data, str(tiny_lm), tmp_path / "rm")
+    out = train_rm.run(stages.resolve("train-rm", sets=["max_steps=1"]), data, str(tiny_lm), tmp_path / "rm")
     assert json.loads((out / "alignctl.json").read_text())["final_metrics"]["global_step"] == 1
 
 
@@ -91,11 +91,11 @@ def test_separable_preferences_reach_held_out_accuracy(tmp_path, tiny_lm):
     """40 toy pairs (chosen 'yes good', rejected 'no bad'), 10 held out: accuracy >= 0.9 on those."""
     import torch
 
-    from alignctl import config, models
+    from alignctl import models
     from alignctl.stages import train_rm
 
     data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(40))
-    resolved = config.resolve(
+    resolved = stages.resolve(
         "train-rm", sets=["max_steps=25", "learning_rate=3e-3", "logging_steps=5", "eval_steps=10", "eval_split=0.25"]
     )
     out = train_rm.run(resolved, data, str(tiny_lm), tmp_path / "rm")
@@ -143,7 +143,6 @@ def test_same_inputs_and_seed_give_the_same_reward_model(tmp_path, tiny_lm):
     identical runs, 0.67 vs 0.54, because the head was initialised unseeded)."""
     from safetensors.torch import load_file
 
-    from alignctl import config
     from alignctl.stages import train_rm
 
     data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(8))
@@ -152,7 +151,7 @@ def test_same_inputs_and_seed_give_the_same_reward_model(tmp_path, tiny_lm):
         import torch
 
         torch.manual_seed(len(outs) * 1234 + 7)  # whatever the RNG held before must not matter
-        resolved = config.resolve("train-rm", sets=["max_steps=2", "logging_steps=1"])
+        resolved = stages.resolve("train-rm", sets=["max_steps=2", "logging_steps=1"])
         outs.append(train_rm.run(resolved, data, str(tiny_lm), tmp_path / name))
     a, b = (load_file(o / "model.safetensors") for o in outs)
     assert a.keys() == b.keys()

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from alignctl.commands import validate
 from alignctl.errors import InputError, ModelError
+from alignctl.tools import validate
 from tiny import write_jsonl
 
 MSG_Q = [{"role": "user", "content": "Capital of France?"}]

@@ -1,30 +1,101 @@
-"""The root Typer app: one thin command per stage, errors shown as one red line.
+"""The root Typer app: every stage from the registry, then the tools; errors shown as one red line.
 
-Only light modules are imported here; each command imports torch/transformers/trl inside its
-function, so `alignctl --help` and `alignctl STAGE --help` stay fast (a test checks this).
+Commands load lazily: `alignctl --help` lists each command with the first paragraph of its
+module's docstring, read from the source file without importing the module, and a command's module
+is imported only when that command runs, asks for its help or is completed. No module imports
+torch/transformers/trl at import time (ruff TID253), so `alignctl STAGE --help` stays fast too.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
+import importlib.util
 import os
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+import typer.core
+import typer.main
 from rich.markup import escape
 
-from alignctl import __version__
+from alignctl import __version__, stages
 from alignctl.console import console
 from alignctl.errors import AlignctlError
 
+# commands that are not stages: name -> module in alignctl.tools (its `command`, or its Typer `app`)
+TOOLS = {"report": "report", "validate": "validate", "presets": "presets"}
+
+
+def doc_summary(module: str) -> str:
+    """The first paragraph of a module's docstring, read from its source without importing it."""
+    origin = Path(importlib.util.find_spec(module).origin)
+    doc = ast.get_docstring(ast.parse(origin.read_text(encoding="utf-8"), filename=str(origin))) or ""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def _stage_command(name: str) -> typer.core.TyperCommand:
+    from alignctl import flags
+
+    stage = stages.get(name)
+    module = stages.load(name)
+    sub = typer.Typer(add_completion=False)
+    sub.command(name, help=module.__doc__.split("\n\n")[0])(flags.build(stage, module))
+    return typer.main.get_command(sub)
+
+
+def _tool_command(name: str):
+    module = importlib.import_module(f"alignctl.tools.{TOOLS[name]}")
+    if hasattr(module, "app"):
+        command = typer.main.get_command(module.app)
+        command.name = name
+        return command
+    sub = typer.Typer(add_completion=False)
+    sub.command(name, help=module.__doc__.split("\n\n")[0])(module.command)
+    return typer.main.get_command(sub)
+
+
+class LazyCommand(typer.core.TyperCommand):
+    """Stands in a command list with its name and help; anything else builds the real command."""
+
+    def __init__(self, name: str, help: str, build: Callable[[], Any]) -> None:
+        super().__init__(name=name, help=help, short_help=help)
+        self._build = build
+        self._real = None
+
+    @property
+    def real(self):
+        if self._real is None:
+            self._real = self._build()
+            self._real.name = self.name
+        return self._real
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        return self.real.make_context(info_name, args, parent=parent, **extra)
+
+
+class LazyGroup(typer.core.TyperGroup):
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        for stage in stages.REGISTRY:
+            summary = doc_summary(stage.module)
+            self.add_command(LazyCommand(stage.name, summary, lambda n=stage.name: _stage_command(n)))
+        for name, module in TOOLS.items():
+            summary = doc_summary(f"alignctl.tools.{module}")
+            self.add_command(LazyCommand(name, summary, lambda n=name: _tool_command(n)))
+
+
 app = typer.Typer(
     name="alignctl",
-    help="The LLM alignment pipeline, one subcommand per stage: collect, label, train-rm, dpo, grpo, "
-    "online-dpo, ppo, iterate. Stages read and write JSONL files and model dirs, so they chain in "
-    "shell scripts and Makefiles.",
+    cls=LazyGroup,
+    help="The LLM alignment pipeline, one subcommand per stage: "
+    + ", ".join(stages.names())
+    + ". Stages read and write JSONL files and model dirs, so they chain in shell scripts and Makefiles.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 _state = {"debug": False}
@@ -44,28 +115,6 @@ def root(
     ] = False,
 ) -> None:
     _state["debug"] = debug or bool(os.environ.get("ALIGNCTL_DEBUG"))
-
-
-def _register() -> None:
-    from alignctl.commands import presets, validate
-    from alignctl.stages import collect, dpo, grpo, iterate, label, online_dpo, ppo, report, train_rm
-    from alignctl.stages import eval as eval_stage
-
-    app.command("train-rm", help=train_rm.__doc__.split("\n\n")[0])(train_rm.command)
-    app.command("collect", help=collect.__doc__.split("\n\n")[0])(collect.command)
-    app.command("label", help=label.__doc__.split("\n\n")[0])(label.command)
-    app.command("dpo", help=dpo.__doc__.split("\n\n")[0])(dpo.command)
-    app.command("grpo", help=grpo.__doc__.split("\n\n")[0])(grpo.command)
-    app.command("online-dpo", help=online_dpo.__doc__.split("\n\n")[0])(online_dpo.command)
-    app.command("ppo", help=ppo.__doc__.split("\n\n")[0])(ppo.command)
-    app.command("iterate", help=iterate.__doc__.split("\n\n")[0])(iterate.command)
-    app.command("eval", help=eval_stage.__doc__.split("\n\n")[0])(eval_stage.command)
-    report.register(app)
-    app.add_typer(presets.app, name="presets")
-    app.command("validate", help=validate.__doc__.split("\n\n")[0])(validate.command)
-
-
-_register()
 
 
 def main() -> None:

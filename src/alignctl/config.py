@@ -8,6 +8,10 @@ with a suggestion; every value's source is kept so `presets show` and `alignctl.
 A stage backed by a TRL trainer also takes any other field of that trainer's config (its module's
 `trl_config()` names the class), checked against TRL's own type hints; trl is imported for that
 only when such a key is given, so the usual path stays light.
+
+This module knows no stage: `resolve` receives a stage module from the registry
+(`alignctl.stages.resolve(name, ...)` is the usual door) and reads its `NAME`, `Settings` and
+optional `trl_config`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import importlib
 import math
 import types
 import typing
@@ -27,19 +30,6 @@ import yaml
 
 from alignctl.errors import InputError
 
-# stage name -> module holding its `Settings` dataclass (imported lazily: stage modules are light)
-STAGES = {
-    "dpo": "alignctl.stages.dpo",
-    "train-rm": "alignctl.stages.train_rm",
-    "grpo": "alignctl.stages.grpo",
-    "online-dpo": "alignctl.stages.online_dpo",
-    "ppo": "alignctl.stages.ppo",
-    "collect": "alignctl.stages.collect",
-    "label": "alignctl.stages.label",
-    "iterate": "alignctl.stages.iterate",
-    "eval": "alignctl.stages.eval",
-}
-
 
 def presets_dir() -> Path:
     """`presets/` inside the installed package (wheel), else at the repo root (editable install)."""
@@ -48,16 +38,6 @@ def presets_dir() -> Path:
         if candidate.is_dir():
             return candidate
     return here / "presets"
-
-
-def settings_class(stage: str) -> type:
-    if stage not in STAGES:
-        raise InputError(f"unknown stage {stage!r}{_suggest(stage, STAGES)}")
-    try:
-        module = importlib.import_module(STAGES[stage])
-    except ModuleNotFoundError:
-        raise InputError(f"stage {stage!r} is not available in this version") from None
-    return module.Settings
 
 
 @dataclass
@@ -88,7 +68,7 @@ class Resolved:
 # Types
 
 
-def _suggest(key: str, known: typing.Iterable[str]) -> str:
+def suggest(key: str, known: typing.Iterable[str]) -> str:
     close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
 
@@ -134,8 +114,21 @@ def coerce(key: str, value: Any, tp: Any, where: str) -> Any:
                 return list(value)
         if origin is list and isinstance(value, str) and typing.get_args(t) == (str,):
             return [v.strip() for v in value.split(",") if v.strip()]
+        if origin is list and isinstance(value, str) and typing.get_args(t) == (float,):
+            return [_number_in_list(key, part, value, where) for part in value.split(",")]
     names = " or ".join(_type_name(t) for t in allowed if t is not type(None))
     raise InputError(f"{where}: {key} must be {names}, got {value!r}")
+
+
+def _number_in_list(key: str, part: str, text: str, where: str) -> float:
+    """One item of a comma-separated list of numbers (`--reward-weights 1,0.5`)."""
+    try:
+        number = float(part)
+    except ValueError:
+        raise InputError(f"{where}: {key}: {part.strip()!r} is not a number (in {text!r})") from None
+    if not math.isfinite(number):
+        raise InputError(f"{where}: {key} must be finite numbers, got {text!r}")
+    return number
 
 
 def _type_name(t: Any) -> str:
@@ -150,8 +143,9 @@ def _type_name(t: Any) -> str:
     return names.get(t) or getattr(t, "__name__", str(t))
 
 
-def schema(stage: str) -> dict[str, dataclasses.Field]:
-    cls = settings_class(stage)
+def schema(stage: Any) -> dict[str, dataclasses.Field]:
+    """The fields of a stage's Settings, with their types resolved."""
+    cls = stage.Settings
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name, f in fields.items():
@@ -159,21 +153,10 @@ def schema(stage: str) -> dict[str, dataclasses.Field]:
     return fields
 
 
-# TRL config fields alignctl sets itself, and what to do instead
-MANAGED = {
-    "output_dir": "use --output",
-    "disable_tqdm": "alignctl shows its own progress bar",
-    "save_strategy": "set save_steps (null: no checkpoints)",
-    "logging_first_step": "alignctl always logs the first step",
-    "use_cpu": "alignctl sets it from the machine",
-}
-
-
 @functools.cache
-def trl_fields(stage: str) -> tuple[str, dict[str, Any]]:
+def trl_fields(stage: Any) -> tuple[str, dict[str, Any]]:
     """(TRL config class name, {field: type}) of the trainer behind `stage`; ("", {}) if none."""
-    module = importlib.import_module(STAGES[stage])
-    loader = getattr(module, "trl_config", None)
+    loader = getattr(stage, "trl_config", None)
     if loader is None:
         return "", {}
     cls = loader()
@@ -181,7 +164,7 @@ def trl_fields(stage: str) -> tuple[str, dict[str, Any]]:
     return cls.__name__, {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
 
 
-def defaults(stage: str) -> dict[str, Any]:
+def defaults(stage: Any) -> dict[str, Any]:
     out = {}
     for name, f in schema(stage).items():
         if f.default is not dataclasses.MISSING:
@@ -228,7 +211,7 @@ def find_preset(name_or_path: str) -> Path:
     candidate = presets_dir() / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate
-    raise InputError(f"--preset {name_or_path}: no such preset{_suggest(name_or_path, list_presets())}")
+    raise InputError(f"--preset {name_or_path}: no such preset{suggest(name_or_path, list_presets())}")
 
 
 def list_presets() -> list[str]:
@@ -295,14 +278,16 @@ def _looks_numeric(raw: str) -> bool:
 
 
 def resolve(
-    stage: str,
+    stage: Any,
     *,
     preset: str | None = None,
     config_file: str | Path | None = None,
     sets: list[str] | None = None,
     flags: dict[str, tuple[Any, str]] | None = None,
 ) -> Resolved:
-    """Merge every layer for `stage`; raises InputError on unknown keys or ill-typed values."""
+    """Merge every layer for `stage` (a stage module: `NAME`, `Settings`, optional `trl_config`);
+    raises InputError on unknown keys or ill-typed values."""
+    name = stage.NAME
     fields = schema(stage)
     values = defaults(stage)
     sources = {k: "default" for k in values}
@@ -314,21 +299,24 @@ def resolve(
             tp = fields[key].type
         else:
             cls_name, trl = trl_fields(stage)
-            if key in MANAGED and trl:
-                raise InputError(f"{where}: {key} is set by alignctl; {MANAGED[key]}")
+            if trl:
+                from alignctl.training import MANAGED
+
+                if key in MANAGED:
+                    raise InputError(f"{where}: {key} is set by alignctl; {MANAGED[key]}")
             if key not in trl:
-                hint = _suggest(key, [*known, *trl])
+                hint = suggest(key, [*known, *trl])
                 if not hint:
                     hint = f" (neither an alignctl setting nor a {cls_name} field)" if cls_name else ""
-                raise InputError(f"{where}: unknown key {key!r} for {stage}{hint}")
+                raise InputError(f"{where}: unknown key {key!r} for {name}{hint}")
             tp = trl[key]
             extra_help[key] = f"TRL {cls_name} field"
         values[key] = coerce(key, value, tp, where)
         sources[key] = source
 
-    preset_name = preset or (stage if (presets_dir() / f"{stage}.yaml").is_file() else "")
+    preset_name = preset or (name if (presets_dir() / f"{name}.yaml").is_file() else "")
     if preset_name:
-        p_values, p_sources, _ = load_preset(preset_name, stage)
+        p_values, p_sources, _ = load_preset(preset_name, name)
         where = f"--preset {preset_name}" if preset else f"preset {preset_name}"
         for k, v in p_values.items():
             apply(k, v, p_sources[k], where)
@@ -344,7 +332,7 @@ def resolve(
         if v is not None:
             apply(k, v, f"flag {flag}", flag)
     helps = {k: f.metadata.get("help", "") for k, f in fields.items()} | extra_help
-    return Resolved(stage=stage, preset=preset_name, values=values, sources=sources, help=helps)
+    return Resolved(stage=name, preset=preset_name, values=values, sources=sources, help=helps)
 
 
 def adjust_for_device(resolved: Resolved, *, cuda: bool, vllm: bool | None = None) -> None:

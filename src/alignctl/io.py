@@ -34,7 +34,7 @@ from alignctl.errors import InputError, OutputError
 
 ROLES = ("system", "user", "assistant", "tool")
 MAX_LINE_BYTES = 8 * 1024 * 1024  # one record over 8 MiB is a broken file, not a prompt
-KINDS = ("prompts", "candidates", "preferences")
+KINDS = ("prompts", "candidates", "preferences", "unpaired")
 # a \uD800-\uDFFF escape: fine inside a surrogate pair (an escaped emoji), not on its own
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
@@ -202,12 +202,38 @@ def check_preference(rec: dict) -> str | None:
     return None
 
 
-CHECKS = {"prompts": check_prompt, "candidates": check_candidates, "preferences": check_preference}
+def check_unpaired(rec: dict) -> str | None:
+    """KTO's unpaired shape: {"prompt", "completion", "label": true|false}."""
+    for name in ("prompt", "completion", "label"):
+        if name not in rec:
+            return f'"{name}" is missing'
+    err = check_text_or_messages(rec, "prompt") or check_text_or_messages(rec, "completion", last_role="assistant")
+    if err:
+        return err
+    if isinstance(rec["prompt"], list):
+        err = check_messages(rec["prompt"], "prompt", last_role="user")
+        if err:
+            return err
+    if isinstance(rec["prompt"], str) != isinstance(rec["completion"], str):
+        return '"prompt" and "completion" must both be strings or both be message lists'
+    if not isinstance(rec["label"], bool):
+        return f'"label" must be true (desirable) or false, got {rec["label"]!r}'
+    return None
+
+
+CHECKS = {
+    "prompts": check_prompt,
+    "candidates": check_candidates,
+    "preferences": check_preference,
+    "unpaired": check_unpaired,
+}
 
 
 def guess_kind(rec: dict) -> str:
     if "completions" in rec:
         return "candidates"
+    if "completion" in rec and "label" in rec:
+        return "unpaired"
     if "chosen" in rec or "rejected" in rec:
         return "preferences"
     return "prompts"
@@ -318,9 +344,12 @@ def _encodable(rec: Any) -> bool:
     return True
 
 
-def load(path: str | Path, kind: str) -> list[dict]:
-    """Records of a file of `kind`, or an InputError naming the first bad line (and the count)."""
-    result = read_jsonl(path, kind)
+def load(path: str | Path, kind: str | tuple[str, ...]) -> list[dict]:
+    """Records of a file of `kind` (or of one of several kinds, guessed from its first record), or an
+    InputError naming the first bad line (and the count)."""
+    result = read_jsonl(path, kind if isinstance(kind, str) else None)
+    if not isinstance(kind, str) and result.kind not in kind:
+        raise InputError(f"{result.path}: holds {result.kind} records, expected {' or '.join(kind)}")
     for w in result.warnings:
         warn(w)
     if result.problems:
@@ -350,6 +379,16 @@ def to_explicit(rec: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # Writing
+
+
+def unpair(rec: dict) -> list[dict]:
+    """A preference pair as two unpaired (KTO) records: chosen desirable, rejected not (as TRL's
+    `unpair_preference_dataset` does)."""
+    rec = to_explicit(rec)
+    return [
+        {"prompt": rec["prompt"], "completion": rec["chosen"], "label": True},
+        {"prompt": rec["prompt"], "completion": rec["rejected"], "label": False},
+    ]
 
 
 def dumps(rec: dict) -> str:

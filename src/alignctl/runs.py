@@ -20,13 +20,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignctl import __version__
-from alignctl.config import Resolved
 from alignctl.console import info, note
 from alignctl.errors import InputError, OutputError
 from alignctl.io import sha256_file, write_json
+
+if TYPE_CHECKING:
+    from alignctl.config import Resolved
 
 MANIFEST = "alignctl.json"
 METRICS = "metrics.jsonl"

@@ -1,8 +1,11 @@
-"""Plumbing shared by the TRL-backed training stages (dpo, train-rm, grpo, online-dpo).
+"""Everything alignctl knows about TRL, for the TRL-backed stages (dpo, train-rm, grpo, online-dpo).
 
 We adapt to TRL, we do not subclass it (style.md): build TRL's config from the resolved settings
 (same field names, no mapping table), add our callbacks (metrics.jsonl, a rich progress bar),
-train, and report the final metrics.
+train, and report the final metrics. Which TRL config fields are ours to set (`MANAGED`) or never
+TRL's (`OWN_KEYS`), and every import from `trl.experimental` (`online_dpo`), live here too: TRL
+is pinned `>=1.16,<1.17` (pyproject.toml) and moves experimental trainers between minor releases
+(1.13 removed PPO), so when the pin moves this module is the one to check.
 """
 
 from __future__ import annotations
@@ -14,13 +17,23 @@ import os
 import random
 import signal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alignctl.config import Resolved
 from alignctl.console import console, note
 from alignctl.errors import InputError
 from alignctl.runs import Run, is_main_process
 
+if TYPE_CHECKING:
+    from alignctl.config import Resolved
+
+# TRL config fields alignctl sets itself, and what to do instead (config.resolve refuses them)
+MANAGED = {
+    "output_dir": "use --output",
+    "disable_tqdm": "alignctl shows its own progress bar",
+    "save_strategy": "set save_steps (null: no checkpoints)",
+    "logging_first_step": "alignctl always logs the first step",
+    "use_cpu": "alignctl sets it from the machine",
+}
 # settings that are ours (LoRA, data split, ...) and never go into a TRL config
 OWN_KEYS = {
     "use_peft",
@@ -49,6 +62,69 @@ def trl_kwargs(config_cls: type, resolved: Resolved, run: Run, **extra: Any) -> 
         kwargs["use_cpu"] = True
     kwargs.update(extra)
     return kwargs
+
+
+def online_dpo() -> tuple[type, type]:
+    """`(OnlineDPOConfig, OnlineDPOTrainer)` from `trl.experimental.online_dpo` (TRL 1.16)."""
+    # the one acknowledged use of trl.experimental: its import-time warning says what this module is for
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+
+    return OnlineDPOConfig, OnlineDPOTrainer
+
+
+def trl_classes(name: str) -> tuple[type, type]:
+    """(config class, trainer class) of a TRL trainer by its name: DPO, KTO, Reward, GRPO, OnlineDPO."""
+    if name == "OnlineDPO":
+        return online_dpo()
+    import trl
+
+    return getattr(trl, f"{name}Config"), getattr(trl, f"{name}Trainer")
+
+
+def make_trainer(name: str, run: Run, resolved: Resolved, model, tokenizer, train_data, eval_data=None, **kwargs):
+    """TRL's `<name>Trainer`, its config built from the resolved settings, with our callbacks.
+
+    `train_data` / `eval_data`: records (lists of dicts) or datasets. Periodic evaluation runs every
+    `eval_steps` when there is eval data and eval_steps is set. LoRA comes from the settings
+    unless `peft_config` is given (train-rm's score head needs its own).
+    """
+    from datasets import Dataset
+
+    config_cls, trainer_cls = trl_classes(name)
+
+    def dataset(data):
+        return Dataset.from_list(data) if isinstance(data, list) else data
+
+    periodic = bool(eval_data) and bool(resolved.get("eval_steps"))
+    extra = {"eval_strategy": "steps", "eval_steps": resolved["eval_steps"]} if periodic else {}
+    if "peft_config" not in kwargs:
+        from alignctl.models import lora_config
+
+        kwargs["peft_config"] = lora_config(resolved.values) if resolved["use_peft"] else None
+    return trainer_cls(
+        model=model,
+        args=config_cls(**trl_kwargs(config_cls, resolved, run, **extra)),
+        train_dataset=dataset(train_data),
+        eval_dataset=dataset(eval_data) if eval_data else None,
+        processing_class=tokenizer,
+        callbacks=callbacks(run),
+        **kwargs,
+    )
+
+
+def finish(trainer, tokenizer, run: Run, *, merge: bool, evaluate=None, extra: dict | None = None) -> Path:
+    """Train (resuming where asked), add `evaluate(trainer)`'s metrics, save, write the manifest."""
+    final = train(trainer, run)
+    if evaluate is not None:
+        final.update(evaluate(trainer))
+    save_final(trainer, tokenizer, run, merge=merge)
+    return run.finish(final, extra=extra)
+
+
+def held_out_metrics(trainer) -> dict[str, float]:
+    """TRL's own evaluation of the final model on the eval data (numbers only)."""
+    return {k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)}
 
 
 def _cuda() -> bool:
@@ -133,7 +209,7 @@ def begin_on_prefs(
     return run, model_path, train_recs, eval_recs
 
 
-def callbacks(run: Run, total_hint: int | None = None) -> list:
+def callbacks(run: Run) -> list:
     from transformers import TrainerCallback
 
     class MetricsFile(TrainerCallback):

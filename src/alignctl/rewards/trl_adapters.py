@@ -1,4 +1,4 @@
-"""Reward sources as TRL reward functions, and the `--reward` / `--reward-weights` / judge flags.
+"""Reward sources as TRL reward functions, and what the `--reward` and judge flags name.
 
 TRL's online trainers (`GRPOTrainer`, `OnlineDPOTrainer`) take `reward_funcs`: callables
 `f(prompts, completions, **columns) -> list[float]` whose `__name__` labels them in the logs
@@ -9,7 +9,6 @@ model loads on its first score.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -82,23 +81,8 @@ def reward_funcs(sources: list) -> list:
     return funcs
 
 
-def parse_weights(text: str | None) -> list[float] | None:
-    """`--reward-weights 1,0.5` -> [1.0, 0.5]."""
-    if text is None or not str(text).strip():
-        return None
-    weights = []
-    for part in str(text).split(","):
-        try:
-            value = float(part)
-        except ValueError:
-            raise InputError(f"--reward-weights {text}: {part.strip()!r} is not a number") from None
-        if not math.isfinite(value):
-            raise InputError(f"--reward-weights {text}: weights must be finite numbers")
-        weights.append(value)
-    return weights
-
-
 def check_weights(weights: list[float] | None, n_sources: int) -> None:
+    """`reward_weights` (parsed from `--reward-weights 1,0.5` by config.coerce) must match the sources."""
     if weights is not None and len(weights) != n_sources:
         raise InputError(
             f"--reward-weights has {len(weights)} value{'s' if len(weights) != 1 else ''} "

@@ -19,18 +19,20 @@ what it had and generates the rest; a finished one is "up to date".
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from alignctl import io, options
+from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError
+from alignctl.flags import Opts
+from alignctl.settings import setting
 
-STAGE = "collect"
+NAME = STAGE = "collect"
 RESERVED = ("id", "prompt", "completions", "generator", "scores")
 
 
@@ -38,19 +40,17 @@ RESERVED = ("id", "prompt", "completions", "generator", "scores")
 class Settings:
     """Built-in defaults; the `collect` preset layers the chapter's values on top."""
 
-    num_samples: int = field(default=4, metadata={"help": "Completions per prompt."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature; 0 = greedy."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (1.0 = off)."})
-    top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Most tokens per completion."})
-    seed: int = field(default=42, metadata={"help": "Seed of every completion's random stream."})
-    batch_size: int = field(
-        default=32, metadata={"help": "Sequences (prompts x samples) per generate call; more = faster, more memory."}
+    num_samples: int = setting(4, "Completions per prompt.", flag=("--num-samples", "-n"))
+    temperature: float = setting(1.0, "Sampling temperature; 0 = greedy.", flag=True)
+    top_p: float = setting(1.0, "Nucleus sampling mass (1.0 = off).", flag=True)
+    top_k: int = setting(0, "Top-k sampling (0 = off).", flag=True)
+    max_new_tokens: int = setting(256, "Most tokens per completion.", flag=True)
+    seed: int = setting(42, "Seed of every completion's random stream.", flag=True)
+    batch_size: int = setting(
+        32, "Sequences (prompts x samples) per generate call; more = faster, more memory.", flag=True
     )
-    backend: str = field(default="auto", metadata={"help": "auto | hf | vllm."})
-    chat_template: bool = field(
-        default=True, metadata={"help": "Send plain-text prompts through the chat template of a chat model."}
-    )
+    backend: str = setting("auto", "auto | hf | vllm (auto: vllm on a GPU).", flag=True)
+    chat_template: bool = setting(True, "Send plain-text prompts through the chat template of a chat model.", flag=True)
 
 
 def check_settings(resolved: Resolved):
@@ -167,46 +167,26 @@ def run(
 
 def command(
     prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Prompts JSONL (text or message lists).")],
-    model: options.Model = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Policy model: a HF model dir, a hub id, or the alias smollm2-135m (default)."
+        ),
+    ] = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Candidates JSONL to write (never overwritten without --overwrite).")
     ] = Path("candidates.jsonl"),
-    num_samples: Annotated[int | None, typer.Option("--num-samples", "-n", help="Completions per prompt.")] = None,
-    temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Sampling temperature; 0 = greedy.")
-    ] = None,
-    top_p: Annotated[float | None, typer.Option("--top-p", help="Nucleus sampling mass.")] = None,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="Top-k sampling (0 = off).")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Most tokens per completion.")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Sequences (prompts x samples) per generate call.")
-    ] = None,
-    backend: Annotated[str | None, typer.Option("--backend", help="auto | hf | vllm (auto: vllm on a GPU).")] = None,
-    chat_template: Annotated[
-        bool | None,
-        typer.Option("--chat-template/--no-chat-template", help="Plain prompts through a chat model's template."),
-    ] = None,
-    seed: options.Seed = None,
-    overwrite: options.Overwrite = False,
-    force: options.Force = False,
-    preset: options.Preset = None,
-    config_file: options.ConfigFile = None,
-    set_: options.Set = None,
-    trust_remote_code: options.TrustRemoteCode = False,
-) -> None:
+    *,
+    resolved: Resolved,
+    opts: Opts,
+) -> Path:
     """Sample completions per prompt into a candidates JSONL."""
-    resolved = options.settings(
-        STAGE,
-        locals(),
-        common=("seed",),
-        num_samples=(num_samples, "--num-samples"),
-        temperature=(temperature, "--temperature"),
-        top_p=(top_p, "--top-p"),
-        top_k=(top_k, "--top-k"),
-        max_new_tokens=(max_new_tokens, "--max-new-tokens"),
-        batch_size=(batch_size, "--batch-size"),
-        backend=(backend, "--backend"),
-        chat_template=(chat_template, "--chat-template" if chat_template else "--no-chat-template"),
+    return run(
+        resolved,
+        prompts,
+        model,
+        output,
+        overwrite=opts.overwrite,
+        force=opts.force,
+        trust_remote_code=opts.trust_remote_code,
     )
-    out = run(resolved, prompts, model, output, overwrite=overwrite, force=force, trust_remote_code=trust_remote_code)
-    print(out)

@@ -11,56 +11,28 @@ loss is the chapter's L_DPO = -log σ(β·log πθ(y_w|x)/π_ref(y_w|x) − β·
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from alignctl import io, options
+from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
 from alignctl.console import status
+from alignctl.flags import Opts
+from alignctl.settings import PairSettings, setting
 
-STAGE = "dpo"
+NAME = STAGE = "dpo"
 
 
 @dataclass
-class Settings:
+class Settings(PairSettings):
     """Built-in defaults (TRL's names); the `dpo` preset layers the chapter's values on top."""
 
-    beta: float = field(default=0.1, metadata={"help": "KL strength β in the DPO loss."})
-    loss_type: str = field(default="sigmoid", metadata={"help": "TRL loss_type (sigmoid = the chapter's DPO)."})
-    learning_rate: float = field(default=1e-6, metadata={"help": "Optimizer learning rate."})
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    optim: str = "adamw_torch"
-    warmup_steps: int = 0
-    lr_scheduler_type: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    bf16: bool = False
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Off by default: on CPU it makes steps slower (design.md)."}
-    )
-    max_length: int | None = 1024
-    logging_steps: int = 10
-    eval_steps: int | None = 500
-    save_steps: int | None = 500
-    save_total_limit: int | None = 2
-    seed: int = 42
-    report_to: str = "none"
-    eval_split: str | None = field(default=None, metadata={"help": "Held-out fraction (0.1) or a prefs file."})
-    use_peft: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] | None = None
-    precompute_ref_log_probs: bool = field(
-        default=False, metadata={"help": "Reference log-probs once before training, not at every step."}
-    )
+    beta: float = setting(0.1, "β, the KL strength in the DPO loss (chapter: 0.1).", flag=True)
+    loss_type: str = setting("sigmoid", "TRL loss_type: sigmoid (the chapter's DPO), ipo, ...", flag=True)
+    precompute_ref_log_probs: bool = setting(False, "Reference log-probs once before training, not at every step.")
 
 
 def read_prefs(path: str | Path) -> list[dict]:
@@ -70,9 +42,9 @@ def read_prefs(path: str | Path) -> list[dict]:
 
 def trl_config() -> type:
     """TRL's DPOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from trl import DPOConfig
+    from alignctl.training import trl_classes
 
-    return DPOConfig
+    return trl_classes("DPO")[0]
 
 
 def run(
@@ -99,84 +71,23 @@ def run(
 
     torch = models.setup_torch()
     adjust_for_device(resolved, cuda=torch.cuda.is_available())
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
-    has_eval = bool(eval_recs)
-    args = DPOConfig(
-        **training.trl_kwargs(
-            DPOConfig,
-            resolved,
-            run_,
-            eval_strategy="steps" if has_eval else "no",
-            eval_steps=resolved["eval_steps"] if has_eval else None,
-        )
-    )
     n_pairs = len(train_recs) + len(eval_recs)
     precompute = resolved.get("precompute_ref_log_probs") and f"reference log-probs of {n_pairs} pairs..."
     with status(precompute):  # TRL computes them here, before the first step
-        trainer = DPOTrainer(
-            model=policy,
-            ref_model=None,  # LoRA: the adapter-disabled policy; full fine-tuning: TRL copies the policy
-            args=args,
-            train_dataset=Dataset.from_list(train_recs),
-            eval_dataset=Dataset.from_list(eval_recs) if has_eval else None,
-            processing_class=tokenizer,
-            peft_config=models.lora_config(resolved.values) if resolved["use_peft"] else None,
-            callbacks=training.callbacks(run_),
-        )
-    final = training.train(trainer, run_)
-    if has_eval:
-        final.update({k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)})
-    training.save_final(trainer, tokenizer, run_, merge=merge)
-    return run_.finish(final, extra={"records": {"train": len(train_recs), "eval": len(eval_recs)}})
+        # ref_model None: with LoRA the adapter-disabled policy; full fine-tuning: TRL copies the policy
+        trainer = training.make_trainer("DPO", run_, resolved, policy, tokenizer, train_recs, eval_recs, ref_model=None)
+    evaluate = training.held_out_metrics if eval_recs else None
+    counts = {"train": len(train_recs), "eval": len(eval_recs)}
+    return training.finish(trainer, tokenizer, run_, merge=merge, evaluate=evaluate, extra={"records": counts})
 
 
 def command(
     data: Annotated[Path, typer.Option("--data", "-d", help="Preference JSONL (any of the three shapes).")],
-    beta: Annotated[float | None, typer.Option("--beta", help="β, the KL strength (chapter: 0.1).")] = None,
-    loss_type: Annotated[str | None, typer.Option("--loss-type", help="TRL loss_type, e.g. sigmoid, ipo.")] = None,
-    lora_r: Annotated[int | None, typer.Option("--lora-r", help="LoRA rank.")] = None,
-    lora_alpha: Annotated[int | None, typer.Option("--lora-alpha", help="LoRA alpha.")] = None,
-    max_length: Annotated[int | None, typer.Option("--max-length", help="Max tokens of prompt+answer.")] = None,
-    eval_split: Annotated[
-        str | None, typer.Option("--eval-split", help="Held-out fraction (e.g. 0.1) or a preference file.")
-    ] = None,
-    model: options.Model = None,
-    output: options.Output = None,
-    overwrite: options.Overwrite = False,
-    force: options.Force = False,
-    preset: options.Preset = None,
-    config_file: options.ConfigFile = None,
-    set_: options.Set = None,
-    seed: options.Seed = None,
-    max_steps: options.MaxSteps = None,
-    epochs: options.Epochs = None,
-    learning_rate: options.LearningRate = None,
-    batch_size: options.BatchSize = None,
-    resume: options.Resume = False,
-    no_merge: options.NoMerge = False,
-    report_to: options.ReportTo = None,
-    trust_remote_code: options.TrustRemoteCode = False,
-) -> None:
+    *,
+    resolved: Resolved,
+    opts: Opts,
+) -> Path:
     """Train a policy on preference pairs with DPO (TRL DPOTrainer)."""
-    resolved = options.settings(
-        STAGE,
-        locals(),
-        beta=(beta, "--beta"),
-        loss_type=(loss_type, "--loss-type"),
-        lora_r=(lora_r, "--lora-r"),
-        lora_alpha=(lora_alpha, "--lora-alpha"),
-        max_length=(max_length, "--max-length"),
-        eval_split=(eval_split, "--eval-split"),
-    )
-    out = run(
-        resolved,
-        data,
-        model,
-        output or Path("runs") / STAGE,
-        **options.run_switches(locals()),
-    )
-    print(out)
+    return run(resolved, data, opts.model, opts.output, **opts.switches())

@@ -31,13 +31,15 @@ from typing import Annotated, Any
 
 import typer
 
-from alignctl import io, options
+from alignctl import io
 from alignctl.comparison import aggregate, render_table, word_count
 from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError, OutputError
+from alignctl.flags import Opts
+from alignctl.settings import setting
 
-STAGE = "eval"
+NAME = STAGE = "eval"
 SUMMARY = "eval.json"
 OUTCOMES = ("win", "tie", "loss")
 
@@ -46,13 +48,13 @@ OUTCOMES = ("win", "tie", "loss")
 class Settings:
     """Built-in defaults: greedy decoding, so two evals of the same models agree."""
 
-    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 = greedy (default)."})
+    temperature: float = setting(0.0, "Sampling temperature; 0 = greedy (default).", flag=True)
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (with temperature > 0)."})
     top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Most tokens per answer."})
-    seed: int = field(default=42, metadata={"help": "Seed of the sampling streams (temperature > 0)."})
-    batch_size: int = field(default=32, metadata={"help": "Prompts per generate call."})
-    backend: str = field(default="auto", metadata={"help": "auto | hf | vllm."})
+    max_new_tokens: int = setting(256, "Most tokens per answer.", flag=True)
+    seed: int = setting(42, "Seed of the sampling streams (temperature > 0).", flag=True)
+    batch_size: int = setting(32, "Prompts per generate call.", flag=True)
+    backend: str = setting("auto", "auto | hf | vllm.", flag=True)
     chat_template: bool = field(
         default=True, metadata={"help": "Send plain-text prompts through the chat template of a chat model."}
     )
@@ -331,10 +333,6 @@ def command(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output dir for eval.json and eval.rows.jsonl (runs/eval).")
     ] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", help="0 = greedy (default).")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Most tokens per answer.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Prompts per generate call.")] = None,
-    backend: Annotated[str | None, typer.Option("--backend", help="auto | hf | vllm.")] = None,
     judge_url: Annotated[
         str | None, typer.Option("--judge-url", help="OpenAI-compatible endpoint for judge:MODEL.")
     ] = None,
@@ -342,24 +340,11 @@ def command(
         str, typer.Option("--judge-key-env", help="Environment variable holding the endpoint's API key.")
     ] = "OPENAI_API_KEY",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Generate again even if cached.")] = False,
-    seed: options.Seed = None,
-    overwrite: options.Overwrite = False,
-    force: options.Force = False,
-    preset: options.Preset = None,
-    config_file: options.ConfigFile = None,
-    set_: options.Set = None,
-    trust_remote_code: options.TrustRemoteCode = False,
-) -> None:
+    *,
+    resolved: Resolved,
+    opts: Opts,
+) -> Path:
     """Compare a model with a baseline on held-out prompts (reward, win rate, length)."""
-    resolved = options.settings(
-        STAGE,
-        locals(),
-        common=("seed",),
-        temperature=(temperature, "--temperature"),
-        max_new_tokens=(max_new_tokens, "--max-new-tokens"),
-        batch_size=(batch_size, "--batch-size"),
-        backend=(backend, "--backend"),
-    )
     out_dir = output or Path("runs") / STAGE
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a directory (-o takes a directory)")
@@ -370,10 +355,10 @@ def command(
         prompts,
         by,
         out_dir / SUMMARY,
-        overwrite=overwrite,
-        force=force,
-        trust_remote_code=trust_remote_code,
+        overwrite=opts.overwrite,
+        force=opts.force,
+        trust_remote_code=opts.trust_remote_code,
         use_cache=not no_cache,
         source_options={"judge_url": judge_url, "judge_key_env": judge_key_env},
     )
-    print(path)
+    return path

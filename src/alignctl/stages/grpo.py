@@ -17,84 +17,41 @@ and transformers generation (with the KV cache: gradient checkpointing stays off
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from alignctl import options
 from alignctl.config import Resolved, adjust_for_device
+from alignctl.flags import Opts
 from alignctl.rewards.trl_adapters import REWARD_HELP
+from alignctl.settings import OnlineSettings, setting
 
-STAGE = "grpo"
+NAME = STAGE = "grpo"
 
 
 @dataclass
-class Settings:
+class Settings(OnlineSettings):
     """Built-in defaults (TRL's names where TRL has the setting); the `grpo` preset adds the chapter's."""
 
-    num_generations: int = field(default=8, metadata={"help": "Answers sampled per prompt (the group size G)."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (chapter: 0.9)."})
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    max_completion_length: int = field(default=256, metadata={"help": "New tokens per answer."})
-    max_prompt_length: int | None = field(
-        default=512, metadata={"help": "alignctl's own (TRL 1.16 dropped it): longer prompts are cut from the left."}
+    num_generations: int = setting(8, "Answers sampled per prompt, the group size G (chapter: 8).", flag=True)
+    temperature: float = setting(1.0, "Sampling temperature (chapter: 0.9).", flag=True)
+    max_completion_length: int = setting(256, "New tokens per answer (chapter: 256).", flag=True)
+    max_prompt_length: int | None = setting(
+        512, "Prompt token cap (chapter: 512); alignctl's own (TRL 1.16 dropped it): cut from the left.", flag=True
     )
-    chat_template: bool = field(
-        default=True, metadata={"help": "Send plain-text prompts as a user message through the chat template."}
-    )
-    beta: float = field(default=0.0, metadata={"help": "Per-token KL coefficient (chapter: 0.04; TRL default 0)."})
-    epsilon: float = field(default=0.2, metadata={"help": "PPO-style clip range of the policy ratio."})
-    num_iterations: int = field(default=1, metadata={"help": "Optimisation passes per generated batch (μ)."})
-    loss_type: str = field(default="dapo", metadata={"help": "TRL loss_type: grpo, dapo, dr_grpo, bnpo, ..."})
-    scale_rewards: str = field(default="group", metadata={"help": "group (the chapter's std), batch or none."})
+    beta: float = setting(0.0, "Per-token KL coefficient (chapter: 0.04; TRL default 0).", flag=True)
+    epsilon: float = setting(0.2, "PPO-style clip range of the policy ratio.")
+    num_iterations: int = setting(1, "Optimisation passes per generated batch (μ).")
+    loss_type: str = setting("dapo", "TRL loss_type: grpo, dapo, dr_grpo, bnpo, ...")
+    scale_rewards: str = setting("group", "group (the chapter's std), batch or none.")
     mask_truncated_completions: bool = False
-    reward_weights: list[float] | None = field(default=None, metadata={"help": "One weight per --reward."})
-    learning_rate: float = 1e-6
-    per_device_train_batch_size: int = field(
-        default=8, metadata={"help": "Completions per device per step (prompts x generations)."}
-    )
-    gradient_accumulation_steps: int = 1
-    generation_batch_size: int | None = field(
-        default=None, metadata={"help": "Completions generated at once; a multiple of num_generations."}
-    )
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    optim: str = "adamw_torch"
-    warmup_steps: int = 0
-    lr_scheduler_type: str = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    bf16: bool = False
-    gradient_checkpointing: bool = field(
-        default=False, metadata={"help": "Off by default: on CPU it only slows training (design.md)."}
-    )
-    use_vllm: bool = False
-    vllm_mode: str = "colocate"
+    per_device_train_batch_size: int = setting(8, "Completions per device per step (prompts x generations).")
+    generation_batch_size: int | None = setting(None, "Completions generated at once; a multiple of num_generations.")
     vllm_gpu_memory_utilization: float = 0.3
-    vllm_server_base_url: str | None = field(
-        default=None, metadata={"help": "vllm_mode=server: the `trl vllm-serve` URL (else host and port)."}
-    )
-    vllm_server_host: str = "0.0.0.0"
-    vllm_server_port: int = 8000
-    vllm_server_timeout: float = 240.0
-    vllm_tensor_parallel_size: int = field(
-        default=1, metadata={"help": "vllm_mode=colocate only; a server takes --tensor-parallel-size itself."}
-    )
     log_completions: bool = False
-    logging_steps: int = 1
-    save_steps: int | None = 500
-    save_total_limit: int | None = 2
-    seed: int = 42
-    report_to: str = "none"
-    use_peft: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] | None = None
+    lora_alpha: int = setting(32, "LoRA alpha.", flag=True)
 
 
 def fix_batch_sizes(resolved: Resolved, world_size: int = 1) -> None:
@@ -213,62 +170,12 @@ def command(
     reward: Annotated[
         list[str] | None, typer.Option("--reward", "-r", help=f"Reward source (repeatable): {REWARD_HELP}.")
     ] = None,
-    reward_weights: Annotated[
-        str | None, typer.Option("--reward-weights", help="Comma-separated weights, one per --reward (e.g. 1,0.5).")
-    ] = None,
-    num_generations: Annotated[
-        int | None, typer.Option("--num-generations", help="Answers per prompt (chapter: 8).")
-    ] = None,
-    beta: Annotated[float | None, typer.Option("--beta", help="KL coefficient (chapter: 0.04).")] = None,
-    temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Sampling temperature (chapter: 0.9).")
-    ] = None,
-    max_completion_length: Annotated[
-        int | None, typer.Option("--max-completion-length", help="New tokens per answer (chapter: 256).")
-    ] = None,
-    max_prompt_length: Annotated[
-        int | None, typer.Option("--max-prompt-length", help="Prompt token cap (chapter: 512).")
-    ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Reject prompts over max_prompt_length instead of truncating them.")
     ] = False,
-    model: options.Model = None,
-    output: options.Output = None,
-    overwrite: options.Overwrite = False,
-    force: options.Force = False,
-    preset: options.Preset = None,
-    config_file: options.ConfigFile = None,
-    set_: options.Set = None,
-    seed: options.Seed = None,
-    max_steps: options.MaxSteps = None,
-    epochs: options.Epochs = None,
-    learning_rate: options.LearningRate = None,
-    batch_size: options.BatchSize = None,
-    resume: options.Resume = False,
-    no_merge: options.NoMerge = False,
-    report_to: options.ReportTo = None,
-    trust_remote_code: options.TrustRemoteCode = False,
-) -> None:
+    *,
+    resolved: Resolved,
+    opts: Opts,
+) -> Path:
     """Train a policy with GRPO on prompts and reward sources (TRL GRPOTrainer)."""
-    from alignctl.rewards.trl_adapters import parse_weights
-
-    resolved = options.settings(
-        STAGE,
-        locals(),
-        reward_weights=(parse_weights(reward_weights), "--reward-weights"),
-        num_generations=(num_generations, "--num-generations"),
-        beta=(beta, "--beta"),
-        temperature=(temperature, "--temperature"),
-        max_completion_length=(max_completion_length, "--max-completion-length"),
-        max_prompt_length=(max_prompt_length, "--max-prompt-length"),
-    )
-    out = run(
-        resolved,
-        prompts,
-        reward or [],
-        model,
-        output or Path("runs") / STAGE,
-        strict=strict,
-        **options.run_switches(locals()),
-    )
-    print(out)
+    return run(resolved, prompts, reward or [], opts.model, opts.output, strict=strict, **opts.switches())

@@ -32,35 +32,39 @@ from typing import Annotated, Any
 
 import typer
 
-from alignctl import io, options
+from alignctl import io
 from alignctl.comparison import eval_brief, rounds_final, rounds_table
 from alignctl.config import Resolved
 from alignctl.console import console, info
 from alignctl.errors import InputError, OutputError
+from alignctl.flags import Opts
+from alignctl.settings import setting
 from alignctl.stages.iterate_plan import STAGE, Plan, plan, write_if_changed
+
+NAME = STAGE
 
 
 @dataclass
 class Settings:
     """Built-in defaults; the `iterate` preset layers the chapter's values on top."""
 
-    rounds: int = field(default=3, metadata={"help": "Rounds of collect → label → dpo → eval."})
-    num_samples: int = field(default=4, metadata={"help": "Answers sampled per prompt each round."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of collect (higher: diverse)."})
+    rounds: int = setting(3, "Rounds of collect → label → dpo → eval (chapter: repeat until good enough).", flag=True)
+    num_samples: int = setting(4, "Answers sampled per prompt each round.", flag=("--num-samples", "-n"))
+    temperature: float = setting(1.0, "Sampling temperature of collect (higher: diverse).", flag=True)
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass of collect."})
     top_k: int = field(default=0, metadata={"help": "Top-k of collect (0 = off)."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Most tokens per sampled answer."})
+    max_new_tokens: int = setting(256, "Most tokens per sampled answer.", flag=True)
     batch_size: int = field(default=32, metadata={"help": "Sequences per generate call (collect and eval)."})
     backend: str = field(default="auto", metadata={"help": "Generation backend: auto | hf | vllm."})
-    seed: int = field(default=42, metadata={"help": "Seed; round N samples with seed + N - 1."})
+    seed: int = setting(42, "Seed; round N samples with seed + N - 1.", flag=True)
     accumulate: bool = field(default=True, metadata={"help": "Train each round on all pairs so far (else: new only)."})
-    dpo_preset: str = field(default="dpo", metadata={"help": "Preset of the DPO step (e.g. dpo-cpu)."})
+    dpo_preset: str = setting("dpo", "Preset of the DPO step (e.g. dpo-cpu).", flag=True)
     dpo_set: list[str] | None = field(default=None, metadata={"help": "key=value settings over the DPO preset."})
     label_set: list[str] | None = field(default=None, metadata={"help": "key=value settings of label (pairs...)."})
-    eval_split: float | None = field(
-        default=None, metadata={"help": "Fraction of --prompts held out for eval when no --eval-prompts (0.1)."}
+    eval_split: float | None = setting(
+        None, "Fraction of --prompts held out for eval when no --eval-prompts (0.1).", flag=True
     )
-    eval_by: str | None = field(default=None, metadata={"help": "Reward source of eval (default: --by)."})
+    eval_by: str | None = setting(None, "Reward source of eval (default: --by).", flag=True)
     eval_temperature: float = field(default=0.0, metadata={"help": "Eval decoding temperature; 0 = greedy."})
     eval_max_new_tokens: int = field(default=256, metadata={"help": "Most tokens per eval answer."})
     eval_vs_base: bool = field(default=True, metadata={"help": "Also compare each round with the base model."})
@@ -230,50 +234,31 @@ def command(
         str,
         typer.Option("--by", help="Who picks the pairs: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL, human."),
     ],
-    rounds: Annotated[int | None, typer.Option("--rounds", help="Rounds (chapter: repeat until good enough).")] = None,
     eval_prompts: Annotated[
         Path | None, typer.Option("--eval-prompts", help="Held-out prompts for each round's eval.")
     ] = None,
-    eval_split: Annotated[
-        float | None, typer.Option("--eval-split", help="Else: hold out this fraction of --prompts (default 0.1).")
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Policy model: a HF model dir, a hub id, or the alias smollm2-135m (default)."
+        ),
     ] = None,
-    eval_by: Annotated[str | None, typer.Option("--eval-by", help="Reward source of eval (default: --by).")] = None,
-    num_samples: Annotated[int | None, typer.Option("--num-samples", "-n", help="Answers per prompt.")] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature.")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option("--max-new-tokens", help="Tokens per answer.")] = None,
-    dpo_preset: Annotated[str | None, typer.Option("--dpo-preset", help="Preset of the DPO step.")] = None,
-    model: options.Model = None,
-    output: options.Output = None,
-    overwrite: options.Overwrite = False,
-    force: options.Force = False,
-    preset: options.Preset = None,
-    config_file: options.ConfigFile = None,
-    set_: options.Set = None,
-    seed: options.Seed = None,
-    trust_remote_code: options.TrustRemoteCode = False,
-) -> None:
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output dir (default: runs/iterate), one round-N/ per round.")
+    ] = None,
+    *,
+    resolved: Resolved,
+    opts: Opts,
+) -> Path:
     """Rounds of collect → label → DPO → eval (the chapter's iterative training)."""
-    resolved = options.settings(
-        STAGE,
-        locals(),
-        common=("seed",),
-        rounds=(rounds, "--rounds"),
-        eval_split=(eval_split, "--eval-split"),
-        eval_by=(eval_by, "--eval-by"),
-        num_samples=(num_samples, "--num-samples"),
-        temperature=(temperature, "--temperature"),
-        max_new_tokens=(max_new_tokens, "--max-new-tokens"),
-        dpo_preset=(dpo_preset, "--dpo-preset"),
-    )
-    out = run(
+    return run(
         resolved,
         prompts,
         model,
         by,
         output or Path("runs") / STAGE,
         eval_prompts=eval_prompts,
-        overwrite=overwrite,
-        force=force,
-        trust_remote_code=trust_remote_code,
+        overwrite=opts.overwrite,
+        force=opts.force,
+        trust_remote_code=opts.trust_remote_code,
     )
-    print(out)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from alignctl import io
-from alignctl.config import Resolved, resolve
+from alignctl.config import Resolved
 from alignctl.console import note
 from alignctl.errors import InputError, OutputError
 
@@ -47,7 +47,9 @@ def write_if_changed(path: Path, records: list[dict]) -> Path:
 
 
 def stage_settings(stage: str, *, preset: str | None, sets: list[str] | None, flags: dict[str, Any]) -> Resolved:
-    return resolve(stage, preset=preset, sets=sets, flags={k: (v, f"iterate {k}") for k, v in flags.items()})
+    from alignctl import stages
+
+    return stages.resolve(stage, preset=preset, sets=sets, flags={k: (v, f"iterate {k}") for k, v in flags.items()})
 
 
 def check_settings(resolved: Resolved) -> None:

@@ -32,13 +32,15 @@ from typing import Annotated, Any
 
 import typer
 
-from alignctl import io, options
+from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import console, info, warn
 from alignctl.errors import AlignctlError, InputError
+from alignctl.flags import Opts
 from alignctl.rewards.pairs import State, distinct, pairs_from_comparisons, pairs_from_scores, summarize
+from alignctl.settings import setting
 
-STAGE = "label"
+NAME = STAGE = "label"
 PAIR_MODES = ("best-worst", "all")
 
 
@@ -46,11 +48,14 @@ PAIR_MODES = ("best-worst", "all")
 class Settings:
     """Built-in defaults (no chapter preset: selection is the user's call)."""
 
-    pairs: str = field(default="best-worst", metadata={"help": "best-worst (one pair per prompt) or all."})
-    min_margin: float = field(default=0.0, metadata={"help": "Drop pairs whose scores differ by less than this."})
-    batch_size: int = field(default=16, metadata={"help": "Reward-model scoring batch (sequences)."})
+    pairs: str = setting("best-worst", "best-worst (one pair per prompt) or all.", flag=True)
+    min_margin: float = setting(0.0, "Drop pairs whose scores differ by less than this.", flag=True)
+    batch_size: int = setting(16, "Reward-model scoring batch (sequences).", flag=True)
     max_length: int | None = field(default=1024, metadata={"help": "Reward-model max tokens (kept from the end)."})
     judge_max_tokens: int = field(default=16, metadata={"help": "Most tokens of a judge's reply."})
+    unpaired: bool = setting(
+        False, "Write KTO's unpaired records (chosen -> label true, rejected -> false) instead of pairs.", flag=True
+    )
 
 
 class Stopped(AlignctlError):
@@ -290,6 +295,12 @@ def run(
             )
     stats = summarize(len(records), outcomes, rows, source.pairwise)
     print_summary(stats, margin)
+    if resolved["unpaired"]:  # for kto: each pair's answers as {prompt, completion, label}
+        rows = [
+            {**u, "id": r["id"], "score": r[side], "label_info": r["label"]}
+            for r in rows
+            for u, side in zip(io.unpair(r), ("score_chosen", "score_rejected"), strict=True)
+        ]
     return run_.finish(rows, stats)
 
 
@@ -348,10 +359,6 @@ def command(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Preferences JSONL to write (never overwritten without --overwrite).")
     ] = Path("prefs.jsonl"),
-    pairs: Annotated[str | None, typer.Option("--pairs", help="best-worst (default) or all.")] = None,
-    min_margin: Annotated[
-        float | None, typer.Option("--min-margin", help="Drop pairs whose scores differ by less.")
-    ] = None,
     judge_url: Annotated[
         str | None, typer.Option("--judge-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
     ] = None,
@@ -362,24 +369,12 @@ def command(
     judge_template: Annotated[
         Path | None, typer.Option("--judge-template", help="Judge prompt file with {prompt} {answer_a} {answer_b}.")
     ] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Reward-model scoring batch.")] = None,
-    overwrite: options.Overwrite = False,
-    force: options.Force = False,
-    preset: options.Preset = None,
-    config_file: options.ConfigFile = None,
-    set_: options.Set = None,
-    trust_remote_code: options.TrustRemoteCode = False,
-) -> None:
+    *,
+    resolved: Resolved,
+    opts: Opts,
+) -> Path:
     """Pick chosen/rejected pairs from candidates with a reward source."""
-    resolved = options.settings(
-        STAGE,
-        locals(),
-        common=(),
-        pairs=(pairs, "--pairs"),
-        min_margin=(min_margin, "--min-margin"),
-        batch_size=(batch_size, "--batch-size"),
-    )
-    out = run(
+    return run(
         resolved,
         candidates,
         by,
@@ -388,8 +383,7 @@ def command(
         judge_model=judge_model,
         judge_key_env=judge_key_env,
         judge_template=judge_template,
-        overwrite=overwrite,
-        force=force,
-        trust_remote_code=trust_remote_code,
+        overwrite=opts.overwrite,
+        force=opts.force,
+        trust_remote_code=opts.trust_remote_code,
     )
-    print(out)

@@ -30,11 +30,13 @@ from typing import Annotated, Any
 
 import typer
 
-from alignctl import io, options
+from alignctl import io
 from alignctl.config import Resolved
 from alignctl.errors import InputError
+from alignctl.flags import Opts
+from alignctl.settings import setting
 
-STAGE = "ppo"
+NAME = STAGE = "ppo"
 PPO = "PPO"  # help panel
 
 
@@ -42,22 +44,24 @@ PPO = "PPO"  # help panel
 class Settings:
     """Built-in defaults (TRL 1.12 PPOConfig's names and defaults); the `ppo` preset is the chapter's."""
 
-    response_length: int = field(default=53, metadata={"help": "Tokens sampled per answer."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (log-probs use the same)."})
-    top_k: int = field(default=0, metadata={"help": "0 = no top-k cut (the chapter's generation config)."})
-    top_p: float = 1.0
-    kl_coef: float = field(default=0.05, metadata={"help": "Per-token KL penalty weight (chapter: 0.2)."})
-    kl_estimator: str = field(default="k1", metadata={"help": "k1 = logp - ref_logp; k3 = Schulman's (r-1)-log r."})
-    gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
-    lam: float = field(default=0.95, metadata={"help": "GAE lambda (chapter: 0.96)."})
-    cliprange: float = field(default=0.2, metadata={"help": "Policy ratio clipped to 1 +/- cliprange."})
-    cliprange_value: float = field(default=0.2, metadata={"help": "Values clipped to old +/- cliprange_value."})
-    vf_coef: float = field(default=0.1, metadata={"help": "loss = policy loss + vf_coef * value loss."})
-    num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout's experience."})
-    num_mini_batches: int = field(default=1, metadata={"help": "Optimizer steps per PPO epoch."})
+    response_length: int = setting(53, "Tokens sampled per answer (chapter: 53).", flag=True, panel=PPO)
+    temperature: float = setting(
+        0.7, "Sampling temperature (log-probs use the same; chapter: 0.7).", flag=True, panel=PPO
+    )
+    top_k: int = setting(0, "0 = no top-k cut (the chapter's generation config).", flag=True, panel=PPO)
+    top_p: float = setting(1.0, "1.0 = off (chapter).", flag=True, panel=PPO)
+    kl_coef: float = setting(0.05, "Per-token KL penalty weight (chapter: 0.2).", flag=True, panel=PPO)
+    kl_estimator: str = setting("k1", "k1 = logp - ref_logp; k3 = Schulman's (r-1)-log r.", flag=True, panel=PPO)
+    gamma: float = setting(1.0, "GAE discount (chapter: 1.0).", flag=True, panel=PPO)
+    lam: float = setting(0.95, "GAE lambda (chapter: 0.96).", flag=True, panel=PPO)
+    cliprange: float = setting(0.2, "Policy ratio clipped to 1 +/- cliprange (0.2).", flag=True, panel=PPO)
+    cliprange_value: float = setting(0.2, "Values clipped to old +/- cliprange_value (0.2).", flag=True, panel=PPO)
+    vf_coef: float = setting(0.1, "loss = policy loss + vf_coef * value loss.", flag=True, panel=PPO)
+    num_ppo_epochs: int = setting(4, "Passes over each rollout's experience (chapter: 4).", flag=True, panel=PPO)
+    num_mini_batches: int = setting(1, "Optimizer steps per PPO epoch (1).", flag=True, panel=PPO)
     whiten_rewards: bool = False
-    missing_eos_penalty: float | None = field(
-        default=None, metadata={"help": "Subtracted from the score of an answer with no EOS."}
+    missing_eos_penalty: float | None = setting(
+        None, "Subtracted from the score of an answer with no EOS (chapter: 1.0).", flag=True, panel=PPO
     )
     stop_token: str | None = field(
         default="eos",
@@ -66,19 +70,22 @@ class Settings:
         },
     )
     stop_token_id: int | None = field(default=None, metadata={"help": "Token that ends an answer (instead of EOS)."})
-    total_episodes: int | None = field(
-        default=None, metadata={"help": "Answers to sample in all (default: num_train_epochs x prompts)."}
+    total_episodes: int | None = setting(
+        None, "Answers to sample in all (default: num_train_epochs x prompts; chapter: 10000).", flag=True, panel=PPO
     )
     num_train_epochs: float = 1.0
-    local_rollout_forward_batch_size: int = field(
-        default=64, metadata={"help": "Rows per generate/forward call during rollout (memory vs speed)."}
+    max_steps: int = setting(-1, "Stop after this many PPO updates (-1: total_episodes decides).")
+    local_rollout_forward_batch_size: int = setting(
+        64, "Rows per generate/forward call during rollout (memory vs speed).", flag=True, panel=PPO
     )
     learning_rate: float = 3e-6
     value_learning_rate: float | None = field(
         default=None, metadata={"help": "Value model's learning rate (OpenRLHF's critic lr); default: learning_rate."}
     )
     per_device_train_batch_size: int = 1
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int = setting(
+        1, "Micro-batches per optimizer step (chapter: 16).", flag=True, panel=PPO
+    )
     lr_scheduler_type: str = "linear"
     warmup_steps: int = 0
     weight_decay: float = 0.0
@@ -90,9 +97,12 @@ class Settings:
     )
     max_prompt_length: int | None = field(default=512, metadata={"help": "Longer prompts keep their last tokens."})
     seed: int = 42
-    save_steps: int | None = field(default=50, metadata={"help": "Checkpoint every N updates (for --resume)."})
+    save_steps: int | None = setting(50, "Checkpoint every N updates (for --resume).", flag=True, panel=PPO)
+    report_to: str = setting("none", "Also log metrics to: none, tensorboard, wandb (accelerate trackers).")
     save_total_limit: int | None = 2
-    use_peft: bool = field(default=True, metadata={"help": "LoRA on policy and value model (false: full copies)."})
+    use_peft: bool = setting(
+        True, "LoRA on policy and value model; --no-peft: full fine-tuning, separate copies.", flag="--peft/--no-peft"
+    )
     lora_r: int = 16
     lora_alpha: int = 16
     lora_dropout: float = field(default=0.0, metadata={"help": "PPO runs with dropout off (arXiv 2403.17031)."})
@@ -262,104 +272,9 @@ def command(
     reward: Annotated[
         str | None, typer.Option("--reward", help="Instead of a reward model: rule:NAME, rule:file.py:func, rm:DIR.")
     ] = None,
-    response_length: Annotated[
-        int | None, typer.Option("--response-length", help="Tokens per answer (chapter: 53).", rich_help_panel=PPO)
-    ] = None,
-    temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Sampling temperature (0.7).", rich_help_panel=PPO)
-    ] = None,
-    top_k: Annotated[int | None, typer.Option("--top-k", help="0 = off (chapter).", rich_help_panel=PPO)] = None,
-    top_p: Annotated[float | None, typer.Option("--top-p", help="1.0 = off (chapter).", rich_help_panel=PPO)] = None,
-    kl_coef: Annotated[
-        float | None, typer.Option("--kl-coef", help="KL penalty weight (0.2).", rich_help_panel=PPO)
-    ] = None,
-    kl_estimator: Annotated[
-        str | None, typer.Option("--kl-estimator", help="k1 (default) or k3.", rich_help_panel=PPO)
-    ] = None,
-    gamma: Annotated[float | None, typer.Option("--gamma", help="GAE discount (1.0).", rich_help_panel=PPO)] = None,
-    lam: Annotated[float | None, typer.Option("--lam", help="GAE lambda (0.96).", rich_help_panel=PPO)] = None,
-    cliprange: Annotated[
-        float | None, typer.Option("--cliprange", help="Policy ratio clip (0.2).", rich_help_panel=PPO)
-    ] = None,
-    cliprange_value: Annotated[
-        float | None, typer.Option("--cliprange-value", help="Value clip (0.2).", rich_help_panel=PPO)
-    ] = None,
-    vf_coef: Annotated[
-        float | None, typer.Option("--vf-coef", help="Value loss weight (0.1).", rich_help_panel=PPO)
-    ] = None,
-    num_ppo_epochs: Annotated[
-        int | None, typer.Option("--num-ppo-epochs", help="Epochs per rollout (4).", rich_help_panel=PPO)
-    ] = None,
-    num_mini_batches: Annotated[
-        int | None, typer.Option("--num-mini-batches", help="Mini-batches per epoch (1).", rich_help_panel=PPO)
-    ] = None,
-    total_episodes: Annotated[
-        int | None, typer.Option("--total-episodes", help="Answers sampled in all (10000).", rich_help_panel=PPO)
-    ] = None,
-    missing_eos_penalty: Annotated[
-        float | None,
-        typer.Option("--missing-eos-penalty", help="Score penalty for answers without EOS (1.0).", rich_help_panel=PPO),
-    ] = None,
-    gradient_accumulation_steps: Annotated[
-        int | None,
-        typer.Option("--gradient-accumulation-steps", help="Micro-batches per step (16).", rich_help_panel=PPO),
-    ] = None,
-    local_rollout_forward_batch_size: Annotated[
-        int | None,
-        typer.Option("--local-rollout-forward-batch-size", help="Rows per rollout forward (1).", rich_help_panel=PPO),
-    ] = None,
-    save_steps: Annotated[
-        int | None, typer.Option("--save-steps", help="Checkpoint every N updates.", rich_help_panel=PPO)
-    ] = None,
-    no_peft: Annotated[
-        bool, typer.Option("--no-peft", help="Full fine-tuning: separate policy/reference/value/reward copies.")
-    ] = False,
-    model: options.Model = None,
-    output: options.Output = None,
-    overwrite: options.Overwrite = False,
-    force: options.Force = False,
-    preset: options.Preset = None,
-    config_file: options.ConfigFile = None,
-    set_: options.Set = None,
-    seed: options.Seed = None,
-    epochs: options.Epochs = None,
-    learning_rate: options.LearningRate = None,
-    batch_size: options.BatchSize = None,
-    resume: options.Resume = False,
-    no_merge: options.NoMerge = False,
-    trust_remote_code: options.TrustRemoteCode = False,
-) -> None:
+    *,
+    resolved: Resolved,
+    opts: Opts,
+) -> Path:
     """Train a policy with PPO against a reward model or a rule."""
-    resolved = options.settings(
-        STAGE,
-        locals(),
-        response_length=(response_length, "--response-length"),
-        temperature=(temperature, "--temperature"),
-        top_k=(top_k, "--top-k"),
-        top_p=(top_p, "--top-p"),
-        kl_coef=(kl_coef, "--kl-coef"),
-        kl_estimator=(kl_estimator, "--kl-estimator"),
-        gamma=(gamma, "--gamma"),
-        lam=(lam, "--lam"),
-        cliprange=(cliprange, "--cliprange"),
-        cliprange_value=(cliprange_value, "--cliprange-value"),
-        vf_coef=(vf_coef, "--vf-coef"),
-        num_ppo_epochs=(num_ppo_epochs, "--num-ppo-epochs"),
-        num_mini_batches=(num_mini_batches, "--num-mini-batches"),
-        total_episodes=(total_episodes, "--total-episodes"),
-        missing_eos_penalty=(missing_eos_penalty, "--missing-eos-penalty"),
-        gradient_accumulation_steps=(gradient_accumulation_steps, "--gradient-accumulation-steps"),
-        local_rollout_forward_batch_size=(local_rollout_forward_batch_size, "--local-rollout-forward-batch-size"),
-        save_steps=(save_steps, "--save-steps"),
-        use_peft=(False if no_peft else None, "--no-peft"),
-    )
-    out = run(
-        resolved,
-        prompts,
-        model,
-        output or Path("runs") / STAGE,
-        reward_model=reward_model,
-        reward=reward,
-        **options.run_switches(locals()),
-    )
-    print(out)
+    return run(resolved, prompts, opts.model, opts.output, reward_model=reward_model, reward=reward, **opts.switches())

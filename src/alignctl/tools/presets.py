@@ -1,4 +1,4 @@
-"""`alignctl presets list|show`: the shipped presets and the resolved values of a stage.
+"""List the shipped presets and show a stage's resolved settings.
 
 alignctl presets list
 alignctl presets show grpo
@@ -8,17 +8,17 @@ alignctl presets show dpo --preset dpo-cpu --set beta=0.2
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from alignctl import config
-from alignctl.options import ConfigFile, Set
+from alignctl import config, stages
 
 stdout = Console(highlight=False)  # the listing is the data asked for: stdout
-app = typer.Typer(help="List the shipped presets and show a stage's resolved settings.", no_args_is_help=True)
+app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True)
 
 
 @app.command("list")
@@ -40,16 +40,20 @@ def show_cmd(
     preset: Annotated[
         str | None, typer.Option("--preset", help="Apply this preset instead of the stage's own.")
     ] = None,
-    config_file: ConfigFile = None,
-    set_: Set = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML file of key: value settings (TRL names).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override one setting: --set key=value (repeatable).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the resolved values as JSON on stdout.")] = False,
 ) -> None:
     """Show every setting of a stage after all layers are merged, and where each value came from."""
     stage = name
-    if name not in config.STAGES:  # a preset name: show it applied to its stage
+    if name not in stages.names():  # a preset name: show it applied to its stage
         _, _, meta = config.load_preset(name)
         stage, preset = meta.get("stage") or name, preset or name
-    resolved = config.resolve(stage, preset=preset, config_file=config_file, sets=set_)
+    resolved = stages.resolve(stage, preset=preset, config_file=config_file, sets=set_)
     if as_json:
         print(json.dumps(resolved.manifest(), indent=2, ensure_ascii=False))
         return

@@ -1,8 +1,8 @@
-"""Training reports: one PNG per logged metric, per-round eval plots, and an index page.
+"""Plot training metrics of one or more runs and write a summary page.
 
     alignctl report runs/dpo-b0.1 runs/dpo-b0.3 -o report/
 
-reads what every training stage leaves behind (`metrics.jsonl`, `alignctl.json`; for `iterate`
+Reads what every training stage leaves behind (`metrics.jsonl`, `alignctl.json`; for `iterate`
 runs also `round-N/model/metrics.jsonl` and `round-N/eval.json`) and writes into the output dir:
 
 - `<metric>.png`, one per metric logged at two or more steps, one line per run (file names are
@@ -28,7 +28,9 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 from alignctl.console import info, warn
 from alignctl.errors import InputError, OutputError
@@ -592,3 +594,16 @@ def run_report(run_dirs: list[Path], out_dir: Path) -> Path:
     _atomic_write(summary, _to_markdown(blocks).encode())
     info(f"report: {len(runs)} run(s), {len(figures)} metric plot(s) -> {out_dir}")
     return summary
+
+
+def command(
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RUN_DIR", help="Run directories (a stage's output dir, or an iterate run).", show_default=False
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the PNGs and index.")] = Path("report"),
+) -> None:
+    """Plot training metrics of one or more runs and write a summary page (index.md; its path on stdout)."""
+    typer.echo(str(run_report(run_dirs, output)))

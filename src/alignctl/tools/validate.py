@@ -122,9 +122,13 @@ def file_stats(result: io.ReadResult, lengths: Lengths) -> dict[str, Any]:
         stats["length_ratio"] = length_ratio(chosen_len, rejected_len)
     else:
         stats["shapes"] = dict(Counter(_prompt_shape(r["prompt"]) for r in recs))
-        seen = Counter(_canonical(r["prompt"]) for r in recs)
+        # unpaired: one prompt has several answers, so a duplicate is the same prompt and answer
+        seen = Counter(_canonical([r["prompt"], r.get("completion")]) for r in recs)
         stats["duplicates"] = sum(n - 1 for n in seen.values())  # same prompt text under another id
         stats["lengths"] = {"prompt": summarize(lengths([r["prompt"] for r in recs]))}
+        if result.kind == "unpaired":
+            stats["desirable"] = sum(1 for r in recs if r["label"])
+            stats["lengths"]["completion"] = summarize(lengths([r["completion"] for r in recs]))
         if result.kind == "candidates":
             counts = [len(r["completions"]) for r in recs]
             stats["completions_per_record"] = {"min": min(counts, default=0), "max": max(counts, default=0)}
@@ -224,7 +228,10 @@ def command(
     files: Annotated[list[Path], typer.Argument(metavar="FILE", help="JSONL files to check.", show_default=False)],
     kind: Annotated[
         str | None,
-        typer.Option("--kind", help="prompts, candidates or preferences (default: guessed from the first record)."),
+        typer.Option(
+            "--kind",
+            help="prompts, candidates, preferences or unpaired (default: guessed from the first record).",
+        ),
     ] = None,
     model: Annotated[
         str | None,

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 def _walk(group, prefix: list[str]):
     yield prefix
+    group = getattr(group, "real", group)  # a lazily loaded command: the command it stands for
     for name in sorted(getattr(group, "commands", {}) or {}):
         yield from _walk(group.commands[name], [*prefix, name])
 

@@ -1,0 +1,101 @@
+"""What a stage's Settings are made of: `setting()` fields, and the blocks the TRL-backed stages share.
+
+Every Settings field carries its help text; `setting(..., flag=True)` also makes it an option of
+the stage's command (flags.py derives the option from the field: one name per setting). The
+blocks below hold the settings several stages share, with TRL's names and alignctl's built-in
+defaults (a stage's preset layers the chapter's values on top); a stage subclasses one and
+redefines a field to give it its own default or help. Only settings a stage really uses belong
+in its Settings: ppo, which is not a TRL trainer, has its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    flag: bool | str | tuple[str, ...] = False,
+    panel: str | None = None,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A Settings field with its help text; `flag` also makes it a command-line option (flags.py):
+    True derives the name (`lora_r` -> `--lora-r`), a string or tuple names it."""
+    meta: dict[str, Any] = {"help": help}
+    if flag:
+        meta["flag"] = flag
+    if panel:
+        meta["panel"] = panel
+    return field(default=default, default_factory=default_factory, metadata=meta)
+
+
+@dataclass
+class TRLSettings:
+    """The fields of transformers' TrainingArguments every TRL-backed stage uses, plus LoRA."""
+
+    learning_rate: float = setting(1e-6, "Optimizer learning rate.")
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    optim: str = "adamw_torch"
+    warmup_steps: int = 0
+    lr_scheduler_type: str = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    bf16: bool = False
+    gradient_checkpointing: bool = setting(False, "Off by default: on CPU it makes steps slower (design.md).")
+    logging_steps: int = 10
+    save_steps: int | None = 500
+    save_total_limit: int | None = 2
+    seed: int = 42
+    report_to: str = "none"
+    use_peft: bool = False
+    lora_r: int = setting(16, "LoRA rank.", flag=True)
+    lora_alpha: int = setting(16, "LoRA alpha.", flag=True)
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | None = None
+
+
+@dataclass
+class PairSettings(TRLSettings):
+    """Stages that train on a file of pairs or labelled answers (train-rm, dpo, kto)."""
+
+    max_length: int | None = setting(1024, "Max tokens of prompt+answer.", flag=True)
+    per_device_eval_batch_size: int = 8
+    eval_steps: int | None = 500
+    eval_split: str | float | None = setting(
+        None, "Held-out fraction (e.g. 0.1) or a file of the same kind.", flag=True
+    )
+
+
+@dataclass
+class OnlineSettings(TRLSettings):
+    """Stages whose policy samples answers while it trains (grpo, online-dpo)."""
+
+    temperature: float = setting(1.0, "Sampling temperature.", flag=True)
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    max_prompt_length: int | None = setting(
+        None, "Prompt token cap: longer prompts are cut from the left (--strict rejects them).", flag=True
+    )
+    chat_template: bool = setting(True, "Send plain-text prompts as a user message through the chat template.")
+    reward_weights: list[float] | None = setting(
+        None, "Comma-separated weights, one per --reward (e.g. 1,0.5).", flag=True
+    )
+    gradient_checkpointing: bool = setting(False, "Off by default: on CPU TRL then generates without the KV cache.")
+    logging_steps: int = 1
+    use_vllm: bool = False
+    vllm_mode: str = setting("colocate", "colocate (in the trainer) or server.")
+    vllm_server_base_url: str | None = setting(None, "vllm_mode=server: the `trl vllm-serve` URL (else host and port).")
+    vllm_server_host: str = "0.0.0.0"
+    vllm_server_port: int = 8000
+    vllm_server_timeout: float = 240.0
+    vllm_tensor_parallel_size: int = setting(
+        1, "vllm_mode=colocate only; a server takes --tensor-parallel-size itself."
+    )

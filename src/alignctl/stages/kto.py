@@ -1,0 +1,104 @@
+"""Train a policy on answers marked good or bad, one at a time, with KTO (TRL's KTOTrainer).
+
+    alignctl kto --data unpaired.jsonl
+    alignctl label --candidates c.jsonl --by rule:qa --unpaired -o unpaired.jsonl && alignctl kto -d unpaired.jsonl
+
+KTO (Ethayarajh et al. 2024, arXiv 2402.01306) needs no pairs: each record is one answer with a
+binary label, `{"prompt": ..., "completion": ..., "label": true}` (desirable) or `false`. Its loss
+compares each answer's implied reward r = β·log πθ(y|x)/π_ref(y|x) with a reference point z0 (a
+batch estimate of KL(πθ || π_ref) from mismatched prompt/answer pairs): desirable answers are
+pushed above z0 with weight λ_D, undesirable ones below it with weight λ_U. A preference file
+(any of the three shapes) is read too and unpaired as TRL does it: chosen -> true, rejected ->
+false. With LoRA the reference is the policy with its adapter off, as in dpo. The preset carries
+TRL 1.16's KTO defaults (the chapter has no KTO section).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from alignctl import io
+from alignctl.config import Resolved, adjust_for_device
+from alignctl.flags import Opts
+from alignctl.settings import PairSettings, setting
+
+NAME = "kto"
+
+
+@dataclass
+class Settings(PairSettings):
+    """Built-in defaults (TRL's names); the `kto` preset layers TRL's KTO defaults on top."""
+
+    beta: float = setting(0.1, "β: how far from the reference the policy may move (TRL: 0.1).", flag=True)
+    desirable_weight: float = setting(1.0, "λ_D, weight of desirable answers in the loss.", flag=True)
+    undesirable_weight: float = setting(1.0, "λ_U, weight of undesirable answers in the loss.", flag=True)
+    loss_type: str = setting("kto", "TRL loss_type: kto or apo_zero_unpaired.", flag=True)
+    per_device_train_batch_size: int = setting(
+        8, "Answers per device per step (> 1: KTO's KL estimate pairs answers within the batch)."
+    )
+    precompute_ref_log_probs: bool = setting(False, "Reference log-probs once before training, not at every step.")
+
+
+def read_examples(path: str | Path) -> list[dict]:
+    """KTO records from an unpaired file, or from a preference file (unpaired)."""
+    records = io.load(path, ("unpaired", "preferences"))
+    if records and "completion" in records[0]:
+        return [{k: r[k] for k in ("prompt", "completion", "label")} for r in records]
+    return [u for r in records for u in io.unpair(r)]
+
+
+def trl_config() -> type:
+    """TRL's KTOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
+    from alignctl.training import trl_classes
+
+    return trl_classes("KTO")[0]
+
+
+def run(
+    resolved: Resolved,
+    data: Path,
+    model: str | None,
+    output: Path,
+    *,
+    overwrite: bool = False,
+    force: bool = False,
+    resume: bool = False,
+    merge: bool = True,
+    trust_remote_code: bool = False,
+) -> Path:
+    """Train and save; returns the output dir. Validates everything before any model loads."""
+    from alignctl import models, runs, training
+
+    run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
+        NAME, resolved, data, read_examples, model, output, overwrite=overwrite, force=force, resume=resume, merge=merge
+    )
+    if run_.up_to_date:
+        runs.say_up_to_date(run_)
+        return run_.out
+
+    torch = models.setup_torch()
+    adjust_for_device(resolved, cuda=torch.cuda.is_available())
+    tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+    policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
+    # ref_model None: with LoRA the adapter-disabled policy; full fine-tuning: TRL copies the policy
+    trainer = training.make_trainer("KTO", run_, resolved, policy, tokenizer, train_recs, eval_recs, ref_model=None)
+    desirable = sum(r["label"] for r in train_recs)
+    counts = {"train": len(train_recs), "eval": len(eval_recs), "desirable": desirable}
+    evaluate = training.held_out_metrics if eval_recs else None
+    return training.finish(trainer, tokenizer, run_, merge=merge, evaluate=evaluate, extra={"records": counts})
+
+
+def command(
+    data: Annotated[
+        Path, typer.Option("--data", "-d", help="Unpaired JSONL {prompt, completion, label}, or a preference file.")
+    ],
+    *,
+    resolved: Resolved,
+    opts: Opts,
+) -> Path:
+    """Train a policy on answers marked good or bad with KTO (TRL KTOTrainer)."""
+    return run(resolved, data, opts.model, opts.output, **opts.switches())
