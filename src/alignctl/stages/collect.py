@@ -87,14 +87,14 @@ def run(
     progress: bool = True,
 ) -> Path:
     """Generate and write the candidates file; returns its path. Validates before any model loads."""
-    from alignctl import generation, models, runs
+    from alignctl import file_runs, generation, models, runs
 
     params = check_settings(resolved)
     n = resolved["num_samples"]
     records = io.load(prompts, "prompts")
     model_path = models.resolve_model(model)
     backend_name, _ = generation.pick_backend(resolved["backend"])
-    run_ = runs.begin_file(
+    run_ = file_runs.begin_file(
         STAGE,
         output,
         inputs={"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)},
