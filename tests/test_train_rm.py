@@ -87,30 +87,54 @@ def test_implicit_shapes_train(tmp_path, tiny_lm, shape):
     assert json.loads((out / "alignctl.json").read_text())["final_metrics"]["global_step"] == 1
 
 
-def test_separable_preferences_reach_held_out_accuracy(tmp_path, tiny_lm):
-    """40 toy pairs (chosen 'yes good', rejected 'no bad'), 10 held out: accuracy >= 0.9 on those."""
+def hot_cold_preferences(subjects) -> list[dict]:
+    """Pairs whose right answer depends on the prompt: " yes" to "hot?", " no" to "cold?".
+
+    Each answer is chosen in half the pairs and rejected in the other half, so a model that has not
+    learned the rule (a random score head ranks " yes" above " no", or below, whatever the prompt)
+    gets about half of them right: accuracy above that is learning, not the head's seed.
+    """
+    return [
+        {"prompt": f"Is {s} {word}?", "chosen": good, "rejected": bad}
+        for s in subjects
+        for word, good, bad in (("hot", " yes", " no"), ("cold", " no", " yes"))
+    ]
+
+
+def test_training_raises_held_out_accuracy_above_the_untrained_model(tmp_path, tiny_lm):
+    """32 training pairs, 12 held out on unseen subjects: the trained model ranks >= 11 of 12 right,
+    the same model with learning rate 0 (same seed, so the same score head) about half."""
     import torch
 
     from alignctl import config, models
     from alignctl.stages import train_rm
 
-    data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(40))
-    resolved = config.resolve(
-        "train-rm", sets=["max_steps=25", "learning_rate=3e-3", "logging_steps=5", "eval_steps=10", "eval_split=0.25"]
+    train_subjects = ["paris", "rome", "berlin", "madrid", "tokyo", "the sky", "the grass", "the sun"]
+    data = write_jsonl(tmp_path / "prefs.jsonl", hot_cold_preferences(train_subjects * 2))
+    held = write_jsonl(
+        tmp_path / "held.jsonl", hot_cold_preferences(["the moon", "a cat", "a dog", "a fish", "a bird", "the day"])
     )
-    out = train_rm.run(resolved, data, str(tiny_lm), tmp_path / "rm")
-    final = json.loads((out / "alignctl.json").read_text())["final_metrics"]
-    assert final["eval_pairs"] == 10
-    assert final["eval_accuracy"] >= 0.9, final
+    finals = {}
+    for name, lr, steps in (("untrained", "0", 1), ("trained", "1e-2", 25)):
+        sets = [f"max_steps={steps}", f"learning_rate={lr}", "logging_steps=5", "eval_steps=10", f"eval_split={held}"]
+        out = train_rm.run(config.resolve("train-rm", sets=sets), data, str(tiny_lm), tmp_path / name)
+        finals[name] = json.loads((out / "alignctl.json").read_text())["final_metrics"]
+    before, after = finals["untrained"], finals["trained"]
+    assert before["eval_pairs"] == after["eval_pairs"] == 12
+    assert 0.25 <= before["eval_accuracy"] <= 0.75, before  # the rule is not in the seeded head
+    assert after["eval_accuracy"] >= 11 / 12, after
+    assert after["eval_accuracy"] - before["eval_accuracy"] >= 0.25
+    assert after["eval_loss"] < before["eval_loss"] - 0.2
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("eval_accuracy" in r for r in rows) and any("loss" in r for r in rows)
 
-    # the saved dir scores like the trained model: chosen above rejected on a prompt it never saw
+    # the saved dir scores like the trained model: the right answer above the wrong one on a prompt it never saw
     rm, tok = models.load_reward_model(str(out)), models.load_tokenizer(str(out), padding_side="right")
-    texts = [f"Is the moon small? {a}{tok.eos_token}" for a in ("yes good", "no bad")]
-    with torch.no_grad():
-        scores = rm(**tok(texts, return_tensors="pt", padding=True)).logits[:, 0]
-    assert scores[0] > scores[1]
+    for word, good, bad in (("hot", "yes", "no"), ("cold", "no", "yes")):
+        texts = [f"Is the night {word}? {a}{tok.eos_token}" for a in (good, bad)]
+        with torch.no_grad():
+            scores = rm(**tok(texts, return_tensors="pt", padding=True)).logits[:, 0]
+        assert scores[0] > scores[1], (word, scores)
 
 
 def test_malformed_prefs_fail_before_any_model_loads(tmp_path, run):
