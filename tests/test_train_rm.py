@@ -137,6 +137,63 @@ def test_training_raises_held_out_accuracy_above_the_untrained_model(tmp_path, t
         assert scores[0] > scores[1], (word, scores)
 
 
+def test_trl_reward_loss_and_our_held_out_metrics_match_the_chapter_formula(tmp_path, tiny_lm):
+    """On fixed rewards, TRL's RewardTrainer loss (configured from the train-rm preset) and the
+    held-out loss, margin and accuracy `train_rm.pair_accuracy` reports equal the chapter's
+    L = -log σ(r_c - r_r) (oracles.reward_model_loss, hand-checked in test_oracles).
+
+    By hand: r_c - r_r = [2, 0, -1] -> losses ln(1 + e^-2) = 0.126928, ln 2 = 0.693147,
+    ln(1 + e) = 1.313262, mean 0.711112; margin 1/3 = 0.333333; accuracy 1/3 (a tie is wrong).
+    """
+    from types import SimpleNamespace
+
+    import torch
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    from alignctl import config, models, training
+    from alignctl.stages.train_rm import pair_accuracy
+    from oracles import reward_model_loss
+
+    resolved = config.resolve("train-rm")
+    config.adjust_for_device(resolved, cuda=False)
+    resolved.override("gradient_checkpointing", False, "test")
+    args = RewardConfig(**training.trl_kwargs(RewardConfig, resolved, SimpleNamespace(work=tmp_path / "out")))
+    trainer = RewardTrainer(
+        model=models.load_reward_model(str(tiny_lm)),
+        args=args,
+        train_dataset=Dataset.from_list(toy_preferences(2)),
+        processing_class=models.load_tokenizer(str(tiny_lm), padding_side="right"),
+    )
+    chosen, rejected = torch.tensor([3.0, 0.5, -1.0]), torch.tensor([1.0, 0.5, 0.0])
+    logits = torch.cat([chosen, rejected])[:, None]  # a batch is the chosen rows, then the rejected ones
+
+    class FixedScores:
+        """Stands in for the reward model: the same scores whatever the batch."""
+
+        training = False
+
+        def __call__(self, **kwargs):
+            return SimpleNamespace(logits=logits)
+
+        def eval(self):
+            return self
+
+        def train(self, mode=True):
+            return self
+
+    batch = {"input_ids": torch.ones(6, 2, dtype=torch.long), "attention_mask": torch.ones(6, 2, dtype=torch.long)}
+    trl_loss = trainer.compute_loss(FixedScores(), dict(batch))
+    expected = reward_model_loss(chosen, rejected)
+    assert torch.allclose(trl_loss, expected, atol=1e-6)
+    assert abs(expected.item() - 0.711112) < 1e-5
+
+    ours = pair_accuracy(SimpleNamespace(model=FixedScores(), get_eval_dataloader=lambda ds: [batch]), None)
+    assert ours["eval_loss"] == pytest.approx(trl_loss.item(), abs=1e-6)
+    assert ours["eval_margin"] == pytest.approx(1 / 3, abs=1e-6)
+    assert ours["eval_accuracy"] == pytest.approx(1 / 3, abs=1e-6) and ours["eval_pairs"] == 3
+
+
 def test_malformed_prefs_fail_before_any_model_loads(tmp_path, run):
     path = tmp_path / "prefs.jsonl"
     path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b"}\n')
