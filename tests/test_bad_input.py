@@ -257,7 +257,7 @@ def test_file_output_that_is_a_directory(tmp_path, cli):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--set", "betta=0.2"], "--set betta=0.2: unknown key 'betta' for dpo; did you mean 'beta'?"),
+        (["--set", "betta=0.2"], "--set betta: unknown key 'betta' for dpo; did you mean 'beta'?"),
         (["--set", "beta=abc"], "--set beta=abc: beta must be a number, got 'abc'"),
         (["--set", "beta"], "--set beta: expected key=value"),
         (["--set", "lora_r=1.5"], "lora_r must be an integer"),

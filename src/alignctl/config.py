@@ -159,6 +159,10 @@ def schema(stage: str) -> dict[str, dataclasses.Field]:
     return fields
 
 
+# credentials a TRL config would take as a setting, and where they belong instead: a setting's
+# value is written into the run's manifest (its config and its command line)
+CREDENTIALS = {"hub_token": "HF_TOKEN"}
+
 # TRL config fields alignctl sets itself, and what to do instead
 MANAGED = {
     "output_dir": "use --output",
@@ -310,6 +314,10 @@ def resolve(
     extra_help: dict[str, str] = {}
 
     def apply(key: str, value: Any, source: str, where: str) -> None:
+        # an unknown or credential key's value is never echoed: it may be a secret under any name
+        bare = f"--set {key}" if where.startswith("--set ") else where
+        if key in CREDENTIALS:
+            raise InputError(f"{bare}: {key} is a credential, never a setting: set ${CREDENTIALS[key]} instead")
         if key in fields:
             tp = fields[key].type
         else:
@@ -320,7 +328,7 @@ def resolve(
                 hint = _suggest(key, [*known, *trl])
                 if not hint:
                     hint = f" (neither an alignctl setting nor a {cls_name} field)" if cls_name else ""
-                raise InputError(f"{where}: unknown key {key!r} for {stage}{hint}")
+                raise InputError(f"{bare}: unknown key {key!r} for {stage}{hint}")
             tp = trl[key]
             extra_help[key] = f"TRL {cls_name} field"
         values[key] = coerce(key, value, tp, where)
