@@ -223,6 +223,21 @@ def _read_yaml(path: Path, what: str) -> dict:
     return data
 
 
+def _key_lines(path: Path) -> dict[str, int]:
+    """The line of each top-level key, and of each key under `values:`: errors name file:line."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return {}  # _read_yaml has reported (or will report) the file itself
+    lines: dict[str, int] = {}
+    pairs = list(node.value) if isinstance(node, yaml.MappingNode) else []
+    for key, value in pairs:
+        lines[str(key.value)] = key.start_mark.line + 1
+        if key.value == "values" and isinstance(value, yaml.MappingNode):
+            pairs.extend(value.value)
+    return lines
+
+
 def find_preset(name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
@@ -342,10 +357,12 @@ def resolve(
             apply(k, v, p_sources[k], where)
     if config_file:
         data = _read_yaml(Path(config_file), "config")
+        lines = _key_lines(Path(config_file))
         if "values" in data and isinstance(data["values"], dict):
             data = data["values"]
         for k, v in data.items():
-            apply(str(k), v, f"config {config_file}", f"{config_file}")
+            line = f":{lines[str(k)]}" if str(k) in lines else ""
+            apply(str(k), v, f"config {config_file}", f"{config_file}{line}")
     for k, v, src in parse_set(sets):
         apply(k, v, src, src)
     for k, (v, flag) in (flags or {}).items():
