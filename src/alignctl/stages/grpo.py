@@ -5,7 +5,7 @@
 
 For each prompt the policy samples `num_generations` answers; each answer's reward is the
 weighted sum of the reward sources, and its advantage is normalised within its group,
-A_i = (r_i - mean(r)) / (std(r) + 1e-4) (the chapter's formula; `rlmath.group_advantages`), so
+A_i = (r_i - mean(r)) / (std(r) + 1e-4) (the chapter's formula, compared with TRL in tests/test_grpo.py), so
 no value model is needed. Extra columns of the prompts file (e.g. `answer`) reach the reward
 functions. The chapter's preset: 8 generations, temperature 0.9, 256 new tokens, beta 0.04,
 prompts capped at 512 tokens, vLLM generation. TRL 1.16 dropped `max_prompt_length`; alignctl
