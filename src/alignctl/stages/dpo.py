@@ -23,7 +23,7 @@ from alignctl.console import status
 from alignctl.flags import Opts
 from alignctl.settings import PairSettings, setting
 
-NAME = STAGE = "dpo"
+NAME = "dpo"
 
 
 @dataclass
@@ -63,7 +63,7 @@ def run(
     from alignctl import models, runs, training
 
     run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
-        STAGE, resolved, data, read_prefs, model, output, overwrite=overwrite, force=force, resume=resume, merge=merge
+        NAME, resolved, data, read_prefs, model, output, overwrite=overwrite, force=force, resume=resume, merge=merge
     )
     if run_.up_to_date:
         runs.say_up_to_date(run_)

@@ -29,7 +29,7 @@ from alignctl.flags import Opts
 from alignctl.rewards.trl_adapters import REWARD_HELP
 from alignctl.settings import OnlineSettings, setting
 
-NAME = STAGE = "grpo"
+NAME = "grpo"
 
 
 @dataclass
@@ -121,7 +121,7 @@ def run(
     inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
     described = [s.describe() for s in sources]
     run_ = runs.begin(
-        STAGE,
+        NAME,
         output,
         inputs=inputs,
         resolved=resolved,

@@ -27,7 +27,7 @@ from alignctl.flags import Opts
 from alignctl.rewards.trl_adapters import REWARD_HELP, build_judge
 from alignctl.settings import OnlineSettings, setting
 
-NAME = STAGE = "online-dpo"
+NAME = "online-dpo"
 JUDGE_LOG = "judged.jsonl"
 
 
@@ -95,7 +95,7 @@ def run(
     inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
     described = [s.describe() for s in sources] if sources else [judge.describe()]
     run_ = runs.begin(
-        STAGE,
+        NAME,
         output,
         inputs=inputs,
         resolved=resolved,

@@ -25,7 +25,7 @@ from alignctl.config import Resolved, adjust_for_device
 from alignctl.flags import Opts
 from alignctl.settings import PairSettings, setting
 
-NAME = STAGE = "train-rm"
+NAME = "train-rm"
 
 
 @dataclass
@@ -104,7 +104,7 @@ def run(
     from alignctl.console import note
 
     run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
-        STAGE, resolved, data, read_prefs, model, output, overwrite=overwrite, force=force, resume=resume, merge=merge
+        NAME, resolved, data, read_prefs, model, output, overwrite=overwrite, force=force, resume=resume, merge=merge
     )
     if run_.up_to_date:
         runs.say_up_to_date(run_)

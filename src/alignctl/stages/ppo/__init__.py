@@ -35,7 +35,7 @@ from alignctl.errors import InputError
 from alignctl.flags import Opts
 from alignctl.settings import setting
 
-NAME = STAGE = "ppo"
+NAME = "ppo"
 PPO = "PPO"  # help panel
 
 
@@ -118,9 +118,9 @@ class Settings:
     )
 
 
-def check(values: dict[str, Any]) -> None:
+def check(resolved: Resolved) -> None:
     """Every problem with the settings at once, as one InputError."""
-    v = values
+    v = resolved.values
     problems = []
 
     def need(ok: bool, text: str) -> None:
@@ -209,14 +209,14 @@ def run(
     from alignctl import models, runs
     from alignctl.prompts import prepare, prompt_ids, read_prompts
 
-    check(resolved.values)
+    check(resolved)
     records = read_prompts(prompts)
     rm_path, source = reward_source(reward_model, reward)
     model_path = models.resolve_model(model)
     inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
     inputs["reward"] = runs.input_fingerprint(rm_path) if rm_path else source.describe()
     run_ = runs.begin(
-        STAGE,
+        NAME,
         output,
         inputs=inputs,
         resolved=resolved,
