@@ -93,21 +93,21 @@ def run(
     model: str | None,
     output: Path,
     *,
-    overwrite: bool = False,
-    force: bool = False,
-    resume: bool = False,
-    merge: bool = True,
     trust_remote_code: bool = False,
+    **switches: bool,
 ) -> Path:
-    """Train and save a reward model; returns the output dir. Validates inputs before any model loads."""
-    from alignctl import models, runs, training
+    """Train and save a reward model; returns the output dir. Validates inputs before any model loads.
+
+    `switches`: overwrite, force, resume, merge (flags.Opts.switches()).
+    """
+    from alignctl import models, training
     from alignctl.console import note
 
+    switches = {"overwrite": False, "force": False, "resume": False, "merge": True} | switches
     run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
-        NAME, resolved, data, read_prefs, model, output, overwrite=overwrite, force=force, resume=resume, merge=merge
+        NAME, resolved, data, read_prefs, model, output, **switches
     )
     if run_.up_to_date:
-        runs.say_up_to_date(run_)
         return run_.out
 
     torch = models.setup_torch()
@@ -141,7 +141,12 @@ def run(
 
     counts = {"train": len(train_recs), "eval": len(eval_recs)}
     return training.finish(
-        trainer, tokenizer, run_, merge=merge, evaluate=evaluate if eval_recs else None, extra={"records": counts}
+        trainer,
+        tokenizer,
+        run_,
+        merge=switches["merge"],
+        evaluate=evaluate if eval_recs else None,
+        extra={"records": counts},
     )
 
 

@@ -206,35 +206,31 @@ def run(
     trust_remote_code: bool = False,
 ) -> Path:
     """Train and save; returns the output dir. Validates everything before any model loads."""
-    from alignctl import models, runs
+    from alignctl import models, runs, training
     from alignctl.prompts import prepare, prompt_ids, read_prompts
 
     check(resolved)
     records = read_prompts(prompts)
     rm_path, source = reward_source(reward_model, reward)
     model_path = models.resolve_model(model)
-    inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
-    inputs["reward"] = runs.input_fingerprint(rm_path) if rm_path else source.describe()
-    run_ = runs.begin(
+    run_ = training.begin_run(
         NAME,
+        resolved,
         output,
-        inputs=inputs,
-        resolved=resolved,
+        model,
+        model_path,
+        inputs={"prompts": prompts, "reward": rm_path or source.describe()},
         overwrite=overwrite,
         force=force,
         resume=resume,
-        parent_model=model or models.DEFAULT_MODEL,
-        extra={"merge": merge},
+        merge=merge,
     )
     if run_.up_to_date:
-        runs.say_up_to_date(run_)
         return run_.out
 
     torch = models.setup_torch()
     from accelerate import Accelerator
     from transformers import set_seed
-
-    from alignctl import training
 
     from . import roles as roles_mod
     from . import rollout, trainer
