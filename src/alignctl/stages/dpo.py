@@ -23,6 +23,7 @@ from alignctl.flags import Opts
 from alignctl.settings import PairSettings, setting
 
 NAME = "dpo"
+TRAINER = "DPO"  # TRL's DPOTrainer: the other DPOConfig fields are settings too
 
 
 @dataclass
@@ -39,13 +40,6 @@ def read_prefs(path: str | Path) -> list[dict]:
     return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in io.load(path, "preferences")]
 
 
-def trl_config() -> type:
-    """TRL's DPOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from alignctl.training import trl_classes
-
-    return trl_classes("DPO")[0]
-
-
 def run(
     resolved: Resolved,
     data: Path,
@@ -59,7 +53,7 @@ def run(
     """
     from alignctl import training
 
-    return training.fit_policy_on_pairs(NAME, "DPO", read_prefs, resolved, data, model, output, **switches)
+    return training.fit_policy_on_pairs(NAME, TRAINER, read_prefs, resolved, data, model, output, **switches)
 
 
 def command(

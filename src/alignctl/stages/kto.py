@@ -27,6 +27,7 @@ from alignctl.flags import Opts
 from alignctl.settings import PairSettings, setting
 
 NAME = "kto"
+TRAINER = "KTO"  # TRL's KTOTrainer: the other KTOConfig fields are settings too
 
 
 @dataclass
@@ -49,13 +50,6 @@ def read_examples(path: str | Path) -> list[dict]:
     if records and "completion" in records[0]:
         return [{k: r[k] for k in ("prompt", "completion", "label")} for r in records]
     return [u for r in records for u in io.unpair(r)]
-
-
-def trl_config() -> type:
-    """TRL's KTOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from alignctl.training import trl_classes
-
-    return trl_classes("KTO")[0]
 
 
 def run(

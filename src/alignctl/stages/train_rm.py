@@ -26,6 +26,7 @@ from alignctl.flags import Opts
 from alignctl.settings import PairSettings, setting
 
 NAME = "train-rm"
+TRAINER = "Reward"  # TRL's RewardTrainer: the other RewardConfig fields are settings too
 
 
 @dataclass
@@ -80,13 +81,6 @@ def pair_accuracy(trainer, dataset) -> dict[str, float]:
     }
 
 
-def trl_config() -> type:
-    """TRL's RewardConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from alignctl.training import trl_classes
-
-    return trl_classes("Reward")[0]
-
-
 def run(
     resolved: Resolved,
     data: Path,
@@ -127,7 +121,7 @@ def run(
     if resolved["use_peft"]:
         peft = models.lora_config(resolved.values, task_type="SEQ_CLS")
         peft.modules_to_save = ["score"]  # the score head is new (random): trained in full and saved, not frozen
-    trainer = training.make_trainer("Reward", run_, resolved, rm, tokenizer, train_recs, eval_recs, peft_config=peft)
+    trainer = training.make_trainer(TRAINER, run_, resolved, rm, tokenizer, train_recs, eval_recs, peft_config=peft)
     dropped = len(train_recs) - len(trainer.train_dataset)
     if dropped:
         limit = resolved["max_length"]
