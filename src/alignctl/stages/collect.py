@@ -29,7 +29,7 @@ from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError
-from alignctl.flags import Opts
+from alignctl.flags import ModelOption, Opts
 from alignctl.settings import setting
 
 NAME = "collect"
@@ -160,12 +160,7 @@ def run(
 
 def command(
     prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Prompts JSONL (text or message lists).")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", help="Policy model: a HF model dir, a hub id, or the alias smollm2-135m (default)."
-        ),
-    ] = None,
+    model: ModelOption = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Candidates JSONL to write (never overwritten without --overwrite).")
     ] = Path("candidates.jsonl"),

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from alignctl import io
 from alignctl.config import Resolved
-from alignctl.flags import Opts
+from alignctl.flags import Opts, PrefsData
 from alignctl.settings import PairSettings, setting
 
 NAME = "dpo"
@@ -40,27 +37,14 @@ def read_prefs(path: str | Path) -> list[dict]:
     return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in io.load(path, "preferences")]
 
 
-def run(
-    resolved: Resolved,
-    data: Path,
-    model: str | None,
-    output: Path,
-    **switches: bool,
-) -> Path:
-    """Train and save; returns the output dir. Validates everything before any model loads.
-
-    `switches`: overwrite, force, resume, merge, trust_remote_code (flags.Opts.switches()).
-    """
+def run(resolved: Resolved, data: Path, model: str | None, output: Path, **switches: bool) -> Path:
+    """Train and save (training.fit_policy_on_pairs); returns the output dir. `switches`: overwrite,
+    force, resume, merge, trust_remote_code (flags.Opts.switches())."""
     from alignctl import training
 
     return training.fit_policy_on_pairs(NAME, TRAINER, read_prefs, resolved, data, model, output, **switches)
 
 
-def command(
-    data: Annotated[Path, typer.Option("--data", "-d", help="Preference JSONL (any of the three shapes).")],
-    *,
-    resolved: Resolved,
-    opts: Opts,
-) -> Path:
+def command(data: PrefsData, *, resolved: Resolved, opts: Opts) -> Path:
     """Train a policy on preference pairs with DPO (TRL DPOTrainer)."""
     return run(resolved, data, opts.model, opts.output, **opts.switches())

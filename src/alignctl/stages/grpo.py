@@ -103,13 +103,9 @@ def run(
     sources = trl_adapters.parse_rewards(rewards, trust_remote_code=trust_remote_code)
     trl_adapters.check_weights(resolved["reward_weights"], len(sources))
     fix_batch_sizes(resolved, world_size=_world_size())
+    where = (NAME, TRAINER, resolved, prompts, model, output)
     return training.fit_online(
-        NAME,
-        TRAINER,
-        resolved,
-        prompts,
-        model,
-        output,
+        *where,
         reward_funcs=lambda run: trl_adapters.reward_funcs(sources),
         described=[s.describe() for s in sources],
         strict=strict,

@@ -52,17 +52,8 @@ def read_examples(path: str | Path) -> list[dict]:
     return [u for r in records for u in io.unpair(r)]
 
 
-def run(
-    resolved: Resolved,
-    data: Path,
-    model: str | None,
-    output: Path,
-    **switches: bool,
-) -> Path:
-    """Train and save; returns the output dir. Validates everything before any model loads.
-
-    `switches`: overwrite, force, resume, merge, trust_remote_code (flags.Opts.switches()).
-    """
+def run(resolved: Resolved, data: Path, model: str | None, output: Path, **switches: bool) -> Path:
+    """Train and save; returns the output dir. The shared run of dpo and kto: training.fit_policy_on_pairs."""
     from alignctl import training
 
     return training.fit_policy_on_pairs(

@@ -23,7 +23,7 @@ import typer
 
 from alignctl.config import Resolved
 from alignctl.errors import InputError
-from alignctl.flags import Opts
+from alignctl.flags import JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts
 from alignctl.rewards.trl_adapters import REWARD_HELP, build_judge
 from alignctl.settings import OnlineSettings, setting
 
@@ -83,13 +83,9 @@ def run(
         judged.append(trl_adapters.JudgeReward(judge, run.work / JUDGE_LOG if runs.is_main_process() else None))
         return judged
 
+    where = (NAME, TRAINER, resolved, prompts, model, output)
     return training.fit_online(
-        NAME,
-        TRAINER,
-        resolved,
-        prompts,
-        model,
-        output,
+        *where,
         reward_funcs=reward_funcs,
         described=[s.describe() for s in sources] if sources else [judge.describe()],
         strict=strict,
@@ -108,16 +104,10 @@ def command(
         str | None,
         typer.Option("--judge", help="Pairwise judge: a local chat model (dir or alias); with --judge-url, its name."),
     ] = None,
-    judge_url: Annotated[
-        str | None, typer.Option("--judge-url", help="Pairwise judge behind an OpenAI-compatible endpoint (.../v1).")
-    ] = None,
-    judge_model: Annotated[str | None, typer.Option("--judge-model", help="Model name for --judge-url.")] = None,
-    judge_template: Annotated[
-        Path | None, typer.Option("--judge-template", help="Judge prompt with {prompt}, {answer_a}, {answer_b}.")
-    ] = None,
-    judge_key_env: Annotated[
-        str, typer.Option("--judge-key-env", help="Environment variable holding the endpoint's API key.")
-    ] = "OPENAI_API_KEY",
+    judge_url: JudgeUrl = None,
+    judge_model: JudgeModel = None,
+    judge_template: JudgeTemplate = None,
+    judge_key_env: JudgeKeyEnv = "OPENAI_API_KEY",
     strict: Annotated[
         bool, typer.Option("--strict", help="Reject prompts over max_prompt_length instead of truncating them.")
     ] = False,

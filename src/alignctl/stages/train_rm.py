@@ -16,13 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
-from alignctl.flags import Opts
+from alignctl.flags import Opts, PrefsData
 from alignctl.settings import PairSettings, setting
 
 NAME = "train-rm"
@@ -144,11 +141,6 @@ def run(
     )
 
 
-def command(
-    data: Annotated[Path, typer.Option("--data", "-d", help="Preference JSONL (any of the three shapes).")],
-    *,
-    resolved: Resolved,
-    opts: Opts,
-) -> Path:
+def command(data: PrefsData, *, resolved: Resolved, opts: Opts) -> Path:
     """Train a reward model on preference pairs (TRL RewardTrainer)."""
     return run(resolved, data, opts.model, opts.output, **opts.switches())
