@@ -122,3 +122,22 @@ def test_root_help_imports_no_stage_module():
     assert "LOADED []" in proc.stdout, proc.stdout[-500:] + proc.stderr[-500:]
     for stage in stages.REGISTRY:
         assert stage.name in proc.stdout
+
+
+def test_readme_lists_the_options_every_training_stage_takes():
+    """The README's list of shared training options is what every training stage's command takes."""
+    import re
+
+    from alignctl.cli import commands
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    paragraph = readme.split("Options every training stage", 1)[1].split("(for ppo", 1)[0]
+    listed = {opt for item in re.findall(r"`(--[a-z-]+(?:/-[a-z])?)", paragraph) for opt in item.split("/")}
+    common = {d for c in flags.ALWAYS + flags.TRAINING for d in c.decls if d.startswith("--") and d != "--lr"}
+    assert listed == common | {"-m", "-o"}
+    built = commands()
+    training = [s.name for s in stages.REGISTRY if s.training]
+    assert {"train-rm", "dpo", "kto", "grpo", "online-dpo", "ppo", "iterate"} <= set(training)
+    for name in training:
+        opts = {o for p in built[name].params for o in getattr(p, "opts", [])}
+        assert listed <= opts, (name, listed - opts)

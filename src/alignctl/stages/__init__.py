@@ -48,7 +48,7 @@ REGISTRY: tuple[Stage, ...] = (
     Stage("grpo", training=True),
     Stage("online-dpo", training=True),
     Stage("ppo", training=True),
-    Stage("iterate"),
+    Stage("iterate", training=True),
     Stage("eval"),
 )
 

@@ -37,7 +37,7 @@ from alignctl.comparison import eval_brief, rounds_final, rounds_table
 from alignctl.config import Resolved
 from alignctl.console import console, info
 from alignctl.errors import InputError, OutputError
-from alignctl.flags import ModelOption, Opts
+from alignctl.flags import Opts
 from alignctl.settings import setting
 from alignctl.stages.iterate_plan import NAME, Plan, plan, write_if_changed
 
@@ -55,6 +55,12 @@ class Settings:
     batch_size: int = field(default=32, metadata={"help": "Sequences per generate call (collect and eval)."})
     backend: str = field(default="auto", metadata={"help": "Generation backend: auto | hf | vllm."})
     seed: int = setting(42, "Seed; round N samples with seed + N - 1.", flag=True)
+    # the common training options reach each round's trainer; unset, the trainer's preset decides
+    max_steps: int | None = setting(None, "Optimizer steps of each round's training (default: the trainer preset's).")
+    num_train_epochs: float | None = setting(None, "Epochs of each round's training (default: the trainer preset's).")
+    learning_rate: float | None = setting(None, "Learning rate of each round's training (default: the preset's).")
+    per_device_train_batch_size: int | None = setting(None, "Batch of each round's training (default: the preset's).")
+    report_to: str | None = setting(None, "Where each round's training also logs (default: the preset's).")
     accumulate: bool = field(default=True, metadata={"help": "Train each round on all pairs so far (else: new only)."})
     dpo_preset: str = setting("dpo", "Preset of the DPO step (e.g. dpo-cpu).", flag=True)
     dpo_set: list[str] | None = field(default=None, metadata={"help": "key=value settings over the DPO preset."})
@@ -88,7 +94,16 @@ def accumulate(out: Path, n: int, enabled: bool) -> tuple[Path, int]:
     return write_if_changed(round_dir(out, n) / "train.jsonl", pairs), len(pairs)
 
 
-def one_round(p: Plan, n: int, *, overwrite: bool, force: bool, trust_remote_code: bool) -> dict[str, Any]:
+def one_round(
+    p: Plan,
+    n: int,
+    *,
+    overwrite: bool,
+    force: bool,
+    trust_remote_code: bool = False,
+    resume: bool = False,
+    merge: bool = True,
+) -> dict[str, Any]:
     """Run (or skip, where up to date) every stage of round n; returns its manifest entry."""
     from alignctl.stages import collect, dpo, label
     from alignctl.stages import eval as eval_stage
@@ -117,7 +132,7 @@ def one_round(p: Plan, n: int, *, overwrite: bool, force: bool, trust_remote_cod
     cands = stage("collect", collect.run, collect_settings, p.train_prompts, policy, rdir / "candidates.jsonl", **flags)
     prefs = stage("label", label.run, p.label, cands, p.by, rdir / "prefs.jsonl", **flags)
     train, n_train = accumulate(p.out, n, p.accumulate)
-    model_dir = stage("dpo", dpo.run, _copy(p.dpo), train, policy, rdir / "model", **flags)
+    model_dir = stage("dpo", dpo.run, _copy(p.dpo), train, policy, rdir / "model", resume=resume, merge=merge, **flags)
     evals = {"overwrite": overwrite, "force": force, "trust_remote_code": trust_remote_code}
     what = "eval vs base" if n == 1 else f"eval vs round {n - 1}"
     stage(
@@ -194,9 +209,10 @@ def run(
     eval_prompts: Path | None = None,
     overwrite: bool = False,
     force: bool = False,
-    trust_remote_code: bool = False,
+    **switches: bool,
 ) -> Path:
-    """Run every round (skipping finished stages); returns the output dir."""
+    """Run every round (skipping finished stages); returns the output dir. `switches`:
+    trust_remote_code, and resume / merge for each round's training."""
     from alignctl import runs
 
     p = plan(resolved, prompts, model, by, output, eval_prompts)
@@ -220,7 +236,7 @@ def run(
     started = time.time()
     entries: list[dict] = []
     for n in range(1, p.rounds + 1):
-        entries.append(one_round(p, n, overwrite=overwrite, force=force, trust_remote_code=trust_remote_code))
+        entries.append(one_round(p, n, overwrite=overwrite, force=force, **switches))
         _write_manifest(p, resolved, fingerprint, inputs, entries, started)
         rounds_table(entries, title=f"iterate: {p.out} (round {n} of {p.rounds})")
     return p.out
@@ -235,23 +251,10 @@ def command(
     eval_prompts: Annotated[
         Path | None, typer.Option("--eval-prompts", help="Held-out prompts for each round's eval.")
     ] = None,
-    model: ModelOption = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output dir (default: runs/iterate), one round-N/ per round.")
-    ] = None,
     *,
     resolved: Resolved,
     opts: Opts,
 ) -> Path:
     """Rounds of collect → label → DPO → eval (the chapter's iterative training)."""
-    return run(
-        resolved,
-        prompts,
-        model,
-        by,
-        output or Path("runs") / NAME,
-        eval_prompts=eval_prompts,
-        overwrite=opts.overwrite,
-        force=opts.force,
-        trust_remote_code=opts.trust_remote_code,
-    )
+    switches = opts.switches()
+    return run(resolved, prompts, opts.model, by, opts.output, eval_prompts=eval_prompts, **switches)

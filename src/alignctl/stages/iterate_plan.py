@@ -20,6 +20,8 @@ from alignctl.console import note
 from alignctl.errors import InputError, OutputError
 
 NAME = "iterate"  # the stage whose runs plan() prepares (iterate.py takes its name from here)
+# iterate's common training options that go to each round's trainer when given
+TRAINER_KEYS = ("max_steps", "num_train_epochs", "learning_rate", "per_device_train_batch_size", "report_to")
 DEFAULT_EVAL_SPLIT = 0.1
 
 
@@ -106,7 +108,8 @@ def plan(
     collect_stage.check(collect)
     label = stage_settings("label", preset=None, sets=resolved["label_set"], flags={})
     label_stage.check(label)
-    dpo = stage_settings("dpo", preset=resolved["dpo_preset"], sets=resolved["dpo_set"], flags={"seed": seed})
+    given = {k: resolved[k] for k in TRAINER_KEYS if resolved[k] is not None}  # --learning-rate etc.
+    dpo = stage_settings("dpo", preset=resolved["dpo_preset"], sets=resolved["dpo_set"], flags={"seed": seed} | given)
     eval_flags = {
         "temperature": resolved["eval_temperature"],
         "max_new_tokens": resolved["eval_max_new_tokens"],
