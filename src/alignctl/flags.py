@@ -81,6 +81,11 @@ TRAINING = (
     Common("report_to", ("--report-to",), str | None, "Also log to: none, tensorboard, wandb, ...", key="report_to"),
 )
 TRAINING_KEYS = tuple(c.key for c in TRAINING if c.key)
+# an input, not a setting: stages that read --data / --prompts / --candidates take it in `command`
+Split = Annotated[
+    str | None,
+    typer.Option("--split", help="With a dataset dir or a hub dataset id as input: the split to read (train, ...)."),
+]
 
 
 @dataclass

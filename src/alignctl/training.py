@@ -164,6 +164,7 @@ def begin_on_prefs(
     force: bool,
     resume: bool,
     merge: bool,
+    split: str | None = None,
 ) -> tuple[Run, Path, list, list]:
     """Start a stage that trains on a preference file (dpo, train-rm).
 
@@ -171,14 +172,14 @@ def begin_on_prefs(
     and opens the run. Returns (run, model dir, train records, eval records); the caller stops
     when `run.up_to_date`.
     """
-    from alignctl import models, runs
+    from alignctl import models, readers, runs
 
-    records = read(data)
+    records = read(data, split=split)
     train_recs, eval_recs = split_records(records, resolved["eval_split"], resolved["seed"], read)
     model_path = models.resolve_model(model)
-    inputs = {"data": runs.input_fingerprint(data), "model": runs.input_fingerprint(model_path)}
-    if resolved["eval_split"] and Path(str(resolved["eval_split"])).is_file():
-        inputs["eval_data"] = runs.input_fingerprint(resolved["eval_split"])
+    inputs = {"data": readers.fingerprint(data, split), "model": runs.input_fingerprint(model_path)}
+    if resolved["eval_split"] and Path(str(resolved["eval_split"])).exists():
+        inputs["eval_data"] = readers.fingerprint(resolved["eval_split"])
     run = runs.begin(
         stage,
         output,

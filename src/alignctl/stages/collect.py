@@ -29,7 +29,7 @@ from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError
-from alignctl.flags import Opts
+from alignctl.flags import Opts, Split
 from alignctl.settings import setting
 
 NAME = STAGE = "collect"
@@ -85,19 +85,20 @@ def run(
     force: bool = False,
     trust_remote_code: bool = False,
     progress: bool = True,
+    split: str | None = None,
 ) -> Path:
     """Generate and write the candidates file; returns its path. Validates before any model loads."""
-    from alignctl import generation, models, runs
+    from alignctl import generation, models, readers, runs
 
     params = check_settings(resolved)
     n = resolved["num_samples"]
-    records = io.load(prompts, "prompts")
+    records = io.load(prompts, "prompts", split=split)
     model_path = models.resolve_model(model)
     backend_name, _ = generation.pick_backend(resolved["backend"])
     run_ = runs.begin_file(
         STAGE,
         output,
-        inputs={"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)},
+        inputs={"prompts": readers.fingerprint(prompts, split), "model": runs.input_fingerprint(model_path)},
         resolved=resolved,
         overwrite=overwrite,
         force=force,
@@ -159,7 +160,14 @@ def run(
 
 
 def command(
-    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Prompts JSONL (text or message lists).")],
+    prompts: Annotated[
+        Path,
+        typer.Option(
+            "--prompts",
+            "-p",
+            help="Prompts (text or message lists): JSONL, Parquet, JSON array, dataset dir, hub id with --split.",
+        ),
+    ],
     model: Annotated[
         str | None,
         typer.Option(
@@ -169,6 +177,7 @@ def command(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Candidates JSONL to write (never overwritten without --overwrite).")
     ] = Path("candidates.jsonl"),
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
@@ -182,4 +191,5 @@ def command(
         overwrite=opts.overwrite,
         force=opts.force,
         trust_remote_code=opts.trust_remote_code,
+        split=split,
     )

@@ -20,7 +20,7 @@ import typer
 from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
 from alignctl.console import status
-from alignctl.flags import Opts
+from alignctl.flags import Opts, Split
 from alignctl.settings import PairSettings, setting
 
 NAME = STAGE = "dpo"
@@ -35,9 +35,11 @@ class Settings(PairSettings):
     precompute_ref_log_probs: bool = setting(False, "Reference log-probs once before training, not at every step.")
 
 
-def read_prefs(path: str | Path) -> list[dict]:
+def read_prefs(path: str | Path, split: str | None = None) -> list[dict]:
     """Preference records trimmed to the fields DPO trains on."""
-    return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in io.load(path, "preferences")]
+    return [
+        {k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in io.load(path, "preferences", split=split)
+    ]
 
 
 def trl_config() -> type:
@@ -58,12 +60,23 @@ def run(
     resume: bool = False,
     merge: bool = True,
     trust_remote_code: bool = False,
+    split: str | None = None,
 ) -> Path:
     """Train and save; returns the output dir. Validates everything before any model loads."""
     from alignctl import models, runs, training
 
     run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
-        STAGE, resolved, data, read_prefs, model, output, overwrite=overwrite, force=force, resume=resume, merge=merge
+        STAGE,
+        resolved,
+        data,
+        read_prefs,
+        model,
+        output,
+        overwrite=overwrite,
+        force=force,
+        resume=resume,
+        merge=merge,
+        split=split,
     )
     if run_.up_to_date:
         runs.say_up_to_date(run_)
@@ -84,10 +97,18 @@ def run(
 
 
 def command(
-    data: Annotated[Path, typer.Option("--data", "-d", help="Preference JSONL (any of the three shapes).")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Preference pairs (any of the three shapes): JSONL, Parquet, JSON array, dataset dir, hub id.",
+        ),
+    ],
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
 ) -> Path:
     """Train a policy on preference pairs with DPO (TRL DPOTrainer)."""
-    return run(resolved, data, opts.model, opts.output, **opts.switches())
+    return run(resolved, data, opts.model, opts.output, split=split, **opts.switches())

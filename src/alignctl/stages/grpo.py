@@ -25,7 +25,7 @@ from typing import Annotated
 import typer
 
 from alignctl.config import Resolved, adjust_for_device
-from alignctl.flags import Opts
+from alignctl.flags import Opts, Split
 from alignctl.settings import OnlineSettings, setting
 from alignctl.stages.rl_common import REWARD_HELP
 
@@ -101,14 +101,15 @@ def run(
     resume: bool = False,
     merge: bool = True,
     trust_remote_code: bool = False,
+    split: str | None = None,
 ) -> Path:
     """Train and save the policy; returns the output dir. Inputs and reward specs are checked first."""
-    from alignctl import models, runs, training
+    from alignctl import models, readers, runs, training
     from alignctl.generation import vllm_installed
     from alignctl.prompts import prepare, prompts_dataset, read_prompts
     from alignctl.stages import rl_common
 
-    records = read_prompts(prompts)
+    records = read_prompts(prompts, split)
     sources = rl_common.parse_rewards(rewards, trust_remote_code=trust_remote_code)
     rl_common.check_weights(resolved["reward_weights"], len(sources))
     model_path = models.resolve_model(model)
@@ -118,7 +119,7 @@ def run(
     dataset = prompts_dataset(records, prompts)
     fix_batch_sizes(resolved, world_size=_world_size())
 
-    inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
+    inputs = {"prompts": readers.fingerprint(prompts, split), "model": runs.input_fingerprint(model_path)}
     described = [s.describe() for s in sources]
     run_ = runs.begin(
         STAGE,
@@ -167,16 +168,24 @@ def _world_size() -> int:
 
 
 def command(
-    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Prompts JSONL; extra columns reach the rewards.")],
+    prompts: Annotated[
+        Path,
+        typer.Option(
+            "--prompts",
+            "-p",
+            help="Prompts (JSONL, Parquet, JSON array, dataset dir, hub id); extra columns reach the rewards.",
+        ),
+    ],
     reward: Annotated[
         list[str] | None, typer.Option("--reward", "-r", help=f"Reward source (repeatable): {REWARD_HELP}.")
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Reject prompts over max_prompt_length instead of truncating them.")
     ] = False,
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
 ) -> Path:
     """Train a policy with GRPO on prompts and reward sources (TRL GRPOTrainer)."""
-    return run(resolved, prompts, reward or [], opts.model, opts.output, strict=strict, **opts.switches())
+    return run(resolved, prompts, reward or [], opts.model, opts.output, strict=strict, split=split, **opts.switches())

@@ -23,7 +23,7 @@ import typer
 
 from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
-from alignctl.flags import Opts
+from alignctl.flags import Opts, Split
 from alignctl.settings import PairSettings, setting
 
 NAME = "kto"
@@ -43,9 +43,9 @@ class Settings(PairSettings):
     precompute_ref_log_probs: bool = setting(False, "Reference log-probs once before training, not at every step.")
 
 
-def read_examples(path: str | Path) -> list[dict]:
+def read_examples(path: str | Path, split: str | None = None) -> list[dict]:
     """KTO records from an unpaired file, or from a preference file (unpaired)."""
-    records = io.load(path, ("unpaired", "preferences"))
+    records = io.load(path, ("unpaired", "preferences"), split=split)
     if records and "completion" in records[0]:
         return [{k: r[k] for k in ("prompt", "completion", "label")} for r in records]
     return [u for r in records for u in io.unpair(r)]
@@ -69,12 +69,23 @@ def run(
     resume: bool = False,
     merge: bool = True,
     trust_remote_code: bool = False,
+    split: str | None = None,
 ) -> Path:
     """Train and save; returns the output dir. Validates everything before any model loads."""
     from alignctl import models, runs, training
 
     run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
-        NAME, resolved, data, read_examples, model, output, overwrite=overwrite, force=force, resume=resume, merge=merge
+        NAME,
+        resolved,
+        data,
+        read_examples,
+        model,
+        output,
+        overwrite=overwrite,
+        force=force,
+        resume=resume,
+        merge=merge,
+        split=split,
     )
     if run_.up_to_date:
         runs.say_up_to_date(run_)
@@ -94,11 +105,17 @@ def run(
 
 def command(
     data: Annotated[
-        Path, typer.Option("--data", "-d", help="Unpaired JSONL {prompt, completion, label}, or a preference file.")
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Unpaired records {prompt, completion, label} or preference pairs (any format --data of dpo takes).",
+        ),
     ],
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
 ) -> Path:
     """Train a policy on answers marked good or bad with KTO (TRL KTOTrainer)."""
-    return run(resolved, data, opts.model, opts.output, **opts.switches())
+    return run(resolved, data, opts.model, opts.output, split=split, **opts.switches())

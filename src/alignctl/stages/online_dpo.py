@@ -23,7 +23,7 @@ import typer
 
 from alignctl.config import Resolved, adjust_for_device
 from alignctl.errors import AlignctlError, InputError
-from alignctl.flags import Opts
+from alignctl.flags import Opts, Split
 from alignctl.settings import OnlineSettings, setting
 from alignctl.stages.rl_common import REWARD_HELP
 
@@ -150,13 +150,14 @@ def run(
     resume: bool = False,
     merge: bool = True,
     trust_remote_code: bool = False,
+    split: str | None = None,
 ) -> Path:
     """Train and save the policy; returns the output dir.
 
     The reward source is `rewards` (rule/rm specs, as for grpo) or `judge` (a `PairwiseJudge`),
     never both. Inputs are checked before any model loads.
     """
-    from alignctl import models, runs, training
+    from alignctl import models, readers, runs, training
     from alignctl.generation import vllm_installed
     from alignctl.prompts import prepare, prompts_dataset, read_prompts
     from alignctl.stages import rl_common
@@ -165,7 +166,7 @@ def run(
         raise InputError("give either --reward or a judge (--judge / --judge-url), not both")
     if judge is None and not rewards:
         raise InputError(f"online-dpo needs a reward source: --reward {REWARD_HELP}, or --judge / --judge-url")
-    records = read_prompts(prompts)
+    records = read_prompts(prompts, split)
     sources = rl_common.parse_rewards(rewards, required=False, trust_remote_code=trust_remote_code)
     rl_common.check_weights(resolved["reward_weights"], len(sources) if sources else 1)
     model_path = models.resolve_model(model)
@@ -174,7 +175,7 @@ def run(
     truncated = prepare(records, tokenizer, resolved, strict=strict, path=prompts)
     dataset = prompts_dataset(records, prompts)
 
-    inputs = {"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)}
+    inputs = {"prompts": readers.fingerprint(prompts, split), "model": runs.input_fingerprint(model_path)}
     described = [s.describe() for s in sources] if sources else [judge.describe()]
     run_ = runs.begin(
         STAGE,
@@ -247,6 +248,7 @@ def command(
     strict: Annotated[
         bool, typer.Option("--strict", help="Reject prompts over max_prompt_length instead of truncating them.")
     ] = False,
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
@@ -261,5 +263,6 @@ def command(
         rewards=reward,
         judge=pairwise,
         strict=strict,
+        split=split,
         **opts.switches(),
     )

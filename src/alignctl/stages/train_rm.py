@@ -22,7 +22,7 @@ import typer
 
 from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
-from alignctl.flags import Opts
+from alignctl.flags import Opts, Split
 from alignctl.settings import PairSettings, setting
 
 NAME = STAGE = "train-rm"
@@ -42,9 +42,11 @@ class Settings(PairSettings):
     lora_alpha: int = setting(16, "LoRA alpha (chapter: 16).", flag=True)
 
 
-def read_prefs(path: str | Path) -> list[dict]:
+def read_prefs(path: str | Path, split: str | None = None) -> list[dict]:
     """Preference records trimmed to the fields a reward model trains on."""
-    return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in io.load(path, "preferences")]
+    return [
+        {k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in io.load(path, "preferences", split=split)
+    ]
 
 
 def pair_accuracy(trainer, dataset) -> dict[str, float]:
@@ -98,6 +100,7 @@ def run(
     resume: bool = False,
     merge: bool = True,
     trust_remote_code: bool = False,
+    split: str | None = None,
 ) -> Path:
     """Train and save a reward model; returns the output dir. Validates inputs before any model loads."""
     from alignctl import models, runs, training
@@ -105,7 +108,17 @@ def run(
     from alignctl.stages.rl_common import adjust_checkpointing
 
     run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
-        STAGE, resolved, data, read_prefs, model, output, overwrite=overwrite, force=force, resume=resume, merge=merge
+        STAGE,
+        resolved,
+        data,
+        read_prefs,
+        model,
+        output,
+        overwrite=overwrite,
+        force=force,
+        resume=resume,
+        merge=merge,
+        split=split,
     )
     if run_.up_to_date:
         runs.say_up_to_date(run_)
@@ -147,10 +160,18 @@ def run(
 
 
 def command(
-    data: Annotated[Path, typer.Option("--data", "-d", help="Preference JSONL (any of the three shapes).")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Preference pairs (any of the three shapes): JSONL, Parquet, JSON array, dataset dir, hub id.",
+        ),
+    ],
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
 ) -> Path:
     """Train a reward model on preference pairs (TRL RewardTrainer)."""
-    return run(resolved, data, opts.model, opts.output, **opts.switches())
+    return run(resolved, data, opts.model, opts.output, split=split, **opts.switches())
