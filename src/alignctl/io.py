@@ -44,8 +44,10 @@ from alignctl.readers import Problem, ReadResult, rows  # noqa: F401 (Problem: p
 ROLES = ("system", "user", "assistant", "tool")
 KINDS = ("prompts", "candidates", "preferences", "unpaired")
 ANSWERS = ("chosen", "rejected", "completion")  # the fields that hold an answer to "prompt"
-# scripts written without spaces between words (Chinese, Japanese kana): one character, one word
+# scripts written without spaces between words (Chinese, Japanese kana): one character, one word;
+# their punctuation (、。「」，：？ ...) separates words and is none itself
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+_CJK_PUNCT = re.compile(r"[\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +107,7 @@ def text_length(value: str | list[dict]) -> int:
     """Length in words (a message list: all its contents), each CJK character counting as one word:
     Chinese puts no spaces between words, so whitespace splitting would count a sentence as one."""
     text = value if isinstance(value, str) else "\n".join(str(m.get("content", "")) for m in value)
-    return len(_CJK.findall(text)) + len(_CJK.sub(" ", text).split())
+    return len(_CJK.findall(text)) + len(_CJK.sub(" ", _CJK_PUNCT.sub(" ", text)).split())
 
 
 def prompt_id(prompt: str | list[dict]) -> str:
@@ -268,6 +270,8 @@ def read(
                 result.normalised += 1
         err = CHECKS[result.kind](rec)
         if err:
+            if err.endswith("is missing") and result.columns:  # likely a data set of another shape
+                err += f" (its columns: {', '.join(result.columns)})"
             result.problem(pos, err)
             continue
         if result.kind in ("prompts", "candidates"):

@@ -57,6 +57,7 @@ class ReadResult:
     warnings: list[str] = field(default_factory=list)
     unit: str = "line"
     normalised: int = 0  # records given as full conversations whose prompt turns were split off
+    columns: list[str] = field(default_factory=list)  # a table's columns (named when a field is missing)
 
     def problem(self, position: int, message: str) -> None:
         self.problems.append(Problem(position, message, self.unit))
@@ -67,12 +68,12 @@ def rows(source: str | Path, result: ReadResult, *, split: str | None = None) ->
     path = Path(source)
     if path.is_dir():
         result.unit = "row"
-        yield from enumerate(_dataset_rows(path, split), start=1)
+        yield from enumerate(_dataset_rows(path, split, result), start=1)
         return
     if not path.exists():
         if split is not None:
             result.unit = "row"
-            yield from enumerate(_hub_rows(str(source), split), start=1)
+            yield from enumerate(_hub_rows(str(source), split, result), start=1)
             return
         hint = " (a hub dataset id needs --split)" if re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)) else ""
         raise InputError(f"{source}: file not found{hint}")
@@ -81,7 +82,7 @@ def rows(source: str | Path, result: ReadResult, *, split: str | None = None) ->
     data = _read_bytes(path)
     if path.suffix == ".parquet" or data[:4] == b"PAR1":
         result.unit = "row"
-        yield from enumerate(_parquet_rows(path), start=1)
+        yield from enumerate(_parquet_rows(path, result), start=1)
         return
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -200,7 +201,7 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def _parquet_rows(path: Path) -> Iterator[dict]:
+def _parquet_rows(path: Path, result: ReadResult) -> Iterator[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -210,11 +211,12 @@ def _parquet_rows(path: Path) -> Iterator[dict]:
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
     if not table.num_rows:
         raise InputError(f"{path}: empty file: no records")
+    result.columns = list(table.column_names)
     for row in table.to_pylist():
         yield _without_nulls(row)
 
 
-def _dataset_rows(path: Path, split: str | None) -> Iterator[dict]:
+def _dataset_rows(path: Path, split: str | None, result: ReadResult) -> Iterator[dict]:
     """Rows of a dir written by `save_to_disk`, or of a folder of data files (a cloned hub repo)."""
     import datasets
 
@@ -227,11 +229,11 @@ def _dataset_rows(path: Path, split: str | None) -> Iterator[dict]:
         if not any(p.is_file() for p in path.rglob("*") if not p.name.startswith(".")):
             raise InputError(f"{path}: is a directory with no data files (expected a file or a saved dataset)")
         ds = _load_dataset(str(path), split, where=str(path))
-    yield from _table_rows(ds, path, split)
+    yield from _table_rows(ds, path, split, result)
 
 
-def _hub_rows(dataset_id: str, split: str) -> Iterator[dict]:
-    yield from _table_rows(_load_dataset(dataset_id, split, where=dataset_id), dataset_id, split)
+def _hub_rows(dataset_id: str, split: str, result: ReadResult) -> Iterator[dict]:
+    yield from _table_rows(_load_dataset(dataset_id, split, where=dataset_id), dataset_id, split, result)
 
 
 def _load_dataset(ref: str, split: str | None, *, where: str):
@@ -253,7 +255,7 @@ def _load_dataset(ref: str, split: str | None, *, where: str):
         raise InputError(f"{where}: cannot load the dataset ({_first_line(exc)})") from None
 
 
-def _table_rows(ds, where: Path | str, split: str | None) -> Iterator[dict]:
+def _table_rows(ds, where: Path | str, split: str | None, result: ReadResult) -> Iterator[dict]:
     import datasets
 
     if isinstance(ds, datasets.DatasetDict):
@@ -269,6 +271,7 @@ def _table_rows(ds, where: Path | str, split: str | None) -> Iterator[dict]:
         raise InputError(f"{where}: cannot select --split {split}")
     if not len(ds):
         raise InputError(f"{where}: no records")
+    result.columns = list(ds.column_names)
     for row in ds:
         yield _without_nulls(row)
 
