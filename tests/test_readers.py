@@ -54,7 +54,9 @@ ZH = [
         "奖励模型根据人类的偏好给回答打分，PPO用这个分数来更新策略模型。",
         "一个普通的语言模型。",
     ),
-    tulu("DPO和PPO有什么区别？", "DPO直接在偏好数据上优化策略，不需要单独训练奖励模型，也不需要在线采样。", "没有区别。"),
+    tulu(
+        "DPO和PPO有什么区别？", "DPO直接在偏好数据上优化策略，不需要单独训练奖励模型，也不需要在线采样。", "没有区别。"
+    ),
     tulu("为什么要加KL惩罚？", "KL惩罚让策略不要离参考模型太远，防止模型钻奖励模型的空子。", "为了训练更快。"),
     tulu("β应该取多大？", "常用0.1；β越大，训练后的策略越接近参考模型。", "越大越好。", system=True),
     tulu("中国的首都是哪里？", "中国的首都是北京，也是全国的政治中心。", "上海。"),
@@ -88,7 +90,14 @@ def write_as(fmt: str, path: Path, records: list[dict]) -> Path:
     return path
 
 
-FORMATS = [("jsonl", None), ("parquet", None), ("json", None), ("saved", None), ("saved-dict", "train"), ("folder", "train")]
+FORMATS = [
+    ("jsonl", None),
+    ("parquet", None),
+    ("json", None),
+    ("saved", None),
+    ("saved-dict", "train"),
+    ("folder", "train"),
+]
 
 
 @pytest.mark.parametrize("fmt, split", FORMATS, ids=[f for f, _ in FORMATS])
@@ -212,7 +221,13 @@ def test_split_of_a_saved_dataset_dict_and_of_a_folder(tmp_path, tiny_lm, cli):
 
 @pytest.mark.parametrize(
     "stage, shape, fmt",
-    [("train-rm", "tulu", "json"), ("train-rm", "hh-rlhf", "jsonl"), ("kto", "chinese", "saved"), ("kto", "trl-lib", "parquet"), ("dpo", "chinese", "jsonl")],  # fmt: skip
+    [
+        ("train-rm", "tulu", "json"),
+        ("train-rm", "hh-rlhf", "jsonl"),
+        ("kto", "chinese", "saved"),
+        ("kto", "trl-lib", "parquet"),
+        ("dpo", "chinese", "jsonl"),
+    ],  # fmt: skip
 )
 def test_stages_train_on_the_published_shapes(tmp_path, tiny_lm, cli, stage, shape, fmt):
     data = write_as(fmt, tmp_path / shape, SHAPES[shape])

@@ -78,7 +78,7 @@ def rows(source: str | Path, result: ReadResult, *, split: str | None = None) ->
         hint = " (a hub dataset id needs --split)" if re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)) else ""
         raise InputError(f"{source}: file not found{hint}")
     if split is not None:
-        raise InputError(f"--split {split}: {source} is a file; --split picks a split of a dataset dir or hub dataset")
+        raise InputError(f"{source}: is a file; --split {split} picks a split of a dataset dir or hub dataset")
     data = _read_bytes(path)
     if path.suffix == ".parquet" or data[:4] == b"PAR1":
         result.unit = "row"
