@@ -202,17 +202,17 @@ def _without_nulls(value: Any) -> Any:
 
 
 def _parquet_rows(path: Path, result: ReadResult) -> Iterator[dict]:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
+        rows = table.to_pylist()
+    except Exception as exc:  # a damaged file fails in pyarrow's reader, its decoders or its converters
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
-    if not table.num_rows:
+    if not rows:
         raise InputError(f"{path}: empty file: no records")
     result.columns = list(table.column_names)
-    for row in table.to_pylist():
+    for row in rows:
         yield _without_nulls(row)
 
 
@@ -271,8 +271,12 @@ def _table_rows(ds, where: Path | str, split: str | None, result: ReadResult) ->
         raise InputError(f"{where}: cannot select --split {split}")
     if not len(ds):
         raise InputError(f"{where}: no records")
+    try:
+        rows = ds.to_list()
+    except Exception as exc:  # a damaged Arrow file fails only when its rows are read
+        raise InputError(f"{where}: cannot read the dataset's rows ({_first_line(exc)})") from None
     result.columns = list(ds.column_names)
-    for row in ds:
+    for row in rows:
         yield _without_nulls(row)
 
 
