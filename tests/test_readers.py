@@ -116,6 +116,20 @@ def test_prompts_from_a_table_keep_ids_and_extra_columns(tmp_path):
     assert records == [{"id": "7", "prompt": "Is the sky blue?", "answer": "yes"}, {"id": "8", "prompt": "Hi"}]
 
 
+def test_table_cells_become_json(tmp_path):
+    """NaN (pandas' missing number) is an absent field, a date is ISO text, a binary cell a problem."""
+    import datetime
+
+    rows = [
+        {"prompt": "a", "score": float("nan"), "day": datetime.date(2024, 5, 1), "image": None},
+        {"prompt": "b", "score": 1.0, "day": datetime.date(2024, 5, 2), "image": b"\x89PNG"},
+    ]
+    result = io.read(write_as("parquet", tmp_path / "p", rows), "prompts")
+    assert [r["prompt"] for r in result.records] == ["a"] and "score" not in result.records[0]
+    assert result.records[0]["day"] == "2024-05-01"
+    assert [p.render("p") for p in result.problems] == ["p: row 2: column image holds binary data, not text"]
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "json", "saved"])
 def test_problems_in_tables_name_the_row(tmp_path, fmt):
     rows = [TULU[0], {**TULU[2], "prompt": "Is grass green?"}, TULU[1]]

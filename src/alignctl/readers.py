@@ -10,14 +10,16 @@ dataset dir's files, or the hub id and split.
 Which reader: an existing dir is a saved dataset (`dataset_dict.json` / `state.json`) or a folder
 of data files (`datasets.load_dataset(dir)`); a `.parquet` file is Parquet; a file whose first
 character is `[` is a JSON array; any other file is JSONL. A source that does not exist is a hub
-dataset id when `--split` is given, else "file not found". Cells that are null in a table are
-absent fields (a column holds a value for every row). `datasets` and `pyarrow` load only here.
+dataset id when `--split` is given, else "file not found". A null (or NaN) cell of a table is an
+absent field (a column holds a value for every row); a binary cell is a problem of its row.
+`datasets` and `pyarrow` load only here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -68,12 +70,12 @@ def rows(source: str | Path, result: ReadResult, *, split: str | None = None) ->
     path = Path(source)
     if path.is_dir():
         result.unit = "row"
-        yield from enumerate(_dataset_rows(path, split, result), start=1)
+        yield from _table(_dataset_rows(path, split, result), result)
         return
     if not path.exists():
         if split is not None:
             result.unit = "row"
-            yield from enumerate(_hub_rows(str(source), split, result), start=1)
+            yield from _table(_hub_rows(str(source), split, result), result)
             return
         hint = " (a hub dataset id needs --split)" if re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)) else ""
         raise InputError(f"{source}: file not found{hint}")
@@ -82,7 +84,7 @@ def rows(source: str | Path, result: ReadResult, *, split: str | None = None) ->
     data = _read_bytes(path)
     if path.suffix == ".parquet" or data[:4] == b"PAR1":
         result.unit = "row"
-        yield from enumerate(_parquet_rows(path, result), start=1)
+        yield from _table(_parquet_rows(path, result), result)
         return
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -193,12 +195,39 @@ def _encodable(value: Any) -> bool:
 # Tables (Parquet, datasets)
 
 
-def _without_nulls(value: Any) -> Any:
+def _table(rows_: Iterator[dict], result: ReadResult) -> Iterator[tuple[int, Any]]:
+    """Rows of a table as JSON values: null cells are absent fields, dates become ISO text; a
+    binary cell (an image column) is a problem of its row, as JSONL could not hold it."""
+    for pos, row in enumerate(rows_, start=1):
+        try:
+            yield pos, _as_json(row)
+        except TypeError as exc:
+            result.problem(pos, str(exc))
+
+
+def _as_json(value: Any, name: str = "") -> Any:
     if isinstance(value, dict):
-        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
-    return value
+        return {str(k): _as_json(v, name or str(k)) for k, v in value.items() if not _null(v)}
+    if isinstance(value, list | tuple):
+        return [_as_json(v, name) for v in value]
+    if isinstance(value, float) and math.isinf(value):
+        raise TypeError(f"column {_shown(name)} holds an infinite number")
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, bytes | bytearray):
+        raise TypeError(f"column {_shown(name)} holds binary data, not text")
+    if hasattr(value, "isoformat"):  # datetime, date, time
+        return value.isoformat()
+    return str(value)  # Decimal, timedelta: their text
+
+
+def _null(value: Any) -> bool:
+    # pandas writes a missing number as NaN: a null cell, as JSON has no NaN
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _shown(name: str) -> str:
+    return name if name.isprintable() else repr(name)
 
 
 def _parquet_rows(path: Path, result: ReadResult) -> Iterator[dict]:
@@ -211,9 +240,8 @@ def _parquet_rows(path: Path, result: ReadResult) -> Iterator[dict]:
         raise InputError(f"{path}: not a readable Parquet file ({_first_line(exc)})") from None
     if not rows:
         raise InputError(f"{path}: empty file: no records")
-    result.columns = list(table.column_names)
-    for row in rows:
-        yield _without_nulls(row)
+    result.columns = [_shown(c) for c in table.column_names]
+    yield from rows
 
 
 def _dataset_rows(path: Path, split: str | None, result: ReadResult) -> Iterator[dict]:
@@ -275,9 +303,8 @@ def _table_rows(ds, where: Path | str, split: str | None, result: ReadResult) ->
         rows = ds.to_list()
     except Exception as exc:  # a damaged Arrow file fails only when its rows are read
         raise InputError(f"{where}: cannot read the dataset's rows ({_first_line(exc)})") from None
-    result.columns = list(ds.column_names)
-    for row in rows:
-        yield _without_nulls(row)
+    result.columns = [_shown(c) for c in ds.column_names]
+    yield from rows
 
 
 def _unknown_split(split: str | None, exc: Exception) -> str:
