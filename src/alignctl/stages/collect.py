@@ -88,14 +88,14 @@ def run(
     split: str | None = None,
 ) -> Path:
     """Generate and write the candidates file; returns its path. Validates before any model loads."""
-    from alignctl import generation, models, readers, runs
+    from alignctl import file_runs, generation, models, readers, runs
 
     params = check_settings(resolved)
     n = resolved["num_samples"]
     records = io.load(prompts, "prompts", split=split)
     model_path = models.resolve_model(model)
     backend_name, _ = generation.pick_backend(resolved["backend"])
-    run_ = runs.begin_file(
+    run_ = file_runs.begin_file(
         STAGE,
         output,
         inputs={"prompts": readers.fingerprint(prompts, split), "model": runs.input_fingerprint(model_path)},
