@@ -110,6 +110,10 @@ def text_length(value: str | list[dict]) -> int:
     return len(_CJK.findall(text)) + len(_CJK.sub(" ", _CJK_PUNCT.sub(" ", text)).split())
 
 
+def has_cjk(text: str) -> bool:
+    return _CJK.search(text) is not None
+
+
 def prompt_id(prompt: str | list[dict]) -> str:
     """Stable id of a prompt: the first 16 hex digits of the sha256 of its canonical JSON."""
     blob = json.dumps(prompt, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

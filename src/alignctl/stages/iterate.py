@@ -37,7 +37,7 @@ from alignctl.comparison import eval_brief, rounds_final, rounds_table
 from alignctl.config import Resolved
 from alignctl.console import console, info
 from alignctl.errors import InputError, OutputError
-from alignctl.flags import Opts
+from alignctl.flags import Opts, Split
 from alignctl.settings import setting
 from alignctl.stages.iterate_plan import STAGE, Plan, plan, write_if_changed
 
@@ -197,14 +197,15 @@ def run(
     overwrite: bool = False,
     force: bool = False,
     trust_remote_code: bool = False,
+    split: str | None = None,
 ) -> Path:
     """Run every round (skipping finished stages); returns the output dir."""
-    from alignctl import runs
+    from alignctl import readers, runs
 
-    p = plan(resolved, prompts, model, by, output, eval_prompts)
+    p = plan(resolved, prompts, model, by, output, eval_prompts, split)
     inputs = {
-        "prompts": runs.input_fingerprint(p.train_prompts),
-        "eval_prompts": runs.input_fingerprint(p.eval_prompts),
+        "prompts": readers.fingerprint(p.train_prompts),
+        "eval_prompts": readers.fingerprint(p.eval_prompts),
         "model": runs.input_fingerprint(p.model),
     }
     fingerprint = runs.fingerprint(STAGE, inputs, resolved, {"by": p.by, "eval_by": p.eval_by})
@@ -229,7 +230,10 @@ def run(
 
 
 def command(
-    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Training prompts JSONL (sampled each round).")],
+    prompts: Annotated[
+        Path,
+        typer.Option("--prompts", "-p", help="Training prompts (sampled each round); --split picks a dataset's split."),
+    ],
     by: Annotated[
         str,
         typer.Option("--by", help="Who picks the pairs: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL, human."),
@@ -246,6 +250,7 @@ def command(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output dir (default: runs/iterate), one round-N/ per round.")
     ] = None,
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
@@ -261,4 +266,5 @@ def command(
         overwrite=opts.overwrite,
         force=opts.force,
         trust_remote_code=opts.trust_remote_code,
+        split=split,
     )

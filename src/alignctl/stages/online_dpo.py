@@ -172,7 +172,7 @@ def command(
     opts: Opts,
 ) -> Path:
     """Train a policy with Online DPO (TRL OnlineDPOTrainer): two samples per prompt, a reward source picks."""
-    pairwise = build_judge(judge, judge_url, judge_model, judge_template, judge_key_env)
+    pairwise = build_judge(judge, judge_url, judge_model, judge_template, judge_key_env, opts.trust_remote_code)
     return run(
         resolved,
         prompts,

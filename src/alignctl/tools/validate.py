@@ -65,7 +65,8 @@ def _plain(value: str | list[dict]) -> str:
 
 
 def word_lengths(values: list[Any]) -> list[int]:
-    return [len(_plain(v).split()) for v in values]
+    """Words, a CJK character counting as one: Chinese text has no spaces to split on."""
+    return [io.text_length(v) for v in values]
 
 
 def token_lengths_for(model: str, trust_remote_code: bool = False) -> Lengths:
