@@ -250,3 +250,75 @@ def test_stages_train_on_the_published_shapes(tmp_path, tiny_lm, cli, stage, sha
     assert code == 0, err
     records = json.loads((out / "alignctl.json").read_text())["final_metrics"]
     assert records["global_step"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Chinese lengths, label / eval / iterate with --split
+
+ZH_CANDS = [
+    {
+        "id": "z1",
+        "prompt": "中国的首都是哪里？",
+        "completions": ["北京。", "中国的首都是北京，它是一座历史悠久的城市，也是全国的政治和文化中心。", "上海。"],
+        "answer": "北京",
+    },
+    {
+        "id": "z2",
+        "prompt": "DPO需要奖励模型吗？",
+        "completions": ["不需要。", "不需要：DPO直接在偏好对上优化策略，奖励隐含在策略和参考模型的对数概率之比里。"],
+        "answer": "不需要",
+    },
+    {
+        "id": "z3",
+        "prompt": "PPO里的KL惩罚有什么用？",
+        "completions": ["没用。", "KL惩罚让策略不要离参考模型太远，防止模型钻奖励模型的空子，也就是奖励欺骗。"],
+        "answer": "参考模型",
+    },
+]
+
+
+def test_validate_measures_chinese_in_characters(tmp_path, cli):
+    """Each chosen answer is two to ten times longer; whitespace splitting saw 1 word each ("1.00x")."""
+    code, out, err = cli("validate", write_jsonl(tmp_path / "zh.jsonl", ZH), "--json")
+    assert code == 0, err
+    report = json.loads(out)["files"][0]
+    ratio = report["stats"]["length_ratio"]
+    assert ratio["mean_ratio"] > 3 and ratio["chosen_longer"] == 1.0
+    assert report["stats"]["lengths"]["chosen"]["max"] == 32  # "DPO" + 31 characters, not 1 "word"
+    assert any("chosen is longer than rejected in 100% of pairs" in w for w in report["warnings"])
+
+
+def test_label_reads_a_split_and_counts_chinese_characters(tmp_path, cli):
+    cands = write_as("saved-dict", tmp_path / "cands", ZH_CANDS)
+    out = tmp_path / "prefs.jsonl"
+    code, _, err = cli("label", "-c", cands, "--split", "train", "--by", "rule:qa", "-o", out)
+    assert code == 0, err
+    rows = io.load(out, "preferences")
+    assert [(r["chosen"], r["rejected"]) for r in rows[:1]] == [("北京。", "上海。")]  # correct and brief wins
+    manifest = json.loads((tmp_path / "prefs.jsonl.alignctl.json").read_text())
+    assert manifest["inputs"]["candidates"] == readers.fingerprint(cands, "train")
+
+    rule = tmp_path / "longer.py"
+    rule.write_text("def longer(prompts, completions, **columns):\n    return [float(len(c)) for c in completions]\n")
+    code, _, err = cli("label", "-c", cands, "--split", "train", "--by", f"rule:{rule}:longer", "-o", tmp_path / "l")
+    assert code == 0, err
+    stats = json.loads((tmp_path / "l.alignctl.json").read_text())["final_metrics"]
+    assert stats["mean_chosen_words"] > 5 * stats["mean_rejected_words"]  # characters, not 1 "word" each
+    assert "the source may reward length" in err
+
+
+def test_eval_mean_length_counts_chinese_characters():
+    from alignctl.comparison import word_count
+
+    assert word_count("中国的首都是北京。") == 8
+    assert word_count([{"role": "assistant", "content": "KL惩罚防止奖励欺骗。"}]) == 1 + 8
+
+
+def test_iterate_reads_a_split_and_hands_its_stages_a_plain_file(tmp_path, tiny_lm):
+    from alignctl.stages import iterate
+
+    prompts = write_as("saved-dict", tmp_path / "prompts", [{"prompt": r["prompt"]} for r in ZH_CANDS * 1])
+    held = write_jsonl(tmp_path / "held.jsonl", [{"prompt": "β应该取多大？"}])
+    p = iterate.plan(stages.resolve("iterate"), prompts, str(tiny_lm), "rule:length", tmp_path / "it", held, "train")
+    assert p.train_prompts == tmp_path / "it" / "prompts.train.jsonl"
+    assert [r["prompt"] for r in io.load(p.train_prompts, "prompts")] == [r["prompt"] for r in ZH_CANDS]
