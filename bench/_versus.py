@@ -1,7 +1,9 @@
 """Shared by the train-rm / grpo / online-dpo benchmarks: alignctl vs a bare TRL script, interleaved.
 
 Both sides are whole processes (imports, loading, training, saving), run alternately so drift on
-a shared machine hits both alike; the figure is the ratio of median wall times. Each side also
+a shared machine hits both alike, and each repeat swaps which side goes first (the second run of a
+pair finds the files in the page cache and the CPU warm); the figure is the ratio of median wall
+times. Each side also
 reports its trainer's own seconds per optimizer step (alignctl: `train_runtime` in alignctl.json;
 the bare script prints it as the last stdout line, JSON).
 
@@ -32,15 +34,22 @@ def compare(stage: str, ours_args: list[str], bare_script: str, bare_args: list[
     ours, bare, ours_step, bare_step = [], [], [], []
     try:
         for i in range(repeats):
-            out = work / f"ours-{i}"
-            cmd = [str(VENV_BIN / "alignctl"), stage, *ours_args, "--max-steps", str(steps), "-o", str(out)]
-            ours.append(timed(cmd, env=ENV))
-            manifest = json.loads((out / "alignctl.json").read_text())
-            ours_step.append(manifest["final_metrics"]["train_runtime"] / steps)
-            cmd = [sys.executable, str(BARE / bare_script), *bare_args, str(work / f"bare-{i}"), str(steps)]
-            b = timed(cmd, env=ENV)
-            bare.append(b)
-            bare_step.append(json.loads(b["stdout"].strip().splitlines()[-1])["train_runtime"] / steps)
+
+            def run_ours(i=i):
+                out = work / f"ours-{i}"
+                cmd = [str(VENV_BIN / "alignctl"), stage, *ours_args, "--max-steps", str(steps), "-o", str(out)]
+                ours.append(timed(cmd, env=ENV))
+                manifest = json.loads((out / "alignctl.json").read_text())
+                ours_step.append(manifest["final_metrics"]["train_runtime"] / steps)
+
+            def run_bare(i=i):
+                cmd = [sys.executable, str(BARE / bare_script), *bare_args, str(work / f"bare-{i}"), str(steps)]
+                b = timed(cmd, env=ENV)
+                bare.append(b)
+                bare_step.append(json.loads(b["stdout"].strip().splitlines()[-1])["train_runtime"] / steps)
+
+            for side in (run_ours, run_bare) if i % 2 == 0 else (run_bare, run_ours):
+                side()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     t_ours = statistics.median(r["seconds"] for r in ours)

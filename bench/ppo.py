@@ -9,10 +9,15 @@ script does: the value model and the reward model are two full copies of the rew
 value model trained in full. alignctl puts reward and value on one backbone (the value model is
 a LoRA adapter and head on it) and the reference on the policy's: two backbones instead of three.
 
-Per run: UPDATES updates; time per update is the median over updates 2..N (the first one warms
-up); peak memory is the peak RSS of the whole process (imports, loading, training, saving).
-Runs are interleaved (TRL, ours, TRL, ours, ...) so drift on a shared machine hits both alike, and
-both run with OMP_NUM_THREADS=1 (BENCH_THREADS to change it): on a 2-core machine shared with
+Time per update is measured the same way on both sides, from outside the process: each side runs
+once with UPDATES updates and once with 1, and (median wall time at UPDATES - median at 1) /
+(UPDATES - 1) is what one more update costs, its metrics, logging and progress bar included and
+imports, loading, the first (warm-up) update and the final save cancelled out. (Before, TRL's side
+was timed by the gaps between its step callbacks and alignctl's by its own update timer, which
+left out the metrics write and the bar.) Peak memory is the peak RSS of the whole UPDATES-update
+process (imports, loading, training, saving). Runs are interleaved, and each repeat swaps which
+side goes first, so drift on a shared machine hits both alike, and both run with
+OMP_NUM_THREADS=1 (BENCH_THREADS to change it): on a 2-core machine shared with
 other jobs, two OpenMP threads per process oversubscribe the cores and spin, and a run's time
 then measures the neighbours. TRL 1.12 lives in its own venv, bench/.venv-trl112 (TRL 1.13+ has
 no PPOTrainer), created here on first use.
@@ -22,7 +27,6 @@ Targets (issue 5): time per update <= 0.8x TRL's, peak memory <= 0.6x.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import statistics
@@ -61,10 +65,6 @@ def build_reward_model(policy: str, out: Path) -> None:
     subprocess.run([sys.executable, "-c", code, policy, str(out)], check=True, capture_output=True)
 
 
-def _median_update(ends: list[float]) -> float:
-    return statistics.median(b - a for a, b in zip(ends[:-1], ends[1:], strict=True))
-
-
 def main() -> list[dict]:
     from alignctl.models import resolve_model
 
@@ -72,7 +72,8 @@ def main() -> list[dict]:
     model = resolve_model("smollm2-135m")
     work = Path(tempfile.mkdtemp(prefix="bench-ppo-"))
     env = {"OMP_NUM_THREADS": os.environ.get("BENCH_THREADS", "1"), "TRL_EXPERIMENTAL_SILENCE": "1"}
-    trl, ours = [], []
+    trl: dict[int, list[dict]] = {UPDATES: [], 1: []}  # updates per run -> timed runs
+    ours: dict[int, list[dict]] = {UPDATES: [], 1: []}
     try:
         rm = work / "rm"
         build_reward_model(model, rm)
@@ -80,30 +81,38 @@ def main() -> list[dict]:
         lines = (REPO / "examples" / "qa" / "train.jsonl").read_text(encoding="utf-8").splitlines(True)
         prompts.write_text("".join(lines[: 4 * UPDATES]), encoding="utf-8")
         for i in range(REPEATS):
-            out = work / f"trl-{i}"
-            r = timed([str(TRL_PY), str(REPO / "bench" / "bare" / "ppo_trl112.py"), model, str(rm), str(prompts),
-                       str(out), str(UPDATES)], env=env)  # fmt: skip
-            ends = json.loads((out / "update_times.json").read_text())["update_ends"]
-            trl.append({**r, "per_update": _median_update(ends)})
-            out = work / f"ours-{i}"
-            r = timed([str(VENV_BIN / "alignctl"), "ppo", "--prompts", str(prompts), "--model", model,
-                       "--reward-model", str(rm), "-o", str(out), "--total-episodes", str(4 * UPDATES),
+
+            def run_trl(n: int, i=i) -> None:
+                out = work / f"trl-{n}-{i}"
+                trl[n].append(timed([str(TRL_PY), str(REPO / "bench" / "bare" / "ppo_trl112.py"), model, str(rm),
+                                     str(prompts), str(out), str(n)], env=env))  # fmt: skip
+
+            def run_ours(n: int, i=i) -> None:
+                out = work / f"ours-{n}-{i}"
+                ours[n].append(timed([str(VENV_BIN / "alignctl"), "ppo", "--prompts", str(prompts), "--model", model,
+                       "--reward-model", str(rm), "-o", str(out), "--total-episodes", str(4 * n),
                        "--response-length", "32", "--batch-size", "4", "--gradient-accumulation-steps", "1",
                        "--num-ppo-epochs", "1", "--local-rollout-forward-batch-size", "4",
-                       "--set", "stop_token=null", "--set", "lora_alpha=16"], env=env)  # fmt: skip
-            rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-            ours.append({**r, "per_update": statistics.median(x["time/update"] for x in rows[1:])})
+                       "--set", "stop_token=null", "--set", "lora_alpha=16"], env=env))  # fmt: skip
+
+            for n in (UPDATES, 1):
+                for side in (run_trl, run_ours) if i % 2 == 0 else (run_ours, run_trl):
+                    side(n)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    t_trl = statistics.median(r["per_update"] for r in trl)
-    t_ours = statistics.median(r["per_update"] for r in ours)
-    m_trl = max(r["peak_rss_mb"] for r in trl)
-    m_ours = max(r["peak_rss_mb"] for r in ours)
+
+    def per_update(runs: dict[int, list[dict]]) -> float:
+        long, short = (statistics.median(r["seconds"] for r in runs[n]) for n in (UPDATES, 1))
+        return (long - short) / (UPDATES - 1)
+
+    t_trl, t_ours = per_update(trl), per_update(ours)
+    m_trl = max(r["peak_rss_mb"] for r in trl[UPDATES])
+    m_ours = max(r["peak_rss_mb"] for r in ours[UPDATES])
     return [
         {"what": "TRL 1.12 PPOTrainer (LoRA policy)", "s_per_update": t_trl, "peak_rss_mb": m_trl,
-         "total_s": statistics.median(r["seconds"] for r in trl)},
+         "total_s": statistics.median(r["seconds"] for r in trl[UPDATES])},
         {"what": "alignctl ppo (LoRA, 2 backbones)", "s_per_update": t_ours, "peak_rss_mb": m_ours,
-         "total_s": statistics.median(r["seconds"] for r in ours)},
+         "total_s": statistics.median(r["seconds"] for r in ours[UPDATES])},
         {"what": "ratio alignctl / TRL", "s_per_update": t_ours / t_trl, "peak_rss_mb": m_ours / m_trl,
          "target": "time <= 0.8, memory <= 0.6"},
     ]  # fmt: skip

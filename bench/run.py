@@ -2,7 +2,10 @@
 
 Each benchmark is `bench/<name>.py` with `main() -> list[dict]`: one row per measured thing, e.g.
 `{"what": "alignctl dpo", "seconds": 12.3, "ratio": 1.01, "target": "<= 1.05x"}`. The harness
-prints the rows as a table and appends them, stamped with machine facts, to bench/results.jsonl.
+prints the rows as a table and appends them to bench/results.jsonl, each stamped with the command
+that ran it, the time it started, the machine (host, CPU model, cores, memory), its load average
+at the start, the Python version and the git commit: a figure in docs/performance.md cites a row
+written here, never one typed in.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import importlib.util
 import json
 import os
 import platform
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,12 +44,9 @@ def run_one(name: str) -> list[dict]:
 def main(argv: list[str]) -> int:
     names = available() if argv in ([], ["all"]) else argv
     console = Console()
-    stamp = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores",
-        "python": platform.python_version(),
-    }
+    command = shlex.join(["python", "bench/run.py", *argv])
     for name in names:
+        stamp = {"command": command, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **machine()}
         rows = run_one(name)
         table = Table(title=f"bench {name}")
         keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -57,6 +59,26 @@ def main(argv: list[str]) -> int:
             for r in rows:
                 fh.write(json.dumps({"bench": name, **stamp, **r}) + "\n")
     return 0
+
+
+def machine() -> dict:
+    """What the figures depend on besides the code: where, on what, how busy, which commit."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        mem_gb = 0.0
+    git = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=HERE, capture_output=True, text=True)
+    return {
+        "machine": f"{platform.node()}: {cpu}, {platform.machine()} {os.cpu_count()} cores, {mem_gb:.0f} GB",
+        "load_avg": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "git": git.stdout.strip() or None,
+    }
 
 
 def _fmt(v: object) -> str:

@@ -104,6 +104,29 @@ def assert_nothing_left(tmp: Path, before: set[str]) -> None:
     assert {p.name for p in tmp.iterdir()} == before, "output left behind"
 
 
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under `root` with its kind, size and mtime: a failed command must change none of them."""
+    return {
+        str(p.relative_to(root)): (p.is_dir(), p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+    }
+
+
+def fails_writing_nothing(cli, tmp: Path, *args) -> str:
+    """Run `alignctl *args` in-process from `tmp` (a default output would land there too): exit 2, and
+    not one file or dir created, changed or removed under `tmp`. Returns the message."""
+    before = snapshot(tmp)
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        code, out, err = cli(*args)
+    finally:
+        os.chdir(cwd)
+    assert code == 2 and out == "", (code, err[-500:])
+    assert snapshot(tmp) == before, "a failed command wrote something"
+    return err
+
+
 @pytest.mark.parametrize("case", DATA_CASES, ids=[c[0] for c in DATA_CASES])
 def test_bad_data_file(case, tmp_path, cli):
     _, kind, data, line, message = case
@@ -243,27 +266,33 @@ def _prefs(tmp: Path) -> Path:
 
 
 def test_missing_model_dir(tmp_path, cli):
-    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tmp_path / "nope", "-o", tmp_path / "out")
-    assert code == 2 and f"{tmp_path / 'nope'}: model dir not found" in err
-    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    err = fails_writing_nothing(
+        cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", tmp_path / "nope", "-o", tmp_path / "out"
+    )
+    assert f"{tmp_path / 'nope'}: model dir not found" in err
 
 
 def test_model_dir_without_tokenizer(tmp_path, tiny_lm, cli):
     model = _model_dir(tmp_path, tiny_lm, drop=("tokenizer.json", "tokenizer_config.json"))
-    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", model, "-o", tmp_path / "out")
-    assert code == 2 and f"{model}: model dir has no tokenizer" in err
-    assert not (tmp_path / "out.partial").exists()
+    err = fails_writing_nothing(
+        cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", model, "-o", tmp_path / "out"
+    )
+    assert f"{model}: model dir has no tokenizer" in err
 
 
 def test_model_dir_without_config(tmp_path, tiny_lm, cli):
     model = _model_dir(tmp_path, tiny_lm, drop=("config.json",))
-    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", model, "-o", tmp_path / "out")
-    assert code == 2 and f"{model}: no config.json" in err
+    err = fails_writing_nothing(
+        cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", model, "-o", tmp_path / "out"
+    )
+    assert f"{model}: no config.json" in err
 
 
 def test_model_path_is_a_file(tmp_path, cli):
-    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", _prefs(tmp_path), "-o", tmp_path / "out")
-    assert code == 2 and "not a directory" in err
+    err = fails_writing_nothing(
+        cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", _prefs(tmp_path), "-o", tmp_path / "out"
+    )
+    assert "not a directory" in err
 
 
 def test_reward_model_with_two_labels(tmp_path, tiny_lm):
@@ -289,30 +318,34 @@ def test_existing_output_without_overwrite(tmp_path, tiny_lm, cli):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", out)
-    assert code == 2 and f"{out}: already exists (not an alignctl run); pass --overwrite to replace it" in err
-    assert (out / "notes.txt").read_text() == "mine" and not (tmp_path / "out.partial").exists()
+    err = fails_writing_nothing(cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", out)
+    assert f"{out}: already exists (not an alignctl run); pass --overwrite to replace it" in err
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_existing_output_of_a_different_run(tmp_path, tiny_lm, cli):
     out = tmp_path / "out"
     out.mkdir()
     (out / "alignctl.json").write_text(json.dumps({"stage": "dpo", "fingerprint": "other"}))
-    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", out)
-    assert code == 2 and "already exists (a different run); pass --overwrite" in err
+    err = fails_writing_nothing(cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", out)
+    assert "already exists (a different run); pass --overwrite" in err
 
 
 def test_output_path_is_a_file(tmp_path, tiny_lm, cli):
     (tmp_path / "out").write_text("a file")
-    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", tmp_path / "out")
-    assert code == 2 and "exists and is not a directory" in err
+    err = fails_writing_nothing(
+        cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", tmp_path / "out"
+    )
+    assert "exists and is not a directory" in err
 
 
 def test_output_under_a_file(tmp_path, tiny_lm, cli):
     """An output dir that cannot be created (its parent is a file): the portable 'unwritable' case."""
     (tmp_path / "blocker").write_text("a file")
-    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", tmp_path / "blocker" / "out")
-    assert code == 2 and "cannot create output directory" in err
+    err = fails_writing_nothing(
+        cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", tmp_path / "blocker" / "out"
+    )
+    assert "cannot create output directory" in err
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes anywhere")
@@ -320,18 +353,54 @@ def test_unwritable_output_dir(tmp_path, tiny_lm, cli):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     try:
-        code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", locked / "out")
-        assert code == 2 and f"{locked}: output directory is not writable" in err
+        err = fails_writing_nothing(
+            cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", locked / "out"
+        )
+        assert f"{locked}: output directory is not writable" in err
     finally:
         locked.chmod(0o755)
+
+
+def _can_mount_read_only(probe: Path) -> bool:
+    import subprocess
+
+    script = f"mount --bind -o ro {probe} {probe} && ! touch {probe}/x 2>/dev/null"
+    try:
+        return (
+            subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, timeout=30).returncode == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def test_read_only_output_dir(tmp_path, tiny_lm):
+    """The same error as above where chmod cannot make it (root writes through 0555): the output's
+    parent is a read-only bind mount in a private mount namespace (`unshare --mount`)."""
+    import shlex
+    import subprocess
+    import sys
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if not _can_mount_read_only(locked):
+        pytest.skip("no private mount namespace here (unshare --mount needs root or user namespaces)")
+    prefs = _prefs(tmp_path)
+    before = snapshot(tmp_path)
+    cmd = [sys.executable, "-m", "alignctl", "dpo", "--data", prefs, "--model", tiny_lm, "-o", locked / "out"]
+    script = f"mount --bind -o ro {locked} {locked} && exec {shlex.join(str(c) for c in cmd)}"
+    proc = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and f"{locked}: output directory is not writable" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and snapshot(tmp_path) == before
 
 
 def test_file_output_that_is_a_directory(tmp_path, cli):
     cands = tmp_path / "c.jsonl"
     cands.write_bytes(jl(OK_CAND))
     (tmp_path / "prefs.jsonl").mkdir()
-    code, _, err = cli("label", "--candidates", cands, "--by", "rule:length", "-o", tmp_path / "prefs.jsonl")
-    assert code == 2 and "is a directory" in err
+    err = fails_writing_nothing(
+        cli, tmp_path, "label", "--candidates", cands, "--by", "rule:length", "-o", tmp_path / "prefs.jsonl"
+    )
+    assert "is a directory" in err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +410,7 @@ def test_file_output_that_is_a_directory(tmp_path, cli):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--set", "betta=0.2"], "--set betta=0.2: unknown key 'betta' for dpo; did you mean 'beta'?"),
+        (["--set", "betta=0.2"], "--set betta: unknown key 'betta' for dpo; did you mean 'beta'?"),
         (["--set", "beta=abc"], "--set beta=abc: beta must be a number, got 'abc'"),
         (["--set", "beta"], "--set beta: expected key=value"),
         (["--set", "lora_r=1.5"], "lora_r must be an integer"),
@@ -354,29 +423,37 @@ def test_file_output_that_is_a_directory(tmp_path, cli):
     ],
     ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None,
 )
-def test_bad_settings(extra, message, tmp_path, tiny_lm, cli, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", tmp_path / "out", *extra)
-    assert code == 2 and message in err, err
-    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+def test_bad_settings(extra, message, tmp_path, tiny_lm, cli):
+    err = fails_writing_nothing(
+        cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", tmp_path / "out", *extra
+    )
+    assert message in err, err
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("betta: 0.2\n", "unknown key 'betta' for dpo; did you mean 'beta'?"),
-        ("beta: [1, 2]\n", "beta must be a number"),
+        ("betta: 0.2\n", ":1: unknown key 'betta' for dpo; did you mean 'beta'?"),
+        ("beta: 0.1\nlearning_rate: 1.0e-5\nbetta: 0.2\n", ":3: unknown key 'betta' for dpo"),
+        ("# mine\nvalues:\n  beta: 0.1\n\n  betta: 0.2\n", ":5: unknown key 'betta' for dpo"),
+        ("beta: 0.1\nloss_type: [1, 2]\n", ":2: loss_type must be"),
+        ("beta: [1, 2]\n", ":1: beta must be a number"),
         ("beta: 0.1\n  lr: 2\n", ":2: invalid YAML"),
-        ("- beta\n- 0.1\n", "must be a mapping of key: value"),
-        ("beta: !!timestamp 2001-02-30\n", "invalid YAML value"),
+        ("- beta\n- 0.1\n", ": config must be a mapping of key: value"),
+        ("beta: !!timestamp 2001-02-30\n", ": invalid YAML value"),
     ],
 )
-def test_bad_config_file(text, message, tmp_path):
+def test_bad_config_file(text, message, tmp_path, tiny_lm, cli):
+    """Named as file:line where a line is to blame, in-process and through the command (which writes nothing)."""
     cfg = tmp_path / "my.yaml"
     cfg.write_text(text)
     with pytest.raises(InputError) as exc:
         stages.resolve("dpo", config_file=cfg)
-    assert str(cfg) in str(exc.value) and message in str(exc.value)
+    assert str(exc.value).startswith(f"{cfg}{message}"), str(exc.value)
+    err = fails_writing_nothing(
+        cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "--config", cfg, "-o", tmp_path / "out"
+    )
+    assert f"{cfg}{message}" in err
 
 
 def test_preset_file_with_unknown_key(tmp_path):
@@ -387,8 +464,10 @@ def test_preset_file_with_unknown_key(tmp_path):
 
 
 def test_missing_config_file(tmp_path, tiny_lm, cli):
-    code, _, err = cli("dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "--config", tmp_path / "nope.yaml")
-    assert code == 2 and "nope.yaml: file not found" in err
+    err = fails_writing_nothing(
+        cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "--config", tmp_path / "nope.yaml"
+    )
+    assert "nope.yaml: file not found" in err
 
 
 @pytest.mark.parametrize(
@@ -400,11 +479,10 @@ def test_missing_config_file(tmp_path, tiny_lm, cli):
         (["validate", "p.jsonl", "--kind", "prefs"], "--kind prefs: expected one of prompts, candidates, preferences"),
     ],
 )
-def test_usage_errors(argv, message, tmp_path, cli, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_usage_errors(argv, message, tmp_path, cli):
     _prefs(tmp_path).rename(tmp_path / "p.jsonl")
-    code, _, err = cli(*argv)
-    assert code == 2 and message in err, err
+    err = fails_writing_nothing(cli, tmp_path, *argv)
+    assert message in err, err
 
 
 # ---------------------------------------------------------------------------------------------

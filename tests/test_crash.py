@@ -89,3 +89,36 @@ def test_collect_killed_at_a_seeded_point(seed, tmp_path, tiny_lm, run, cli, mon
     assert cli(*args, "-o", whole)[0] == 0
     (point,) = _kill_points([seed], 5)
     _crash_then_rerun(args, tmp_path / "cut.jsonl", whole, run, cli, point, env={"OMP_NUM_THREADS": "1"})
+
+
+# `python -c` with this prelude runs alignctl with os.replace turned into a SIGKILL: the process
+# dies inside io.atomic_path, the output fully written to its temp file and not yet renamed.
+KILL_AT_RENAME = (
+    "import os, runpy, signal\n"
+    "os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+    "runpy.run_module('alignctl', run_name='__main__')\n"
+)
+
+
+def test_label_killed_inside_the_atomic_write_leaves_nothing_behind_after_the_rerun(tmp_path, cli):
+    import subprocess
+    import sys
+
+    args = ["label", "--candidates", _candidates(tmp_path), "--by", "rule:length", "--pairs", "all"]
+    whole = tmp_path / "whole.jsonl"
+    assert cli(*args, "-o", whole)[0] == 0
+    out = tmp_path / "cut.jsonl"
+    cmd = [sys.executable, "-c", KILL_AT_RENAME, *[str(a) for a in args], "-o", str(out)]
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    # the kill landed there: the output's temp (and its manifest's, written inside the same window) stay
+    temps = sorted("manifest" if ".alignctl.json." in p.name else "output" for p in tmp_path.glob(".cut.jsonl.*.tmp"))
+    assert not out.exists() and temps == ["manifest", "output"]
+
+    code, _, err = cli(*args, "-o", out)
+    assert code == 0, err
+    assert out.read_bytes() == whole.read_bytes()
+    # no temp file, no journal: only the inputs, the two outputs and their manifests
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["cands.jsonl", "whole.jsonl", "whole.jsonl.alignctl.json", "cut.jsonl", "cut.jsonl.alignctl.json"]
+    )

@@ -101,20 +101,61 @@ def test_malformed_prefs_fail_before_any_model_loads(tmp_path, run):
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
 
-def test_trl_dpo_loss_matches_the_chapter_formula():
-    """TRL's sigmoid loss on given log-probs equals rlmath.dpo_loss (hand-checked in test_rlmath)."""
+def test_trl_dpo_loss_matches_the_chapter_formula(tmp_path, tiny_lm):
+    """TRL's loss, as alignctl configures it from the dpo preset, equals the chapter's formula
+    (oracles.dpo_loss, hand-checked in test_oracles) on fixed log-probs.
+
+    By hand, beta 0.1: z = 0.1·((pc − rc) − (pr − rr)) = 0.1·(1 − (−1)) = 0.2 and 0.1·(0 − 1) = −0.1;
+    losses −log σ(0.2) = 0.598139, −log σ(−0.1) = 0.744397, mean 0.671268; rewards/chosen is the
+    mean of 0.1·(pc − rc) = (0.1 + 0) / 2 = 0.05, rewards/rejected (−0.1 + 0.1) / 2 = 0.
+    """
+    from types import SimpleNamespace
+
     import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
 
-    from alignctl.rlmath import dpo_loss
+    from alignctl import config, models, training
+    from oracles import dpo_loss
 
-    pc, pr, rc, rr = (
-        torch.tensor([-10.0, -4.0]),
-        torch.tensor([-12.0, -3.0]),
-        torch.tensor([-11.0, -4.0]),
-        torch.tensor([-11.0, -4.0]),
+    resolved = stages.resolve("dpo")  # the chapter's preset: beta 0.1, loss_type sigmoid
+    config.adjust_for_device(resolved, cuda=False)
+    args = DPOConfig(**training.trl_kwargs(DPOConfig, resolved, SimpleNamespace(work=tmp_path / "out")))
+    trainer = DPOTrainer(
+        model=models.load_causal_lm(str(tiny_lm)),
+        args=args,
+        train_dataset=Dataset.from_list(toy_preferences(2)),
+        processing_class=models.load_tokenizer(str(tiny_lm)),
     )
-    losses, _, _ = dpo_loss(pc, pr, rc, rr, beta=0.1)
-    # β·((pc−rc) − (pr−rr)) = 0.1·(1 − (−1)) = 0.2 and 0.1·(0 − 1) = −0.1
-    expected = -torch.nn.functional.logsigmoid(torch.tensor([0.2, -0.1]))
-    assert torch.allclose(losses, expected, atol=1e-6)
-    assert abs(losses[0].item() - 0.598139) < 1e-5  # −log σ(0.2) = log(1 + e^−0.2) by hand
+    pc, pr = torch.tensor([-10.0, -4.0]), torch.tensor([-12.0, -3.0])
+    rc, rr = torch.tensor([-11.0, -4.0]), torch.tensor([-11.0, -4.0])
+
+    # A stand-in for the policy: TRL sums the per-token log-probs of each row (chosen rows first,
+    # then rejected), so the whole answer's log-prob sits on its one completion token.
+    per_token = torch.zeros(4, 2)
+    per_token[:, 1] = torch.cat([pc, pr])
+
+    def policy(**kwargs):
+        zeros = torch.zeros(4, 2)
+        return SimpleNamespace(log_probs=per_token, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool())
+
+    inputs = {
+        "input_ids": torch.ones(4, 3, dtype=torch.long),
+        "attention_mask": torch.ones(4, 3, dtype=torch.long),
+        "completion_mask": torch.tensor([[0, 0, 1]] * 4),
+        "ref_chosen_logps": rc,
+        "ref_rejected_logps": rr,
+    }
+    trainer.precompute_ref_logps = True  # take the reference log-probs from the batch, as TRL does when precomputed
+    trainer.model.train()  # TRL files the metrics under "train" or "eval" by the model's mode
+    trl_loss = trainer._compute_loss(policy, inputs, return_outputs=False)
+
+    losses, chosen_rewards, rejected_rewards = dpo_loss(pc, pr, rc, rr, beta=resolved["beta"])
+    assert resolved["beta"] == 0.1
+    assert torch.allclose(trl_loss, losses.mean(), atol=1e-6)
+    assert abs(trl_loss.item() - 0.671268) < 1e-5  # (0.598139 + 0.744397) / 2 by hand
+    metrics = trainer._metrics["train"]
+    assert metrics["rewards/chosen"] == [pytest.approx(chosen_rewards.mean().item(), abs=1e-6)]
+    assert metrics["rewards/rejected"] == [pytest.approx(rejected_rewards.mean().item(), abs=1e-6)]
+    assert metrics["rewards/chosen"][0] == pytest.approx(0.05, abs=1e-6)
+    assert metrics["rewards/accuracies"] == [0.5]  # pair 0 has chosen reward 0.1 > -0.1, pair 1 has 0 < 0.1

@@ -88,7 +88,7 @@ def test_grpo_learns_a_rule(tmp_path, tiny_lm):
 
 
 def test_trl_group_advantage_is_the_chapter_formula(tiny_lm):
-    """TRL's advantages for one group equal rlmath.group_advantages, A = (r - mean) / (std + 1e-4).
+    """TRL's advantages for one group equal oracles.group_advantages, A = (r - mean) / (std + 1e-4).
 
     By hand for r = [1, 0, 0.5, 2]: mean 0.875, unbiased std sqrt(2.1875 / 3) = 0.853913, so
     A = [0.125, -0.875, -0.375, 1.125] / 0.854013 = [0.14637, -1.02458, -0.43910, 1.31731].
@@ -98,7 +98,7 @@ def test_trl_group_advantage_is_the_chapter_formula(tiny_lm):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from alignctl.rlmath import group_advantages
+    from oracles import group_advantages
 
     values = [1.0, 0.0, 0.5, 2.0]
     args = GRPOConfig(

@@ -91,6 +91,35 @@ def test_journal_drops_torn_last_line(tmp_path):
     assert [r["id"] for r in io.read_journal(path)] == ["1", "2", "3"]
 
 
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
+    """SIGKILL inside atomic_path leaves `.out.jsonl.<pid>.<random>.tmp`; nothing can clean it up at
+    the time, so the next write of the same file does: a temp whose writer is gone, or one from an
+    alignctl that wrote no pid. A live writer's temp and other files' temps stay."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.jsonl"
+    killer = (
+        "import os, signal, sys\nfrom alignctl import io\n"
+        "def records():\n    yield {'a': 1}\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "io.write_jsonl(sys.argv[1], records())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", killer, str(out)], capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    (left,) = tmp_path.iterdir()
+    assert left.name.startswith(".out.jsonl.") and left.name.endswith(".tmp")  # what the kill left
+
+    legacy = tmp_path / ".out.jsonl.k2x_9abc.tmp"  # the name before temps carried the writer's pid
+    live = tmp_path / f".out.jsonl.{os.getppid()}.abcd1234.tmp"  # pytest's parent: a process that is alive
+    other = tmp_path / ".out.jsonl.alignctl.json.1.abcd1234.tmp"  # the manifest's temp, not this file's
+    for p in (legacy, live, other):
+        p.write_text("x")
+    io.write_jsonl(out, [{"b": 2}])
+    assert out.read_text() == '{"b": 2}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, live.name, other.name])
+
+
 # ---------------------------------------------------------------------------------------------
 # Whole conversations (HuggingFaceH4/ultrafeedback_binarized, allenai's Tulu 3 preference mixture)
 

@@ -57,6 +57,23 @@ def _tree(out: Path) -> list[str]:
     )
 
 
+def _same_weights(a: Path, b: Path) -> bool:
+    import torch
+    from safetensors.torch import load_file
+
+    x, y = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def _comparable(path: Path, run_dir: Path) -> list:
+    """A JSON or JSONL file's records with the run's own paths and wall-clock timings taken out."""
+    text = path.read_text().replace(str(run_dir.parent), "<tmp>")
+    records = [json.loads(x) for x in text.splitlines()] if path.suffix == ".jsonl" else [json.loads(text)]
+    for r in records:
+        r.pop("seconds", None)
+    return records
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_lm):
     """An uninterrupted 2-round run, in process (the CLI's `run()`), with its own ALIGNCTL_HOME."""
@@ -174,6 +191,12 @@ def test_sigkill_in_round_2_dpo_then_rerun_completes_without_redoing_round_1(ref
     for n in (1, 2):
         a, b = ((d / f"round-{n}" / "train.jsonl").read_text() for d in (out, reference))
         assert a == b  # the same pairs, not only the same number
+    # what the killed round redid matches the uninterrupted run: the same weights (one thread, the
+    # same seed and data: bit for bit), the same eval rows and summary (paths and timings aside)
+    assert _same_weights(out / "round-2" / "model", reference / "round-2" / "model")
+    for name in ("eval.json", "eval-base.json", "eval.rows.jsonl", "eval-base.rows.jsonl"):
+        a, b = (_comparable(d / "round-2" / name, d) for d in (out, reference))
+        assert a == b, name
 
     # a changed setting (accumulate=false changes round 2's training data only): refused without
     # --overwrite; with it, round 1 and round 2's sampling stay, round 2's dpo and evals are redone

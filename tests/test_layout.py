@@ -103,6 +103,7 @@ def test_every_stage_fulfils_the_contract(stage):
     assert module.NAME == stage.name
     assert dataclasses.is_dataclass(module.Settings)
     assert callable(module.run) and callable(module.command)
+    assert callable(getattr(module, "check", lambda resolved: None))
     assert module.__doc__ and module.__doc__.split("\n\n")[0].strip()
     keys = {f.name for f in dataclasses.fields(module.Settings)}
     if stage.training:  # the common training options set these settings

@@ -107,6 +107,19 @@ def test_judge_run_chooses_the_judged_winner_and_learns(tmp_path, tiny_lm):
 
 
 def test_cli_run_with_a_reward_model(tmp_path, tiny_lm, tiny_rm, cli, monkeypatch):
+    """TRL's logged margin is mean |r(a) - r(b)| over the step's pairs, computed from the scores our
+    reward-model source returned: the pairs were ranked by the reward model, not by anything else."""
+    from alignctl.rewards import trl_adapters
+
+    scored = []
+    real_call = trl_adapters.ScoreReward.__call__
+
+    def spy(self, prompts, completions, **kwargs):
+        scores = real_call(self, prompts, completions, **kwargs)
+        scored.append(list(scores))
+        return scores
+
+    monkeypatch.setattr(trl_adapters.ScoreReward, "__call__", spy)
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "p.jsonl", PROMPTS[:4])
     code, stdout, stderr = cli(
@@ -120,8 +133,15 @@ def test_cli_run_with_a_reward_model(tmp_path, tiny_lm, tiny_rm, cli, monkeypatc
     assert manifest["stage"] == "online-dpo" and manifest["rewards"][0]["kind"] == "reward_model"
     assert manifest["config"]["beta"]["value"] == 0.1 and manifest["config"]["gradient_checkpointing"]["value"] is False
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert sum("objective/scores_margin" in r for r in rows) == 2
-    assert all(r["objective/scores_margin"] >= 0 for r in rows if "objective/scores_margin" in r)
+    logged = [r for r in rows if "objective/scores_margin" in r]
+    margins = [r["objective/scores_margin"] for r in logged]
+    assert len(logged) == 2 and len(scored) == 2
+    for row, scores in zip(logged, scored, strict=True):
+        # completions i and i + 2 answer the same prompt (batch size 2)
+        assert len(scores) == 4 and row["objective/scores"] == pytest.approx(sum(scores) / 4, abs=1e-5)
+        margin = sum(abs(scores[i] - scores[i + 2]) for i in range(2)) / 2
+        assert row["objective/scores_margin"] == pytest.approx(margin, abs=1e-5)
+    assert any(m > 0 for m in margins)  # the reward model told the answers apart
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM

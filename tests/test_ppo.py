@@ -258,14 +258,15 @@ def test_torchrun_two_ranks_with_a_reward_model(tmp_path, tiny_lm, tiny_rm):
         (["--reward", "rule:qa", "--set", "num_mini_batches=3"], "multiple of num_mini_batches"),
     ],
 )
-def test_bad_input_fails_before_any_model_loads(tmp_path, cli, args, message):
+def test_bad_input_fails_before_any_model_loads(tmp_path, cli, args, message, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output, runs/ppo, lands here if anything is written
     write_jsonl(tmp_path / "p.jsonl", [{"prompt": "hi"}])
     # the model does not exist: an error about anything else proves the check came first
     code, _, err = cli("ppo", "--prompts", tmp_path / "p.jsonl", "--model", tmp_path / "nope", *args)
     assert code == 2 and message in err, err
     if "k2" in args:
         assert "temperature must be > 0" in err  # every problem in one message
-    assert not (Path.cwd() / "runs" / "ppo.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"]
 
 
 def test_batch_indices_cover_each_prompt_once_per_pass():

@@ -116,23 +116,96 @@ def test_a_failing_endpoint_that_echoes_the_key_is_redacted(tmp_path, run, debug
     assert not (tmp_path / "prefs.jsonl").exists()
 
 
-def test_no_stage_takes_an_api_key_as_a_flag():
-    """Keys come from the environment only: a flag would land in shell history and `command` in manifests."""
-    from typer.main import get_command
+# Words that make a name a credential's, wherever they sit in it (--key, --judge-key, --openai-key,
+# hub_token, api_secret...); a tokenizer's own tokens (pad_token, stop_token_id) are not secrets.
+CREDENTIAL_WORDS = {"key", "apikey", "secret", "password", "passwd", "token", "credential", "credentials", "auth"}
+TOKENIZER_WORDS = {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "stop", "id", "ids"}
 
-    from alignctl.cli import app
 
-    def walk(cmd):
-        yield cmd
-        for sub in getattr(cmd, "commands", {}).values():
-            yield from walk(sub)
+def _is_credential_name(name: str) -> bool:
+    words = set(re.split(r"[-_]+", name.lower().strip("-")))
+    return bool(words & CREDENTIAL_WORDS) and not words & TOKENIZER_WORDS and "env" not in words
 
-    for cmd in walk(get_command(app)):
-        for param in cmd.params:
-            for opt in getattr(param, "opts", []):
-                assert not re.search(r"(api|secret|token|password)[-_]?(key)?$", opt.lower()) or opt.endswith("-env"), (
-                    f"{cmd.name} {opt}"
-                )
+
+def test_credential_names_are_recognised_whatever_they_are():
+    for name in ("--key", "--judge-key", "--openai-key", "--api-key", "--hf-token", "hub_token", "db_password"):
+        assert _is_credential_name(name), name
+    for name in ("--judge-key-env", "--max-new-tokens", "pad_token", "stop_token_id", "--monkey", "--keyword"):
+        assert not _is_credential_name(name), name
+
+
+def _commands():
+    from alignctl.cli import commands
+
+    def walk(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, f"{path} {name}".strip())
+
+    return [item for name, cmd in commands().items() for item in walk(cmd, name)]
+
+
+def test_no_flag_takes_a_credential():
+    """Keys come from the environment only (a flag naming the variable, `--judge-key-env`): a flag
+    value lands in shell history, in `command` in every manifest and in error messages."""
+    found = [
+        f"{path} {opt}"
+        for path, cmd in _commands()
+        for param in cmd.params
+        for opt in getattr(param, "opts", [])
+        if _is_credential_name(opt)
+        or (re.search(r"api key|secret|password", param.help or "", re.I) and not opt.endswith("-env"))
+    ]
+    assert found == []
+    # the -env flags exist and are what the check lets through
+    env_flags = {
+        opt for _, cmd in _commands() for p in cmd.params for opt in getattr(p, "opts", []) if opt.endswith("-key-env")
+    }
+    assert env_flags == {"--judge-key-env"}
+
+
+def test_no_setting_takes_a_credential_and_its_value_is_never_echoed():
+    """Every key a stage accepts (its settings and every field of its TRL config, e.g. TrainingArguments'
+    hub_token) is checked by name: a credential is refused, and the message never shows the value."""
+    from alignctl import config, stages
+    from alignctl.errors import InputError
+
+    secret = f"sk-test-{secrets.token_hex(8)}"
+    refused = []
+    for stage in stages.names():
+        module = stages.load(stage)
+        names = [*config.schema(module), *config.trl_fields(module)[1]]
+        for name in [n for n in names if _is_credential_name(n)] + ["judge_key", "key", "openai_key", "api_key"]:
+            with pytest.raises(InputError) as err:
+                stages.resolve(stage, sets=[f"{name}={secret}"])
+            assert secret not in str(err.value), (stage, name)
+            refused.append(name)
+    assert "hub_token" in refused  # TRL's configs have one, so the check above is not vacuous
+
+
+@pytest.mark.parametrize(
+    "stage, args",
+    [
+        ("label", ["--judge-key", "{s}"]),
+        ("label", ["--key", "{s}"]),
+        ("label", ["--openai-key={s}"]),
+        ("label", ["--set", "openai_key={s}"]),
+        ("dpo", ["--set", "hub_token={s}"]),  # a real TRL field: accepted, it would train and write the manifest
+    ],
+)
+def test_a_key_given_under_any_name_is_refused_unseen(tmp_path, tiny_lm, run, stage, args):
+    """A key on the command line, under a flag that does not exist or as a setting: exit 2, the value
+    nowhere in the output, nothing written."""
+    secret = f"sk-test-{secrets.token_hex(16)}"
+    if stage == "label":
+        inputs = ["--candidates", _candidates(tmp_path), "--by", "rule:length"]
+    else:
+        prefs = write_jsonl(tmp_path / "cands.jsonl", [{"prompt": "Is it?", "chosen": " yes", "rejected": " no"}])
+        inputs = ["--data", prefs, "--model", tiny_lm, "--max-steps", "1"]
+    proc = run(stage, *inputs, *[a.format(s=secret) for a in args], "-o", tmp_path / "out")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert secret not in proc.stdout + proc.stderr and secret[8:] not in proc.stdout + proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cands.jsonl"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,12 +214,10 @@ def test_no_stage_takes_an_api_key_as_a_flag():
 
 def test_trust_remote_code_is_off_unless_the_flag_is_given():
     """Every command with --trust-remote-code defaults it to False; no source turns it on by itself."""
-    from typer.main import get_command
-
-    from alignctl.cli import app
+    from alignctl.cli import commands
 
     seen = []
-    for name, cmd in get_command(app).commands.items():
+    for name, cmd in commands().items():
         for param in cmd.params:
             if param.name == "trust_remote_code":
                 assert param.default is False, name

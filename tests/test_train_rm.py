@@ -87,30 +87,111 @@ def test_implicit_shapes_train(tmp_path, tiny_lm, shape):
     assert json.loads((out / "alignctl.json").read_text())["final_metrics"]["global_step"] == 1
 
 
-def test_separable_preferences_reach_held_out_accuracy(tmp_path, tiny_lm):
-    """40 toy pairs (chosen 'yes good', rejected 'no bad'), 10 held out: accuracy >= 0.9 on those."""
+def hot_cold_preferences(subjects) -> list[dict]:
+    """Pairs whose right answer depends on the prompt: " yes" to "hot?", " no" to "cold?".
+
+    Each answer is chosen in half the pairs and rejected in the other half, so a model that has not
+    learned the rule (a random score head ranks " yes" above " no", or below, whatever the prompt)
+    gets about half of them right: accuracy above that is learning, not the head's seed.
+    """
+    return [
+        {"prompt": f"Is {s} {word}?", "chosen": good, "rejected": bad}
+        for s in subjects
+        for word, good, bad in (("hot", " yes", " no"), ("cold", " no", " yes"))
+    ]
+
+
+def test_training_raises_held_out_accuracy_above_the_untrained_model(tmp_path, tiny_lm):
+    """32 training pairs, 12 held out on unseen subjects: the trained model ranks >= 11 of 12 right,
+    the same model with learning rate 0 (same seed, so the same score head) about half."""
     import torch
 
     from alignctl import models
     from alignctl.stages import train_rm
 
-    data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(40))
-    resolved = stages.resolve(
-        "train-rm", sets=["max_steps=25", "learning_rate=3e-3", "logging_steps=5", "eval_steps=10", "eval_split=0.25"]
+    train_subjects = ["paris", "rome", "berlin", "madrid", "tokyo", "the sky", "the grass", "the sun"]
+    data = write_jsonl(tmp_path / "prefs.jsonl", hot_cold_preferences(train_subjects * 2))
+    held = write_jsonl(
+        tmp_path / "held.jsonl", hot_cold_preferences(["the moon", "a cat", "a dog", "a fish", "a bird", "the day"])
     )
-    out = train_rm.run(resolved, data, str(tiny_lm), tmp_path / "rm")
-    final = json.loads((out / "alignctl.json").read_text())["final_metrics"]
-    assert final["eval_pairs"] == 10
-    assert final["eval_accuracy"] >= 0.9, final
+    finals = {}
+    for name, lr, steps in (("untrained", "0", 1), ("trained", "1e-2", 25)):
+        sets = [f"max_steps={steps}", f"learning_rate={lr}", "logging_steps=5", "eval_steps=10", f"eval_split={held}"]
+        out = train_rm.run(stages.resolve("train-rm", sets=sets), data, str(tiny_lm), tmp_path / name)
+        finals[name] = json.loads((out / "alignctl.json").read_text())["final_metrics"]
+    before, after = finals["untrained"], finals["trained"]
+    assert before["eval_pairs"] == after["eval_pairs"] == 12
+    assert 0.25 <= before["eval_accuracy"] <= 0.75, before  # the rule is not in the seeded head
+    assert after["eval_accuracy"] >= 11 / 12, after
+    assert after["eval_accuracy"] - before["eval_accuracy"] >= 0.25
+    assert after["eval_loss"] < before["eval_loss"] - 0.2
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("eval_accuracy" in r for r in rows) and any("loss" in r for r in rows)
 
-    # the saved dir scores like the trained model: chosen above rejected on a prompt it never saw
+    # the saved dir scores like the trained model: the right answer above the wrong one on a prompt it never saw
     rm, tok = models.load_reward_model(str(out)), models.load_tokenizer(str(out), padding_side="right")
-    texts = [f"Is the moon small? {a}{tok.eos_token}" for a in ("yes good", "no bad")]
-    with torch.no_grad():
-        scores = rm(**tok(texts, return_tensors="pt", padding=True)).logits[:, 0]
-    assert scores[0] > scores[1]
+    for word, good, bad in (("hot", "yes", "no"), ("cold", "no", "yes")):
+        texts = [f"Is the night {word}? {a}{tok.eos_token}" for a in (good, bad)]
+        with torch.no_grad():
+            scores = rm(**tok(texts, return_tensors="pt", padding=True)).logits[:, 0]
+        assert scores[0] > scores[1], (word, scores)
+
+
+def test_trl_reward_loss_and_our_held_out_metrics_match_the_chapter_formula(tmp_path, tiny_lm):
+    """On fixed rewards, TRL's RewardTrainer loss (configured from the train-rm preset) and the
+    held-out loss, margin and accuracy `train_rm.pair_accuracy` reports equal the chapter's
+    L = -log σ(r_c - r_r) (oracles.reward_model_loss, hand-checked in test_oracles).
+
+    By hand: r_c - r_r = [2, 0, -1] -> losses ln(1 + e^-2) = 0.126928, ln 2 = 0.693147,
+    ln(1 + e) = 1.313262, mean 0.711112; margin 1/3 = 0.333333; accuracy 1/3 (a tie is wrong).
+    """
+    from types import SimpleNamespace
+
+    import torch
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    from alignctl import config, models, training
+    from alignctl.stages.train_rm import pair_accuracy
+    from oracles import reward_model_loss
+
+    resolved = stages.resolve("train-rm")
+    config.adjust_for_device(resolved, cuda=False)
+    resolved.override("gradient_checkpointing", False, "test")
+    args = RewardConfig(**training.trl_kwargs(RewardConfig, resolved, SimpleNamespace(work=tmp_path / "out")))
+    trainer = RewardTrainer(
+        model=models.load_reward_model(str(tiny_lm)),
+        args=args,
+        train_dataset=Dataset.from_list(toy_preferences(2)),
+        processing_class=models.load_tokenizer(str(tiny_lm), padding_side="right"),
+    )
+    chosen, rejected = torch.tensor([3.0, 0.5, -1.0]), torch.tensor([1.0, 0.5, 0.0])
+    logits = torch.cat([chosen, rejected])[:, None]  # a batch is the chosen rows, then the rejected ones
+
+    class FixedScores:
+        """Stands in for the reward model: the same scores whatever the batch."""
+
+        training = False
+
+        def __call__(self, **kwargs):
+            return SimpleNamespace(logits=logits)
+
+        def eval(self):
+            return self
+
+        def train(self, mode=True):
+            return self
+
+    batch = {"input_ids": torch.ones(6, 2, dtype=torch.long), "attention_mask": torch.ones(6, 2, dtype=torch.long)}
+    trl_loss = trainer.compute_loss(FixedScores(), dict(batch))
+    expected = reward_model_loss(chosen, rejected)
+    assert torch.allclose(trl_loss, expected, atol=1e-6)
+    assert abs(expected.item() - 0.711112) < 1e-5
+
+    ours = pair_accuracy(SimpleNamespace(model=FixedScores(), get_eval_dataloader=lambda ds: [batch]), None)
+    assert ours["eval_loss"] == pytest.approx(trl_loss.item(), abs=1e-6)
+    assert ours["eval_margin"] == pytest.approx(1 / 3, abs=1e-6)
+    assert ours["eval_accuracy"] == pytest.approx(1 / 3, abs=1e-6) and ours["eval_pairs"] == 3
 
 
 def test_malformed_prefs_fail_before_any_model_loads(tmp_path, run):

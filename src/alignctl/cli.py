@@ -93,6 +93,12 @@ class LazyGroup(typer.core.TyperGroup):
             self.add_command(LazyCommand(name, summary, lambda n=name: _tool_command(n)))
 
 
+def commands() -> dict[str, Any]:
+    """Every command, built (each stage module imported): for docs generation and tests."""
+    group = typer.main.get_command(app)
+    return {name: getattr(cmd, "real", cmd) for name, cmd in group.commands.items()}
+
+
 app = typer.Typer(
     name="alignctl",
     cls=LazyGroup,

@@ -153,6 +153,11 @@ def schema(stage: Any) -> dict[str, dataclasses.Field]:
     return fields
 
 
+# credentials a TRL config would take as a setting, and where they belong instead: a setting's
+# value is written into the run's manifest (its config and its command line)
+CREDENTIALS = {"hub_token": "HF_TOKEN"}
+
+
 @functools.cache
 def trl_fields(stage: Any) -> tuple[str, dict[str, Any]]:
     """(TRL config class name, {field: type}) of the trainer behind `stage`; ("", {}) if none."""
@@ -200,6 +205,21 @@ def _read_yaml(path: Path, what: str) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"{path}: {what} must be a mapping of key: value")
     return data
+
+
+def _key_lines(path: Path) -> dict[str, int]:
+    """The line of each top-level key, and of each key under `values:`: errors name file:line."""
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return {}  # _read_yaml has reported (or will report) the file itself
+    lines: dict[str, int] = {}
+    pairs = list(node.value) if isinstance(node, yaml.MappingNode) else []
+    for key, value in pairs:
+        lines[str(key.value)] = key.start_mark.line + 1
+        if key.value == "values" and isinstance(value, yaml.MappingNode):
+            pairs.extend(value.value)
+    return lines
 
 
 def find_preset(name_or_path: str) -> Path:
@@ -297,6 +317,10 @@ def resolve(
     extra_help: dict[str, str] = {}
 
     def apply(key: str, value: Any, source: str, where: str) -> None:
+        # an unknown or credential key's value is never echoed: it may be a secret under any name
+        bare = f"--set {key}" if where.startswith("--set ") else where
+        if key in CREDENTIALS:
+            raise InputError(f"{bare}: {key} is a credential, never a setting: set ${CREDENTIALS[key]} instead")
         if key in fields:
             tp = fields[key].type
         else:
@@ -310,7 +334,7 @@ def resolve(
                 hint = suggest(key, [*known, *trl])
                 if not hint:
                     hint = f" (neither an alignctl setting nor a {cls_name} field)" if cls_name else ""
-                raise InputError(f"{where}: unknown key {key!r} for {name}{hint}")
+                raise InputError(f"{bare}: unknown key {key!r} for {name}{hint}")
             tp = trl[key]
             extra_help[key] = f"TRL {cls_name} field"
         values[key] = coerce(key, value, tp, where)
@@ -324,10 +348,12 @@ def resolve(
             apply(k, v, p_sources[k], where)
     if config_file:
         data = _read_yaml(Path(config_file), "config")
+        lines = _key_lines(Path(config_file))
         if "values" in data and isinstance(data["values"], dict):
             data = data["values"]
         for k, v in data.items():
-            apply(str(k), v, f"config {config_file}", f"{config_file}")
+            line = f":{lines[str(k)]}" if str(k) in lines else ""
+            apply(str(k), v, f"config {config_file}", f"{config_file}{line}")
     for k, v, src in parse_set(sets):
         apply(k, v, src, src)
     for k, (v, flag) in (flags or {}).items():

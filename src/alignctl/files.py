@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +35,9 @@ def atomic_path(path: str | Path):
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{parent}: cannot create output directory: {exc.strerror}") from None
+    _remove_stale_temps(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write here: {exc.strerror}") from None
     os.close(fd)
@@ -48,6 +51,26 @@ def atomic_path(path: str | Path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files of `path` left by a killed writer (its pid is gone, or an older alignctl
+    that wrote no pid): nothing else ever removes them. A live writer's stays."""
+    own = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.)?\w+\.tmp")
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        match = own.fullmatch(tmp.name)
+        if not match:
+            continue  # the temp of another file whose name starts like this one
+        pid = int(match.group(1) or 0)
+        try:
+            if pid and pid != os.getpid():
+                os.kill(pid, 0)  # raises if there is no such process
+                continue
+        except ProcessLookupError:
+            pass
+        except OSError:  # a live process of another user
+            continue
+        tmp.unlink(missing_ok=True)
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:

@@ -122,6 +122,45 @@ def finish(trainer, tokenizer, run: Run, *, merge: bool, evaluate=None, extra: d
     return run.finish(final, extra=extra)
 
 
+def fit_policy_on_pairs(
+    stage: str,
+    trainer_name: str,
+    read,
+    resolved: Resolved,
+    data: Path,
+    model: str | None,
+    output: Path,
+    *,
+    trust_remote_code: bool = False,
+    count=None,
+    split: str | None = None,
+    **switches: bool,
+) -> Path:
+    """A whole run of a policy trained on a file of pairs or labelled answers with a reference model
+    (dpo, kto): read and split, open the run, load, train, evaluate held-out, save. With LoRA the
+    reference is the policy with its adapter off (TRL's `ref_model=None`); without it TRL copies the
+    policy. `count(train_records)` adds stage-specific counts to the manifest's `records`."""
+    from alignctl import models
+    from alignctl.config import adjust_for_device
+    from alignctl.console import status
+
+    switches = {"overwrite": False, "force": False, "resume": False, "merge": True} | switches
+    run, model_path, train, held = begin_on_prefs(stage, resolved, data, read, model, output, split=split, **switches)
+    if run.up_to_date:
+        return run.out
+    torch = models.setup_torch()
+    adjust_for_device(resolved, cuda=torch.cuda.is_available())
+    tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
+    policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
+    n = len(train) + len(held)
+    with status(resolved.get("precompute_ref_log_probs") and f"reference log-probs of {n} records..."):
+        # TRL computes precomputed reference log-probs here, before the first step
+        trainer = make_trainer(trainer_name, run, resolved, policy, tokenizer, train, held, ref_model=None)
+    counts = {"train": len(train), "eval": len(held), **(count(train) if count else {})}
+    evaluate = held_out_metrics if held else None
+    return finish(trainer, tokenizer, run, merge=switches["merge"], evaluate=evaluate, extra={"records": counts})
+
+
 def held_out_metrics(trainer) -> dict[str, float]:
     """TRL's own evaluation of the final model on the eval data (numbers only)."""
     return {k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)}
@@ -168,6 +207,41 @@ def split_records(records: list[dict], eval_split: str | float | None, seed: int
     return [r for i, r in enumerate(records) if i not in held], [records[i] for i in sorted(held)]
 
 
+def begin_run(
+    stage: str,
+    resolved: Resolved,
+    output: Path,
+    model: str | None,
+    model_path: str,
+    *,
+    inputs: dict[str, Any],
+    overwrite: bool,
+    force: bool,
+    resume: bool,
+    merge: bool,
+    extra: dict | None = None,
+) -> Run:
+    """Open a training stage's run (runs.begin): every input file (or a source's description) and
+    the model fingerprinted, the parent model recorded; says "up to date" when the run is."""
+    from alignctl import models, runs
+
+    prints = {k: v if isinstance(v, dict) else runs.input_fingerprint(v) for k, v in inputs.items()}
+    run = runs.begin(
+        stage,
+        output,
+        inputs={**prints, "model": runs.input_fingerprint(model_path)},
+        resolved=resolved,
+        overwrite=overwrite,
+        force=force,
+        resume=resume,
+        parent_model=model or models.DEFAULT_MODEL,
+        extra={"merge": merge, **(extra or {})},
+    )
+    if run.up_to_date:
+        runs.say_up_to_date(run)
+    return run
+
+
 def begin_on_prefs(
     stage: str,
     resolved: Resolved,
@@ -176,37 +250,23 @@ def begin_on_prefs(
     model: str | None,
     output: Path,
     *,
-    overwrite: bool,
-    force: bool,
-    resume: bool,
-    merge: bool,
     split: str | None = None,
+    **switches: bool,
 ) -> tuple[Run, Path, list, list]:
-    """Start a stage that trains on a preference file (dpo, train-rm).
+    """Start a stage that trains on a file of pairs or labelled answers (train-rm, dpo, kto).
 
-    Reads and splits the pairs (errors here come before any model loads), fingerprints the inputs
-    and opens the run. Returns (run, model dir, train records, eval records); the caller stops
-    when `run.up_to_date`.
+    Reads and splits the records (errors here come before any model loads), then `begin_run`.
+    Returns (run, model dir, train records, eval records); the caller stops when `run.up_to_date`.
     """
-    from alignctl import models, readers, runs
+    from alignctl import models, readers
 
     records = read(data, split=split)
     train_recs, eval_recs = split_records(records, resolved["eval_split"], resolved["seed"], read)
     model_path = models.resolve_model(model)
-    inputs = {"data": readers.fingerprint(data, split), "model": runs.input_fingerprint(model_path)}
+    inputs: dict[str, Any] = {"data": readers.fingerprint(data, split)}
     if resolved["eval_split"] and Path(str(resolved["eval_split"])).exists():
         inputs["eval_data"] = readers.fingerprint(resolved["eval_split"])
-    run = runs.begin(
-        stage,
-        output,
-        inputs=inputs,
-        resolved=resolved,
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        parent_model=model or models.DEFAULT_MODEL,
-        extra={"merge": merge},
-    )
+    run = begin_run(stage, resolved, output, model, model_path, inputs=inputs, **switches)
     return run, model_path, train_recs, eval_recs
 
 

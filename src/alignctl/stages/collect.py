@@ -32,7 +32,7 @@ from alignctl.errors import InputError
 from alignctl.flags import Opts, Split
 from alignctl.settings import setting
 
-NAME = STAGE = "collect"
+NAME = "collect"
 RESERVED = ("id", "prompt", "completions", "generator", "scores")
 
 
@@ -53,7 +53,7 @@ class Settings:
     chat_template: bool = setting(True, "Send plain-text prompts through the chat template of a chat model.", flag=True)
 
 
-def check_settings(resolved: Resolved):
+def check(resolved: Resolved):
     """The sampling parameters, with every problem reported at once."""
     from alignctl.generation import BACKENDS, SamplingParams
 
@@ -90,13 +90,13 @@ def run(
     """Generate and write the candidates file; returns its path. Validates before any model loads."""
     from alignctl import file_runs, generation, models, readers, runs
 
-    params = check_settings(resolved)
+    params = check(resolved)
     n = resolved["num_samples"]
     records = io.load(prompts, "prompts", split=split)
     model_path = models.resolve_model(model)
     backend_name, _ = generation.pick_backend(resolved["backend"])
     run_ = file_runs.begin_file(
-        STAGE,
+        NAME,
         output,
         inputs={"prompts": readers.fingerprint(prompts, split), "model": runs.input_fingerprint(model_path)},
         resolved=resolved,

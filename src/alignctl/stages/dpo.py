@@ -18,12 +18,11 @@ from typing import Annotated
 import typer
 
 from alignctl import io
-from alignctl.config import Resolved, adjust_for_device
-from alignctl.console import status
+from alignctl.config import Resolved
 from alignctl.flags import Opts, Split
 from alignctl.settings import PairSettings, setting
 
-NAME = STAGE = "dpo"
+NAME = "dpo"
 
 
 @dataclass
@@ -37,9 +36,8 @@ class Settings(PairSettings):
 
 def read_prefs(path: str | Path, split: str | None = None) -> list[dict]:
     """Preference records trimmed to the fields DPO trains on."""
-    return [
-        {k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in io.load(path, "preferences", split=split)
-    ]
+    records = io.load(path, "preferences", split=split)
+    return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in records]
 
 
 def trl_config() -> type:
@@ -55,45 +53,16 @@ def run(
     model: str | None,
     output: Path,
     *,
-    overwrite: bool = False,
-    force: bool = False,
-    resume: bool = False,
-    merge: bool = True,
-    trust_remote_code: bool = False,
     split: str | None = None,
+    **switches: bool,
 ) -> Path:
-    """Train and save; returns the output dir. Validates everything before any model loads."""
-    from alignctl import models, runs, training
+    """Train and save; returns the output dir. Validates everything before any model loads.
 
-    run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
-        STAGE,
-        resolved,
-        data,
-        read_prefs,
-        model,
-        output,
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        merge=merge,
-        split=split,
-    )
-    if run_.up_to_date:
-        runs.say_up_to_date(run_)
-        return run_.out
+    `switches`: overwrite, force, resume, merge, trust_remote_code (flags.Opts.switches()).
+    """
+    from alignctl import training
 
-    torch = models.setup_torch()
-    adjust_for_device(resolved, cuda=torch.cuda.is_available())
-    tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
-    n_pairs = len(train_recs) + len(eval_recs)
-    precompute = resolved.get("precompute_ref_log_probs") and f"reference log-probs of {n_pairs} pairs..."
-    with status(precompute):  # TRL computes them here, before the first step
-        # ref_model None: with LoRA the adapter-disabled policy; full fine-tuning: TRL copies the policy
-        trainer = training.make_trainer("DPO", run_, resolved, policy, tokenizer, train_recs, eval_recs, ref_model=None)
-    evaluate = training.held_out_metrics if eval_recs else None
-    counts = {"train": len(train_recs), "eval": len(eval_recs)}
-    return training.finish(trainer, tokenizer, run_, merge=merge, evaluate=evaluate, extra={"records": counts})
+    return training.fit_policy_on_pairs(NAME, "DPO", read_prefs, resolved, data, model, output, split=split, **switches)
 
 
 def command(

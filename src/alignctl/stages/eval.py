@@ -38,7 +38,7 @@ from alignctl.errors import InputError, OutputError
 from alignctl.flags import Opts, Split
 from alignctl.settings import setting
 
-NAME = STAGE = "eval"
+NAME = "eval"
 SUMMARY = "eval.json"
 OUTCOMES = ("win", "tie", "loss")
 
@@ -112,7 +112,7 @@ def generate_answers(
 # The stage
 
 
-def _check(resolved: Resolved) -> None:
+def check(resolved: Resolved) -> None:
     from alignctl.generation import BACKENDS, SamplingParams
 
     problems = SamplingParams.from_settings(resolved).problems()
@@ -151,7 +151,7 @@ def run(
     from alignctl.generation.cache import model_fingerprint
     from alignctl.rewards import resolve_source, score_records
 
-    _check(resolved)
+    check(resolved)
     records = io.load(prompts, "prompts", split=split)
     source = resolve_source(by, trust_remote_code=trust_remote_code, **(source_options or {}))
     model_name, baseline_name = model or models.DEFAULT_MODEL, baseline or models.DEFAULT_MODEL
@@ -166,7 +166,7 @@ def run(
         "by": {"spec": by, **source.describe()},
     }
     run_ = file_runs.begin_file(
-        STAGE,
+        NAME,
         output,
         inputs=inputs,
         resolved=resolved,
@@ -294,7 +294,7 @@ def command(
     opts: Opts,
 ) -> Path:
     """Compare a model with a baseline on held-out prompts (reward, win rate, length)."""
-    out_dir = output or Path("runs") / STAGE
+    out_dir = output or Path("runs") / NAME
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a directory (-o takes a directory)")
     path = run(

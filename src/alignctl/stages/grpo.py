@@ -5,7 +5,7 @@
 
 For each prompt the policy samples `num_generations` answers; each answer's reward is the
 weighted sum of the reward sources, and its advantage is normalised within its group,
-A_i = (r_i - mean(r)) / (std(r) + 1e-4) (the chapter's formula; `rlmath.group_advantages`), so
+A_i = (r_i - mean(r)) / (std(r) + 1e-4) (the chapter's formula, compared with TRL in tests/test_grpo.py), so
 no value model is needed. Extra columns of the prompts file (e.g. `answer`) reach the reward
 functions. The chapter's preset: 8 generations, temperature 0.9, 256 new tokens, beta 0.04,
 prompts capped at 512 tokens, vLLM generation. TRL 1.16 dropped `max_prompt_length`; alignctl
@@ -29,7 +29,7 @@ from alignctl.flags import Opts, Split
 from alignctl.rewards.trl_adapters import REWARD_HELP
 from alignctl.settings import OnlineSettings, setting
 
-NAME = STAGE = "grpo"
+NAME = "grpo"
 
 
 @dataclass
@@ -83,9 +83,9 @@ def fix_batch_sizes(resolved: Resolved, world_size: int = 1) -> None:
 
 def trl_config() -> type:
     """TRL's GRPOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from trl import GRPOConfig
+    from alignctl.training import trl_classes
 
-    return GRPOConfig
+    return trl_classes("GRPO")[0]
 
 
 def run(
@@ -104,7 +104,7 @@ def run(
     split: str | None = None,
 ) -> Path:
     """Train and save the policy; returns the output dir. Inputs and reward specs are checked first."""
-    from alignctl import models, readers, runs, training
+    from alignctl import models, readers, training
     from alignctl.generation import vllm_installed
     from alignctl.prompts import prepare, prompts_dataset, read_prompts
     from alignctl.rewards import trl_adapters
@@ -119,46 +119,31 @@ def run(
     dataset = prompts_dataset(records, prompts)
     fix_batch_sizes(resolved, world_size=_world_size())
 
-    inputs = {"prompts": readers.fingerprint(prompts, split), "model": runs.input_fingerprint(model_path)}
     described = [s.describe() for s in sources]
-    run_ = runs.begin(
-        STAGE,
+    run_ = training.begin_run(
+        NAME,
+        resolved,
         output,
-        inputs=inputs,
-        resolved=resolved,
+        model,
+        model_path,
+        inputs={"prompts": readers.fingerprint(prompts, split)},
         overwrite=overwrite,
         force=force,
         resume=resume,
-        parent_model=model or models.DEFAULT_MODEL,
-        extra={"merge": merge, "rewards": described, "strict": strict},
+        merge=merge,
+        extra={"rewards": described, "strict": strict},
     )
     if run_.up_to_date:
-        runs.say_up_to_date(run_)
         return run_.out
 
     cuda = torch.cuda.is_available()
     adjust_for_device(resolved, cuda=cuda, vllm=vllm_installed())
     training.adjust_checkpointing(resolved, cuda=cuda)
-    from trl import GRPOConfig, GRPOTrainer
-
-    funcs = trl_adapters.reward_funcs(sources)
     policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
-    args = GRPOConfig(**training.trl_kwargs(GRPOConfig, resolved, run_))
-    trainer = GRPOTrainer(
-        model=policy,
-        reward_funcs=funcs,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=models.lora_config(resolved.values) if resolved["use_peft"] else None,
-        callbacks=training.callbacks(run_),
-    )
-    final = training.train(trainer, run_)
-    training.save_final(trainer, tokenizer, run_, merge=merge)
-    return run_.finish(
-        final,
-        extra={"records": {"prompts": len(records), "truncated": truncated}, "rewards": described},
-    )
+    funcs = trl_adapters.reward_funcs(sources)
+    trainer = training.make_trainer("GRPO", run_, resolved, policy, tokenizer, dataset, reward_funcs=funcs)
+    counts = {"prompts": len(records), "truncated": truncated}
+    return training.finish(trainer, tokenizer, run_, merge=merge, extra={"records": counts, "rewards": described})
 
 
 def _world_size() -> int:

@@ -39,9 +39,7 @@ from alignctl.console import console, info
 from alignctl.errors import InputError, OutputError
 from alignctl.flags import Opts, Split
 from alignctl.settings import setting
-from alignctl.stages.iterate_plan import STAGE, Plan, plan, write_if_changed
-
-NAME = STAGE
+from alignctl.stages.iterate_plan import NAME, Plan, plan, write_if_changed
 
 
 @dataclass
@@ -169,7 +167,7 @@ def _write_manifest(p: Plan, resolved: Resolved, fingerprint: str, inputs: dict,
 
     runs.write_manifest(
         p.out / runs.MANIFEST,
-        stage=STAGE,
+        stage=NAME,
         started=started,
         resolved=resolved,
         inputs=inputs,
@@ -208,7 +206,7 @@ def run(
         "eval_prompts": readers.fingerprint(p.eval_prompts),
         "model": runs.input_fingerprint(p.model),
     }
-    fingerprint = runs.fingerprint(STAGE, inputs, resolved, {"by": p.by, "eval_by": p.eval_by})
+    fingerprint = runs.fingerprint(NAME, inputs, resolved, {"by": p.by, "eval_by": p.eval_by})
     manifest = runs.read_manifest(p.out) or {}
     done = manifest.get("rounds") or []
     if (
@@ -261,7 +259,7 @@ def command(
         prompts,
         model,
         by,
-        output or Path("runs") / STAGE,
+        output or Path("runs") / NAME,
         eval_prompts=eval_prompts,
         overwrite=opts.overwrite,
         force=opts.force,

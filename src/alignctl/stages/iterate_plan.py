@@ -19,7 +19,7 @@ from alignctl.config import Resolved
 from alignctl.console import note
 from alignctl.errors import InputError, OutputError
 
-STAGE = "iterate"  # the stage whose runs plan() prepares (iterate.py takes its name from here)
+NAME = "iterate"  # the stage whose runs plan() prepares (iterate.py takes its name from here)
 DEFAULT_EVAL_SPLIT = 0.1
 
 
@@ -52,7 +52,7 @@ def stage_settings(stage: str, *, preset: str | None, sets: list[str] | None, fl
     return stages.resolve(stage, preset=preset, sets=sets, flags={k: (v, f"iterate {k}") for k, v in flags.items()})
 
 
-def check_settings(resolved: Resolved) -> None:
+def check(resolved: Resolved) -> None:
     problems = []
     if resolved["rounds"] < 1:
         problems.append(f"rounds must be >= 1, got {resolved['rounds']}")
@@ -96,7 +96,7 @@ def plan(
     from alignctl.stages import eval as eval_stage
     from alignctl.stages import label as label_stage
 
-    check_settings(resolved)
+    check(resolved)
     records = io.load(prompts, "prompts", split=split)
     eval_by = resolved["eval_by"] or by
     resolve_source(by)  # a bad spec fails here, not after round 1's sampling
@@ -109,9 +109,9 @@ def plan(
         flags={k: resolved[k] for k in ("num_samples", "temperature", "top_p", "top_k", "max_new_tokens", "batch_size")}
         | {"backend": resolved["backend"], "seed": seed},
     )
-    collect_stage.check_settings(collect)
+    collect_stage.check(collect)
     label = stage_settings("label", preset=None, sets=resolved["label_set"], flags={})
-    label_stage.check_settings(label)
+    label_stage.check(label)
     dpo = stage_settings("dpo", preset=resolved["dpo_preset"], sets=resolved["dpo_set"], flags={"seed": seed})
     eval_flags = {
         "temperature": resolved["eval_temperature"],
@@ -121,7 +121,7 @@ def plan(
         "seed": seed,
     }
     evals = stage_settings("eval", preset=None, sets=None, flags=eval_flags)
-    eval_stage._check(evals)
+    eval_stage.check(evals)
     model_name = model or models.DEFAULT_MODEL
     models.resolve_model(model_name)
 
@@ -129,11 +129,11 @@ def plan(
     if output.exists() and not output.is_dir():
         raise OutputError(f"{output}: exists and is not a directory")
     manifest = runs.read_manifest(output)
-    if output.is_dir() and any(output.iterdir()) and (manifest or {}).get("stage") != STAGE:
+    if output.is_dir() and any(output.iterdir()) and (manifest or {}).get("stage") != NAME:
         raise OutputError(f"{output}: exists and is not an iterate run; choose another -o")
     output.mkdir(parents=True, exist_ok=True)
     if manifest is None:  # claim the dir first, so a run killed in round 1 is still known as ours
-        runs.claim(output, STAGE, complete=False, rounds=[])
+        runs.claim(output, NAME, complete=False, rounds=[])
     if eval_prompts is not None:
         if resolved.sources.get("eval_split", "default") != "default" and resolved["eval_split"]:
             raise InputError("give --eval-prompts or an eval_split, not both")

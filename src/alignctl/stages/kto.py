@@ -22,7 +22,7 @@ from typing import Annotated
 import typer
 
 from alignctl import io
-from alignctl.config import Resolved, adjust_for_device
+from alignctl.config import Resolved
 from alignctl.flags import Opts, Split
 from alignctl.settings import PairSettings, setting
 
@@ -64,43 +64,27 @@ def run(
     model: str | None,
     output: Path,
     *,
-    overwrite: bool = False,
-    force: bool = False,
-    resume: bool = False,
-    merge: bool = True,
-    trust_remote_code: bool = False,
     split: str | None = None,
+    **switches: bool,
 ) -> Path:
-    """Train and save; returns the output dir. Validates everything before any model loads."""
-    from alignctl import models, runs, training
+    """Train and save; returns the output dir. Validates everything before any model loads.
 
-    run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
+    `switches`: overwrite, force, resume, merge, trust_remote_code (flags.Opts.switches()).
+    """
+    from alignctl import training
+
+    return training.fit_policy_on_pairs(
         NAME,
+        "KTO",
+        read_examples,
         resolved,
         data,
-        read_examples,
         model,
         output,
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        merge=merge,
+        count=lambda train: {"desirable": sum(r["label"] for r in train)},
         split=split,
+        **switches,
     )
-    if run_.up_to_date:
-        runs.say_up_to_date(run_)
-        return run_.out
-
-    torch = models.setup_torch()
-    adjust_for_device(resolved, cuda=torch.cuda.is_available())
-    tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
-    # ref_model None: with LoRA the adapter-disabled policy; full fine-tuning: TRL copies the policy
-    trainer = training.make_trainer("KTO", run_, resolved, policy, tokenizer, train_recs, eval_recs, ref_model=None)
-    desirable = sum(r["label"] for r in train_recs)
-    counts = {"train": len(train_recs), "eval": len(eval_recs), "desirable": desirable}
-    evaluate = training.held_out_metrics if eval_recs else None
-    return training.finish(trainer, tokenizer, run_, merge=merge, evaluate=evaluate, extra={"records": counts})
 
 
 def command(
@@ -109,7 +93,7 @@ def command(
         typer.Option(
             "--data",
             "-d",
-            help="Unpaired records {prompt, completion, label} or preference pairs (any format --data of dpo takes).",
+            help="Unpaired records {prompt, completion, label} or pairs, in any format dpo --data takes.",
         ),
     ],
     split: Split = None,

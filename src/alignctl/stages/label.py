@@ -41,7 +41,7 @@ from alignctl.prompts import training_form
 from alignctl.rewards.pairs import State, distinct, pairs_from_comparisons, pairs_from_scores, summarize
 from alignctl.settings import setting
 
-NAME = STAGE = "label"
+NAME = "label"
 PAIR_MODES = ("best-worst", "all")
 
 
@@ -132,7 +132,7 @@ def compare_pairwise(source, records: list[dict], forms: dict, state: State, jou
 # The stage
 
 
-def check_settings(resolved: Resolved) -> None:
+def check(resolved: Resolved) -> None:
     problems = []
     if resolved["pairs"] not in PAIR_MODES:
         problems.append(f"pairs must be one of {', '.join(PAIR_MODES)}, got {resolved['pairs']!r}")
@@ -195,7 +195,7 @@ def run(
     """Label and write the preference file; returns its path. Validates before any model loads."""
     from alignctl import file_runs, readers, rewards, runs
 
-    check_settings(resolved)
+    check(resolved)
     records = io.load(candidates, "candidates", split=split)
     source = rewards.resolve_source(
         by,
@@ -218,7 +218,7 @@ def run(
     described = source.describe()
     inputs = {"candidates": readers.fingerprint(candidates, split)}
     run_ = file_runs.begin_file(
-        STAGE,
+        NAME,
         output,
         inputs=inputs,
         resolved=resolved,

@@ -27,7 +27,7 @@ from alignctl.flags import Opts, Split
 from alignctl.rewards.trl_adapters import REWARD_HELP, build_judge
 from alignctl.settings import OnlineSettings, setting
 
-NAME = STAGE = "online-dpo"
+NAME = "online-dpo"
 JUDGE_LOG = "judged.jsonl"
 
 
@@ -49,9 +49,9 @@ class Settings(OnlineSettings):
 
 def trl_config() -> type:
     """TRL's OnlineDPOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from alignctl.training import online_dpo
+    from alignctl.training import trl_classes
 
-    return online_dpo()[0]
+    return trl_classes("OnlineDPO")[0]
 
 
 def run(
@@ -93,29 +93,26 @@ def run(
     truncated = prepare(records, tokenizer, resolved, strict=strict, path=prompts)
     dataset = prompts_dataset(records, prompts)
 
-    inputs = {"prompts": readers.fingerprint(prompts, split), "model": runs.input_fingerprint(model_path)}
     described = [s.describe() for s in sources] if sources else [judge.describe()]
-    run_ = runs.begin(
-        STAGE,
+    run_ = training.begin_run(
+        NAME,
+        resolved,
         output,
-        inputs=inputs,
-        resolved=resolved,
+        model,
+        model_path,
+        inputs={"prompts": readers.fingerprint(prompts, split)},
         overwrite=overwrite,
         force=force,
         resume=resume,
-        parent_model=model or models.DEFAULT_MODEL,
-        extra={"merge": merge, "rewards": described, "strict": strict},
+        merge=merge,
+        extra={"rewards": described, "strict": strict},
     )
     if run_.up_to_date:
-        runs.say_up_to_date(run_)
         return run_.out
 
     cuda = torch.cuda.is_available()
     adjust_for_device(resolved, cuda=cuda, vllm=vllm_installed())
     training.adjust_checkpointing(resolved, cuda=cuda)
-    from alignctl.training import online_dpo
-
-    OnlineDPOConfig, OnlineDPOTrainer = online_dpo()
     judge_reward = None
     if judge is not None:
         log = run_.work / JUDGE_LOG if runs.is_main_process() else None
@@ -124,23 +121,15 @@ def run(
     else:
         funcs = trl_adapters.reward_funcs(sources)
     policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
-    args = OnlineDPOConfig(**training.trl_kwargs(OnlineDPOConfig, resolved, run_))
-    trainer = OnlineDPOTrainer(
-        model=policy,
-        reward_funcs=funcs,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=models.lora_config(resolved.values) if resolved["use_peft"] else None,
-        callbacks=training.callbacks(run_),
-    )
-    final = training.train(trainer, run_)
-    if judge_reward is not None:
-        final.update(judge_reward.stats())
-    training.save_final(trainer, tokenizer, run_, merge=merge)
-    return run_.finish(
-        final,
-        extra={"records": {"prompts": len(records), "truncated": truncated}, "rewards": described},
+    trainer = training.make_trainer("OnlineDPO", run_, resolved, policy, tokenizer, dataset, reward_funcs=funcs)
+    counts = {"prompts": len(records), "truncated": truncated}
+    return training.finish(
+        trainer,
+        tokenizer,
+        run_,
+        merge=merge,
+        evaluate=(lambda _: judge_reward.stats()) if judge_reward is not None else None,
+        extra={"records": counts, "rewards": described},
     )
 
 

@@ -25,7 +25,7 @@ from alignctl.config import Resolved, adjust_for_device
 from alignctl.flags import Opts, Split
 from alignctl.settings import PairSettings, setting
 
-NAME = STAGE = "train-rm"
+NAME = "train-rm"
 
 
 @dataclass
@@ -44,9 +44,8 @@ class Settings(PairSettings):
 
 def read_prefs(path: str | Path, split: str | None = None) -> list[dict]:
     """Preference records trimmed to the fields a reward model trains on."""
-    return [
-        {k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in io.load(path, "preferences", split=split)
-    ]
+    records = io.load(path, "preferences", split=split)
+    return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in records]
 
 
 def pair_accuracy(trainer, dataset) -> dict[str, float]:
@@ -95,32 +94,22 @@ def run(
     model: str | None,
     output: Path,
     *,
-    overwrite: bool = False,
-    force: bool = False,
-    resume: bool = False,
-    merge: bool = True,
     trust_remote_code: bool = False,
     split: str | None = None,
+    **switches: bool,
 ) -> Path:
-    """Train and save a reward model; returns the output dir. Validates inputs before any model loads."""
-    from alignctl import models, runs, training
+    """Train and save a reward model; returns the output dir. Validates inputs before any model loads.
+
+    `switches`: overwrite, force, resume, merge (flags.Opts.switches()).
+    """
+    from alignctl import models, training
     from alignctl.console import note
 
+    switches = {"overwrite": False, "force": False, "resume": False, "merge": True} | switches
     run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
-        STAGE,
-        resolved,
-        data,
-        read_prefs,
-        model,
-        output,
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        merge=merge,
-        split=split,
+        NAME, resolved, data, read_prefs, model, output, split=split, **switches
     )
     if run_.up_to_date:
-        runs.say_up_to_date(run_)
         return run_.out
 
     torch = models.setup_torch()
@@ -154,7 +143,12 @@ def run(
 
     counts = {"train": len(train_recs), "eval": len(eval_recs)}
     return training.finish(
-        trainer, tokenizer, run_, merge=merge, evaluate=evaluate if eval_recs else None, extra={"records": counts}
+        trainer,
+        tokenizer,
+        run_,
+        merge=switches["merge"],
+        evaluate=evaluate if eval_recs else None,
+        extra={"records": counts},
     )
 
 

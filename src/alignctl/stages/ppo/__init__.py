@@ -35,7 +35,7 @@ from alignctl.errors import InputError
 from alignctl.flags import Opts, Split
 from alignctl.settings import setting
 
-NAME = STAGE = "ppo"
+NAME = "ppo"
 PPO = "PPO"  # help panel
 
 
@@ -118,9 +118,9 @@ class Settings:
     )
 
 
-def check(values: dict[str, Any]) -> None:
+def check(resolved: Resolved) -> None:
     """Every problem with the settings at once, as one InputError."""
-    v = values
+    v = resolved.values
     problems = []
 
     def need(ok: bool, text: str) -> None:
@@ -207,35 +207,31 @@ def run(
     split: str | None = None,
 ) -> Path:
     """Train and save; returns the output dir. Validates everything before any model loads."""
-    from alignctl import models, readers, runs
+    from alignctl import models, readers, runs, training
     from alignctl.prompts import prepare, prompt_ids, read_prompts
 
-    check(resolved.values)
+    check(resolved)
     records = read_prompts(prompts, split)
     rm_path, source = reward_source(reward_model, reward)
     model_path = models.resolve_model(model)
-    inputs = {"prompts": readers.fingerprint(prompts, split), "model": runs.input_fingerprint(model_path)}
-    inputs["reward"] = runs.input_fingerprint(rm_path) if rm_path else source.describe()
-    run_ = runs.begin(
-        STAGE,
+    run_ = training.begin_run(
+        NAME,
+        resolved,
         output,
-        inputs=inputs,
-        resolved=resolved,
+        model,
+        model_path,
+        inputs={"prompts": readers.fingerprint(prompts, split), "reward": rm_path or source.describe()},
         overwrite=overwrite,
         force=force,
         resume=resume,
-        parent_model=model or models.DEFAULT_MODEL,
-        extra={"merge": merge},
+        merge=merge,
     )
     if run_.up_to_date:
-        runs.say_up_to_date(run_)
         return run_.out
 
     torch = models.setup_torch()
     from accelerate import Accelerator
     from transformers import set_seed
-
-    from alignctl import training
 
     from . import roles as roles_mod
     from . import rollout, trainer
