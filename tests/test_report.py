@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from alignctl.errors import InputError
-from alignctl.tools.report import ema, load_metrics, run_report, sanitize
+from alignctl.tools.report import run_report
+from alignctl.tools.report_runs import ema, load_metrics, sanitize
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,6 +1,6 @@
 """`--resume` for training stages: a run killed after a checkpoint continues where it stopped.
 
-The crash is a real SIGKILL (ALIGNCTL_CRASH_AFTER_STEP, handled in training.py), so nothing cleans
+The crash is a real SIGKILL (ALIGNCTL_CRASH_AFTER_STEP, handled in training/callbacks.py), so nothing cleans
 up: what is left in `<out>.partial` is what a preempted or OOM-killed job leaves.
 """
 

@@ -6,12 +6,12 @@ Precedence (design.md, "Presets"): built-in defaults < `--preset NAME|PATH` < `-
 with a suggestion; every value's source is kept so `presets show` and `alignctl.json` can say it.
 
 A stage backed by a TRL trainer also takes any other field of that trainer's config (its module's
-`trl_config()` names the class), checked against TRL's own type hints; trl is imported for that
+`TRAINER` names TRL's trainer), checked against TRL's own type hints; trl is imported for that
 only when such a key is given, so the usual path stays light.
 
 This module knows no stage: `resolve` receives a stage module from the registry
 (`alignctl.stages.resolve(name, ...)` is the usual door) and reads its `NAME`, `Settings` and
-optional `trl_config`.
+optional `TRAINER`.
 """
 
 from __future__ import annotations
@@ -161,10 +161,12 @@ CREDENTIALS = {"hub_token": "HF_TOKEN"}
 @functools.cache
 def trl_fields(stage: Any) -> tuple[str, dict[str, Any]]:
     """(TRL config class name, {field: type}) of the trainer behind `stage`; ("", {}) if none."""
-    loader = getattr(stage, "trl_config", None)
-    if loader is None:
+    trainer = getattr(stage, "TRAINER", None)
+    if trainer is None:
         return "", {}
-    cls = loader()
+    from alignctl.training import trl_classes
+
+    cls = trl_classes(trainer)[0]
     hints = typing.get_type_hints(cls)
     return cls.__name__, {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
 
@@ -307,7 +309,7 @@ def resolve(
     sets: list[str] | None = None,
     flags: dict[str, tuple[Any, str]] | None = None,
 ) -> Resolved:
-    """Merge every layer for `stage` (a stage module: `NAME`, `Settings`, optional `trl_config`);
+    """Merge every layer for `stage` (a stage module: `NAME`, `Settings`, optional `TRAINER`);
     raises InputError on unknown keys or ill-typed values."""
     name = stage.NAME
     fields = schema(stage)

@@ -37,6 +37,31 @@ class Common:
     default: Any = None
 
 
+# Inputs several stages take, defined once (a stage's `command` lists them as parameters)
+ModelOption = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="Policy model: a HF model dir, a hub id, or the alias smollm2-135m (default)."),
+]
+PrefsData = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Preference pairs (any of the three shapes): JSONL, Parquet, JSON array, dataset dir, hub id.",
+    ),
+]
+JudgeUrl = Annotated[
+    str | None,
+    typer.Option("--judge-url", help="A judge behind an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
+]
+JudgeModel = Annotated[str | None, typer.Option("--judge-model", help="The endpoint's model name (with --judge-url).")]
+JudgeKeyEnv = Annotated[
+    str, typer.Option("--judge-key-env", help="Environment variable holding the endpoint's API key.")
+]
+JudgeTemplate = Annotated[
+    Path | None, typer.Option("--judge-template", help="Judge prompt file with {prompt}, {answer_a}, {answer_b}.")
+]
+
 ALWAYS = (
     Common(
         "preset",

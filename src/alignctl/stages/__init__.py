@@ -13,8 +13,8 @@ package), listed once in `REGISTRY`. The module provides:
   `run` and returns the output path, which the CLI prints on stdout.
 - optional `check(resolved)`: every problem with the settings as one InputError (run calls it;
   iterate calls it for each of its stages before round 1).
-- optional `trl_config()`: the TRL config class behind the stage; its other fields become
-  settings too (config.resolve).
+- optional `TRAINER`: the name of the TRL trainer behind the stage ("DPO" -> DPOTrainer and
+  DPOConfig, training.trl_classes); the config's other fields become settings too (config.resolve).
 
 `cli.py` registers every stage from `REGISTRY`, config and presets receive a stage module from
 here and import none themselves.

@@ -29,7 +29,7 @@ from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError
-from alignctl.flags import Opts, Split
+from alignctl.flags import ModelOption, Opts, Split
 from alignctl.settings import setting
 
 NAME = "collect"
@@ -163,17 +163,10 @@ def command(
     prompts: Annotated[
         Path,
         typer.Option(
-            "--prompts",
-            "-p",
-            help="Prompts (text or message lists): JSONL, Parquet, JSON array, dataset dir, hub id with --split.",
+            "--prompts", "-p", help="Prompts (text or message lists): JSONL, Parquet, JSON array, dataset dir, hub id."
         ),
     ],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", help="Policy model: a HF model dir, a hub id, or the alias smollm2-135m (default)."
-        ),
-    ] = None,
+    model: ModelOption = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Candidates JSONL to write (never overwritten without --overwrite).")
     ] = Path("candidates.jsonl"),

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from alignctl import io
 from alignctl.config import Resolved
-from alignctl.flags import Opts, Split
+from alignctl.flags import Opts, PrefsData, Split
 from alignctl.settings import PairSettings, setting
 
 NAME = "dpo"
+TRAINER = "DPO"  # TRL's DPOTrainer: the other DPOConfig fields are settings too
 
 
 @dataclass
@@ -40,44 +38,18 @@ def read_prefs(path: str | Path, split: str | None = None) -> list[dict]:
     return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in records]
 
 
-def trl_config() -> type:
-    """TRL's DPOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from alignctl.training import trl_classes
-
-    return trl_classes("DPO")[0]
-
-
 def run(
-    resolved: Resolved,
-    data: Path,
-    model: str | None,
-    output: Path,
-    *,
-    split: str | None = None,
-    **switches: bool,
+    resolved: Resolved, data: Path, model: str | None, output: Path, *, split: str | None = None, **switches: bool
 ) -> Path:
-    """Train and save; returns the output dir. Validates everything before any model loads.
-
-    `switches`: overwrite, force, resume, merge, trust_remote_code (flags.Opts.switches()).
-    """
+    """Train and save (training.fit_policy_on_pairs); returns the output dir. `switches`: overwrite,
+    force, resume, merge, trust_remote_code (flags.Opts.switches())."""
     from alignctl import training
 
-    return training.fit_policy_on_pairs(NAME, "DPO", read_prefs, resolved, data, model, output, split=split, **switches)
+    return training.fit_policy_on_pairs(
+        NAME, TRAINER, read_prefs, resolved, data, model, output, split=split, **switches
+    )
 
 
-def command(
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data",
-            "-d",
-            help="Preference pairs (any of the three shapes): JSONL, Parquet, JSON array, dataset dir, hub id.",
-        ),
-    ],
-    split: Split = None,
-    *,
-    resolved: Resolved,
-    opts: Opts,
-) -> Path:
+def command(data: PrefsData, split: Split = None, *, resolved: Resolved, opts: Opts) -> Path:
     """Train a policy on preference pairs with DPO (TRL DPOTrainer)."""
     return run(resolved, data, opts.model, opts.output, split=split, **opts.switches())

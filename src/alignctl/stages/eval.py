@@ -35,7 +35,7 @@ from alignctl.comparison import aggregate, render_table, word_count
 from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError, OutputError
-from alignctl.flags import Opts, Split
+from alignctl.flags import JudgeKeyEnv, JudgeUrl, Opts, Split
 from alignctl.settings import setting
 
 NAME = "eval"
@@ -281,12 +281,8 @@ def command(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output dir for eval.json and eval.rows.jsonl (runs/eval).")
     ] = None,
-    judge_url: Annotated[
-        str | None, typer.Option("--judge-url", help="OpenAI-compatible endpoint for judge:MODEL.")
-    ] = None,
-    judge_key_env: Annotated[
-        str, typer.Option("--judge-key-env", help="Environment variable holding the endpoint's API key.")
-    ] = "OPENAI_API_KEY",
+    judge_url: JudgeUrl = None,
+    judge_key_env: JudgeKeyEnv = "OPENAI_API_KEY",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Generate again even if cached.")] = False,
     split: Split = None,
     *,

@@ -24,12 +24,13 @@ from typing import Annotated
 
 import typer
 
-from alignctl.config import Resolved, adjust_for_device
+from alignctl.config import Resolved
 from alignctl.flags import Opts, Split
 from alignctl.rewards.trl_adapters import REWARD_HELP
 from alignctl.settings import OnlineSettings, setting
 
 NAME = "grpo"
+TRAINER = "GRPO"  # TRL's GRPOTrainer: the other GRPOConfig fields are settings too
 
 
 @dataclass
@@ -81,13 +82,6 @@ def fix_batch_sizes(resolved: Resolved, world_size: int = 1) -> None:
     )
 
 
-def trl_config() -> type:
-    """TRL's GRPOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from alignctl.training import trl_classes
-
-    return trl_classes("GRPO")[0]
-
-
 def run(
     resolved: Resolved,
     prompts: Path,
@@ -96,54 +90,30 @@ def run(
     output: Path,
     *,
     strict: bool = False,
-    overwrite: bool = False,
-    force: bool = False,
-    resume: bool = False,
-    merge: bool = True,
     trust_remote_code: bool = False,
     split: str | None = None,
+    **switches: bool,
 ) -> Path:
-    """Train and save the policy; returns the output dir. Inputs and reward specs are checked first."""
-    from alignctl import models, readers, training
-    from alignctl.generation import vllm_installed
-    from alignctl.prompts import prepare, prompts_dataset, read_prompts
+    """Train and save the policy; returns the output dir. Inputs and reward specs are checked first.
+
+    `switches`: overwrite, force, resume, merge (flags.Opts.switches()).
+    """
+    from alignctl import training
     from alignctl.rewards import trl_adapters
 
-    records = read_prompts(prompts, split)
     sources = trl_adapters.parse_rewards(rewards, trust_remote_code=trust_remote_code)
     trl_adapters.check_weights(resolved["reward_weights"], len(sources))
-    model_path = models.resolve_model(model)
-    torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
-    tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    truncated = prepare(records, tokenizer, resolved, strict=strict, path=prompts)
-    dataset = prompts_dataset(records, prompts)
     fix_batch_sizes(resolved, world_size=_world_size())
-
-    described = [s.describe() for s in sources]
-    run_ = training.begin_run(
-        NAME,
-        resolved,
-        output,
-        model,
-        model_path,
-        inputs={"prompts": readers.fingerprint(prompts, split)},
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        merge=merge,
-        extra={"rewards": described, "strict": strict},
+    where = (NAME, TRAINER, resolved, prompts, model, output)
+    return training.fit_online(
+        *where,
+        reward_funcs=lambda run: trl_adapters.reward_funcs(sources),
+        described=[s.describe() for s in sources],
+        strict=strict,
+        trust_remote_code=trust_remote_code,
+        split=split,
+        **switches,
     )
-    if run_.up_to_date:
-        return run_.out
-
-    cuda = torch.cuda.is_available()
-    adjust_for_device(resolved, cuda=cuda, vllm=vllm_installed())
-    training.adjust_checkpointing(resolved, cuda=cuda)
-    policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
-    funcs = trl_adapters.reward_funcs(sources)
-    trainer = training.make_trainer("GRPO", run_, resolved, policy, tokenizer, dataset, reward_funcs=funcs)
-    counts = {"prompts": len(records), "truncated": truncated}
-    return training.finish(trainer, tokenizer, run_, merge=merge, extra={"records": counts, "rewards": described})
 
 
 def _world_size() -> int:

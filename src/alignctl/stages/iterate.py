@@ -37,7 +37,7 @@ from alignctl.comparison import eval_brief, rounds_final, rounds_table
 from alignctl.config import Resolved
 from alignctl.console import console, info
 from alignctl.errors import InputError, OutputError
-from alignctl.flags import Opts, Split
+from alignctl.flags import ModelOption, Opts, Split
 from alignctl.settings import setting
 from alignctl.stages.iterate_plan import NAME, Plan, plan, write_if_changed
 
@@ -239,12 +239,7 @@ def command(
     eval_prompts: Annotated[
         Path | None, typer.Option("--eval-prompts", help="Held-out prompts for each round's eval.")
     ] = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model", "-m", help="Policy model: a HF model dir, a hub id, or the alias smollm2-135m (default)."
-        ),
-    ] = None,
+    model: ModelOption = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output dir (default: runs/iterate), one round-N/ per round.")
     ] = None,

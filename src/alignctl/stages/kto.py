@@ -27,6 +27,7 @@ from alignctl.flags import Opts, Split
 from alignctl.settings import PairSettings, setting
 
 NAME = "kto"
+TRAINER = "KTO"  # TRL's KTOTrainer: the other KTOConfig fields are settings too
 
 
 @dataclass
@@ -51,26 +52,10 @@ def read_examples(path: str | Path, split: str | None = None) -> list[dict]:
     return [u for r in records for u in io.unpair(r)]
 
 
-def trl_config() -> type:
-    """TRL's KTOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from alignctl.training import trl_classes
-
-    return trl_classes("KTO")[0]
-
-
 def run(
-    resolved: Resolved,
-    data: Path,
-    model: str | None,
-    output: Path,
-    *,
-    split: str | None = None,
-    **switches: bool,
+    resolved: Resolved, data: Path, model: str | None, output: Path, *, split: str | None = None, **switches: bool
 ) -> Path:
-    """Train and save; returns the output dir. Validates everything before any model loads.
-
-    `switches`: overwrite, force, resume, merge, trust_remote_code (flags.Opts.switches()).
-    """
+    """Train and save; returns the output dir. The shared run of dpo and kto: training.fit_policy_on_pairs."""
     from alignctl import training
 
     return training.fit_policy_on_pairs(

@@ -36,7 +36,7 @@ from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import console, info, warn
 from alignctl.errors import AlignctlError, InputError
-from alignctl.flags import Opts, Split
+from alignctl.flags import JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts, Split
 from alignctl.prompts import training_form
 from alignctl.rewards.pairs import State, distinct, pairs_from_comparisons, pairs_from_scores, summarize
 from alignctl.settings import setting
@@ -346,16 +346,10 @@ def command(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Preferences JSONL to write (never overwritten without --overwrite).")
     ] = Path("prefs.jsonl"),
-    judge_url: Annotated[
-        str | None, typer.Option("--judge-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1.")
-    ] = None,
-    judge_model: Annotated[str | None, typer.Option("--judge-model", help="The endpoint's model name.")] = None,
-    judge_key_env: Annotated[
-        str, typer.Option("--judge-key-env", help="Environment variable holding the endpoint's API key.")
-    ] = "OPENAI_API_KEY",
-    judge_template: Annotated[
-        Path | None, typer.Option("--judge-template", help="Judge prompt file with {prompt} {answer_a} {answer_b}.")
-    ] = None,
+    judge_url: JudgeUrl = None,
+    judge_model: JudgeModel = None,
+    judge_key_env: JudgeKeyEnv = "OPENAI_API_KEY",
+    judge_template: JudgeTemplate = None,
     split: Split = None,
     *,
     resolved: Resolved,

@@ -21,13 +21,14 @@ from typing import Annotated
 
 import typer
 
-from alignctl.config import Resolved, adjust_for_device
+from alignctl.config import Resolved
 from alignctl.errors import InputError
-from alignctl.flags import Opts, Split
+from alignctl.flags import JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts, Split
 from alignctl.rewards.trl_adapters import REWARD_HELP, build_judge
 from alignctl.settings import OnlineSettings, setting
 
 NAME = "online-dpo"
+TRAINER = "OnlineDPO"  # TRL's OnlineDPOTrainer: the other OnlineDPOConfig fields are settings too
 JUDGE_LOG = "judged.jsonl"
 
 
@@ -47,13 +48,6 @@ class Settings(OnlineSettings):
     per_device_train_batch_size: int = setting(8, "Prompts per device per step.")
 
 
-def trl_config() -> type:
-    """TRL's OnlineDPOConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from alignctl.training import trl_classes
-
-    return trl_classes("OnlineDPO")[0]
-
-
 def run(
     resolved: Resolved,
     prompts: Path,
@@ -63,78 +57,53 @@ def run(
     rewards: list[str] | None = None,
     judge=None,
     strict: bool = False,
-    overwrite: bool = False,
-    force: bool = False,
-    resume: bool = False,
-    merge: bool = True,
     trust_remote_code: bool = False,
     split: str | None = None,
+    **switches: bool,
 ) -> Path:
     """Train and save the policy; returns the output dir.
 
     The reward source is `rewards` (rule/rm specs, as for grpo) or `judge` (a `PairwiseJudge`),
-    never both. Inputs are checked before any model loads.
+    never both. Inputs are checked before any model loads. `switches`: overwrite, force, resume,
+    merge (flags.Opts.switches()).
     """
-    from alignctl import models, readers, runs, training
-    from alignctl.generation import vllm_installed
-    from alignctl.prompts import prepare, prompts_dataset, read_prompts
+    from alignctl import runs, training
     from alignctl.rewards import trl_adapters
 
     if judge is not None and rewards:
         raise InputError("give either --reward or a judge (--judge / --judge-url), not both")
     if judge is None and not rewards:
         raise InputError(f"online-dpo needs a reward source: --reward {REWARD_HELP}, or --judge / --judge-url")
-    records = read_prompts(prompts, split)
     sources = trl_adapters.parse_rewards(rewards, required=False, trust_remote_code=trust_remote_code)
     trl_adapters.check_weights(resolved["reward_weights"], len(sources) if sources else 1)
-    model_path = models.resolve_model(model)
-    torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
-    tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    truncated = prepare(records, tokenizer, resolved, strict=strict, path=prompts)
-    dataset = prompts_dataset(records, prompts)
+    judged = []  # the judge as TRL's reward function, once the run dir exists (verdicts go to its log)
 
-    described = [s.describe() for s in sources] if sources else [judge.describe()]
-    run_ = training.begin_run(
-        NAME,
-        resolved,
-        output,
-        model,
-        model_path,
-        inputs={"prompts": readers.fingerprint(prompts, split)},
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        merge=merge,
-        extra={"rewards": described, "strict": strict},
-    )
-    if run_.up_to_date:
-        return run_.out
+    def reward_funcs(run) -> list:
+        if judge is None:
+            return trl_adapters.reward_funcs(sources)
+        judged.append(trl_adapters.JudgeReward(judge, run.work / JUDGE_LOG if runs.is_main_process() else None))
+        return judged
 
-    cuda = torch.cuda.is_available()
-    adjust_for_device(resolved, cuda=cuda, vllm=vllm_installed())
-    training.adjust_checkpointing(resolved, cuda=cuda)
-    judge_reward = None
-    if judge is not None:
-        log = run_.work / JUDGE_LOG if runs.is_main_process() else None
-        judge_reward = trl_adapters.JudgeReward(judge, log)
-        funcs = [judge_reward]
-    else:
-        funcs = trl_adapters.reward_funcs(sources)
-    policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
-    trainer = training.make_trainer("OnlineDPO", run_, resolved, policy, tokenizer, dataset, reward_funcs=funcs)
-    counts = {"prompts": len(records), "truncated": truncated}
-    return training.finish(
-        trainer,
-        tokenizer,
-        run_,
-        merge=merge,
-        evaluate=(lambda _: judge_reward.stats()) if judge_reward is not None else None,
-        extra={"records": counts, "rewards": described},
+    where = (NAME, TRAINER, resolved, prompts, model, output)
+    return training.fit_online(
+        *where,
+        reward_funcs=reward_funcs,
+        described=[s.describe() for s in sources] if sources else [judge.describe()],
+        strict=strict,
+        trust_remote_code=trust_remote_code,
+        stats=(lambda: judged[0].stats()) if judge is not None else None,
+        split=split,
+        **switches,
     )
 
 
 def command(
-    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Prompts JSONL (no answers needed).")],
+    prompts: Annotated[
+        Path,
+        typer.Option(
+            "--prompts", "-p", help="Prompts (no answers needed): JSONL, Parquet, JSON array, dataset dir, hub id."
+        ),
+    ],
     reward: Annotated[
         list[str] | None, typer.Option("--reward", "-r", help=f"Reward source (repeatable): {REWARD_HELP}.")
     ] = None,
@@ -142,16 +111,10 @@ def command(
         str | None,
         typer.Option("--judge", help="Pairwise judge: a local chat model (dir or alias); with --judge-url, its name."),
     ] = None,
-    judge_url: Annotated[
-        str | None, typer.Option("--judge-url", help="Pairwise judge behind an OpenAI-compatible endpoint (.../v1).")
-    ] = None,
-    judge_model: Annotated[str | None, typer.Option("--judge-model", help="Model name for --judge-url.")] = None,
-    judge_template: Annotated[
-        Path | None, typer.Option("--judge-template", help="Judge prompt with {prompt}, {answer_a}, {answer_b}.")
-    ] = None,
-    judge_key_env: Annotated[
-        str, typer.Option("--judge-key-env", help="Environment variable holding the endpoint's API key.")
-    ] = "OPENAI_API_KEY",
+    judge_url: JudgeUrl = None,
+    judge_model: JudgeModel = None,
+    judge_template: JudgeTemplate = None,
+    judge_key_env: JudgeKeyEnv = "OPENAI_API_KEY",
     strict: Annotated[
         bool, typer.Option("--strict", help="Reject prompts over max_prompt_length instead of truncating them.")
     ] = False,

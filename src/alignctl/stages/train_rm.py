@@ -16,16 +16,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
-from alignctl.flags import Opts, Split
+from alignctl.flags import Opts, PrefsData, Split
 from alignctl.settings import PairSettings, setting
 
 NAME = "train-rm"
+TRAINER = "Reward"  # TRL's RewardTrainer: the other RewardConfig fields are settings too
 
 
 @dataclass
@@ -81,13 +79,6 @@ def pair_accuracy(trainer, dataset) -> dict[str, float]:
     }
 
 
-def trl_config() -> type:
-    """TRL's RewardConfig: its other fields are settings too (`--set key=value`, presets, --config)."""
-    from alignctl.training import trl_classes
-
-    return trl_classes("Reward")[0]
-
-
 def run(
     resolved: Resolved,
     data: Path,
@@ -129,7 +120,7 @@ def run(
     if resolved["use_peft"]:
         peft = models.lora_config(resolved.values, task_type="SEQ_CLS")
         peft.modules_to_save = ["score"]  # the score head is new (random): trained in full and saved, not frozen
-    trainer = training.make_trainer("Reward", run_, resolved, rm, tokenizer, train_recs, eval_recs, peft_config=peft)
+    trainer = training.make_trainer(TRAINER, run_, resolved, rm, tokenizer, train_recs, eval_recs, peft_config=peft)
     dropped = len(train_recs) - len(trainer.train_dataset)
     if dropped:
         limit = resolved["max_length"]
@@ -152,19 +143,6 @@ def run(
     )
 
 
-def command(
-    data: Annotated[
-        Path,
-        typer.Option(
-            "--data",
-            "-d",
-            help="Preference pairs (any of the three shapes): JSONL, Parquet, JSON array, dataset dir, hub id.",
-        ),
-    ],
-    split: Split = None,
-    *,
-    resolved: Resolved,
-    opts: Opts,
-) -> Path:
+def command(data: PrefsData, split: Split = None, *, resolved: Resolved, opts: Opts) -> Path:
     """Train a reward model on preference pairs (TRL RewardTrainer)."""
     return run(resolved, data, opts.model, opts.output, split=split, **opts.switches())

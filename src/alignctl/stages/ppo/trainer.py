@@ -239,7 +239,7 @@ class _Bar:
 
 
 def _crash_injection(update: int) -> None:
-    """The project's resume-test aid (ALIGNCTL_CRASH_AFTER_STEP=N, as in training.py): SIGKILL once
+    """The project's resume-test aid (ALIGNCTL_CRASH_AFTER_STEP=N, as in training/callbacks.py): SIGKILL once
     checkpoint N is on disk, so the test sees what a preempted job leaves behind."""
     after = os.environ.get("ALIGNCTL_CRASH_AFTER_STEP")
     if after and update >= int(after):

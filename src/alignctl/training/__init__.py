@@ -1,0 +1,202 @@
+"""Everything alignctl knows about TRL, for the TRL-backed stages (dpo, train-rm, grpo, online-dpo).
+
+We adapt to TRL, we do not subclass it (style.md): build TRL's config from the resolved settings
+(same field names, no mapping table), add our callbacks (metrics.jsonl, a rich progress bar),
+train, and report the final metrics. Which TRL config fields are ours to set (`MANAGED`) or never
+TRL's (`OWN_KEYS`), and every import from `trl.experimental` (`online_dpo`), live here too: TRL
+is pinned `>=1.16,<1.17` (pyproject.toml) and moves experimental trainers between minor releases
+(1.13 removed PPO), so when the pin moves this module is the one to check.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alignctl.console import note
+from alignctl.runs import Run, is_main_process
+from alignctl.training.callbacks import callbacks as callbacks
+from alignctl.training.callbacks import trim_metrics_for_resume as trim_metrics_for_resume
+from alignctl.training.fit import begin_on_prefs as begin_on_prefs
+from alignctl.training.fit import begin_run as begin_run
+from alignctl.training.fit import fit_online as fit_online
+from alignctl.training.fit import fit_policy_on_pairs as fit_policy_on_pairs
+from alignctl.training.fit import split_records as split_records
+
+if TYPE_CHECKING:
+    from alignctl.config import Resolved
+
+# TRL config fields alignctl sets itself, and what to do instead (config.resolve refuses them)
+MANAGED = {
+    "output_dir": "use --output",
+    "disable_tqdm": "alignctl shows its own progress bar",
+    "save_strategy": "set save_steps (null: no checkpoints)",
+    "logging_first_step": "alignctl always logs the first step",
+    "use_cpu": "alignctl sets it from the machine",
+}
+# settings that are ours (LoRA, data split, ...) and never go into a TRL config
+OWN_KEYS = {
+    "use_peft",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_target_modules",
+    "eval_split",
+    "max_prompt_length",
+    "merge",
+}
+
+
+def trl_kwargs(config_cls: type, resolved: Resolved, run: Run, **extra: Any) -> dict[str, Any]:
+    """Keyword arguments for a TRL config: every resolved setting that is one of its fields."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    kwargs = {k: v for k, v in resolved.values.items() if k in names and k not in OWN_KEYS}
+    kwargs.update(
+        output_dir=str(run.work),
+        disable_tqdm=True,  # our own rich bar on stderr replaces tqdm
+        save_strategy="steps" if resolved.get("save_steps") else "no",
+        logging_first_step=True,
+    )
+    kwargs["report_to"] = resolved.get("report_to") or "none"
+    if not _cuda():
+        kwargs["use_cpu"] = True
+    kwargs.update(extra)
+    return kwargs
+
+
+def online_dpo() -> tuple[type, type]:
+    """`(OnlineDPOConfig, OnlineDPOTrainer)` from `trl.experimental.online_dpo` (TRL 1.16)."""
+    # the one acknowledged use of trl.experimental: its import-time warning says what this module is for
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
+
+    return OnlineDPOConfig, OnlineDPOTrainer
+
+
+def trl_classes(name: str) -> tuple[type, type]:
+    """(config class, trainer class) of a TRL trainer by its name: DPO, KTO, Reward, GRPO, OnlineDPO."""
+    if name == "OnlineDPO":
+        return online_dpo()
+    import trl
+
+    return getattr(trl, f"{name}Config"), getattr(trl, f"{name}Trainer")
+
+
+def make_trainer(name: str, run: Run, resolved: Resolved, model, tokenizer, train_data, eval_data=None, **kwargs):
+    """TRL's `<name>Trainer`, its config built from the resolved settings, with our callbacks.
+
+    `train_data` / `eval_data`: records (lists of dicts) or datasets. Periodic evaluation runs every
+    `eval_steps` when there is eval data and eval_steps is set. LoRA comes from the settings
+    unless `peft_config` is given (train-rm's score head needs its own).
+    """
+    from datasets import Dataset
+
+    config_cls, trainer_cls = trl_classes(name)
+
+    def dataset(data):
+        return Dataset.from_list(data) if isinstance(data, list) else data
+
+    periodic = bool(eval_data) and bool(resolved.get("eval_steps"))
+    extra = {"eval_strategy": "steps", "eval_steps": resolved["eval_steps"]} if periodic else {}
+    if "peft_config" not in kwargs:
+        from alignctl.models import lora_config
+
+        kwargs["peft_config"] = lora_config(resolved.values) if resolved["use_peft"] else None
+    return trainer_cls(
+        model=model,
+        args=config_cls(**trl_kwargs(config_cls, resolved, run, **extra)),
+        train_dataset=dataset(train_data),
+        eval_dataset=dataset(eval_data) if eval_data else None,
+        processing_class=tokenizer,
+        callbacks=callbacks(run),
+        **kwargs,
+    )
+
+
+def finish(trainer, tokenizer, run: Run, *, merge: bool, evaluate=None, extra: dict | None = None) -> Path:
+    """Train (resuming where asked), add `evaluate(trainer)`'s metrics, save, write the manifest."""
+    final = train(trainer, run)
+    if evaluate is not None:
+        final.update(evaluate(trainer))
+    save_final(trainer, tokenizer, run, merge=merge)
+    return run.finish(final, extra=extra)
+
+
+def held_out_metrics(trainer) -> dict[str, float]:
+    """TRL's own evaluation of the final model on the eval data (numbers only)."""
+    return {k: v for k, v in trainer.evaluate().items() if isinstance(v, int | float)}
+
+
+def _cuda() -> bool:
+    from alignctl.models import has_cuda
+
+    return has_cuda()
+
+
+def adjust_checkpointing(resolved: Resolved, *, cuda: bool) -> None:
+    """Gradient checkpointing off on CPU unless the user asked for it (one printed line).
+
+    On CPU it only costs time: DPO steps ran ~15% slower with it, and TRL's online DPO then
+    generates without the KV cache, ~10x slower (design.md, "Facts measured on this machine").
+    A value from a preset or the built-in defaults is changed; one from --set, --config or a
+    flag is the user's and is kept.
+    """
+    if cuda or not resolved.get("gradient_checkpointing"):
+        return
+    source = resolved.sources.get("gradient_checkpointing", "")
+    if source.startswith(("preset", "default")):
+        resolved.override("gradient_checkpointing", False, "auto: no CUDA device")
+        note(f"no CUDA device: gradient_checkpointing off ({resolved.stage} asked for it; on CPU it only costs time)")
+
+
+def train(trainer, run: Run) -> dict[str, float]:
+    """Run `trainer.train()` (resuming where asked) and return the final metrics."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trim_metrics_for_resume(run)
+    for cb in (PrinterCallback, ProgressCallback):  # they print raw dicts / tqdm; we log to metrics.jsonl
+        trainer.remove_callback(cb)
+    result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    final: dict[str, float] = {}
+    for row in trainer.state.log_history:  # the last logged value of each metric is the final one
+        final.update({k: v for k, v in row.items() if isinstance(v, int | float) and k not in ("step", "epoch")})
+    final.update({k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)})
+    final["global_step"] = trainer.state.global_step
+    return final
+
+
+def save_final(trainer, tokenizer, run: Run, *, merge: bool = True) -> None:
+    """Save the trained model into `run.work`. Every rank calls this; only rank 0 writes.
+
+    DDP (and one process): each rank holds the whole model, so rank 0 saves it alone (merging LoRA).
+    DeepSpeed and FSDP shard the weights across ranks: every rank takes part in gathering them
+    (transformers' `Trainer.save_model`, which writes on rank 0 only); a LoRA adapter saved that way
+    is merged afterwards on rank 0 (`models.merge_adapter_dir`).
+    """
+    from alignctl import models
+
+    sharded = bool(getattr(trainer, "is_deepspeed_enabled", False) or getattr(trainer, "is_fsdp_enabled", False))
+    remove_checkpoints(run)
+    if not sharded:
+        if is_main_process():
+            models.save_model(trainer.model, tokenizer, run.work, merge=merge)
+        return
+    trainer.save_model(str(run.work))
+    if is_main_process():
+        if tokenizer is not None:
+            tokenizer.save_pretrained(run.work)
+        if merge and (run.work / "adapter_config.json").is_file():
+            models.merge_adapter_dir(run.work, trust_remote_code=False)
+    trainer.accelerator.wait_for_everyone()
+
+
+def remove_checkpoints(run: Run) -> None:
+    """Checkpoints exist to resume a crashed run; a finished run does not keep them."""
+    if not is_main_process():
+        return
+    import shutil
+
+    for d in Path(run.work).glob("checkpoint-*"):
+        shutil.rmtree(d, ignore_errors=True)
