@@ -52,6 +52,8 @@ DATA_CASES = [
     ("chosen-string-rejected-messages", "preferences", jl({"chosen": "Q yes", "rejected": U + A}), 1, '"chosen" and "rejected" must both be'),
     ("explicit-prompt-ends-on-assistant", "preferences", jl({"prompt": U + A, "chosen": A, "rejected": [{"role": "assistant", "content": "no"}]}), 1, '"prompt" must end with a user turn'),
     ("empty-prompt-messages", "preferences", jl({"prompt": [], "chosen": "y", "rejected": "n"}), 1, '"prompt" must be a non-empty list of messages'),
+    ("conversation-without-the-prompt", "preferences", jl({"prompt": "Is grass green?", "chosen": U + A, "rejected": U + [{"role": "assistant", "content": "no"}]}), 1, "does not start with the prompt's turn(s)"),
+    ("conversations-disagree-on-prompt", "preferences", jl({"prompt": "Is the sky blue?", "chosen": U + A, "rejected": [{"role": "system", "content": "x"}] + U + A}), 1, "disagree on the prompt turns"),
     ("score-not-a-number", "preferences", jl({**OK_PREF, "score_chosen": "high"}), 1, '"score_chosen" must be a number'),
     ("line-is-an-array", "preferences", jl(OK_PREF, [OK_PREF]), 2, "expected a JSON object, got list"),
     ("line-is-null", "preferences", jl(OK_PREF) + b"null\n", 2, "expected a JSON object, got NoneType"),
@@ -69,6 +71,9 @@ DATA_CASES = [
     ("duplicate-id", "prompts", jl({"prompt": "a", "id": "x"}, {"prompt": "b", "id": "x"}), 2, "duplicate prompt id 'x' (first on line 1)"),
     ("duplicate-prompt-no-id", "prompts", jl({"prompt": "a"}, OK_PROMPT, {"prompt": "a"}), 3, "duplicate prompt id"),
     ("id-wrong-type", "prompts", jl({"prompt": "a", "id": ["x"]}), 1, '"id" must be a non-empty string or an integer'),
+    ("message-prompt-empty-id", "prompts", jl({"prompt": U, "id": ""}), 1, '"id" must be a non-empty string or an integer'),
+    ("message-prompt-object-id", "prompts", jl({"prompt": U, "id": {"x": 1}}), 1, '"id" must be a non-empty string or an integer'),
+    ("id-true", "prompts", jl({"prompt": "a", "id": True}), 1, '"id" must be a non-empty string or an integer'),
     # candidates
     ("completions-missing", "candidates", jl(OK_CAND, {"id": "b", "prompt": "q"}), 2, '"completions" is missing'),
     ("completions-empty", "candidates", jl({**OK_CAND, "completions": []}), 1, '"completions" must be a non-empty list'),
@@ -155,6 +160,82 @@ def test_bom_and_crlf_are_accepted_with_a_warning(name, data, warning, tmp_path,
     assert records == [OK_PREF, OK_PREF]
     err = capsys.readouterr().err
     assert warning in err and str(path) in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Data beyond JSONL (readers.py): Parquet, JSON arrays, saved datasets, folders, hub ids
+
+
+def _parquet(tmp: Path, rows: list[dict]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp / "prefs.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def _saved(tmp: Path, rows: list[dict], splits: tuple[str, ...] = ()) -> Path:
+    import datasets
+
+    ds = datasets.Dataset.from_list(rows)
+    (datasets.DatasetDict({s: ds for s in splits}) if splits else ds).save_to_disk(tmp / "prefs-ds")
+    return tmp / "prefs-ds"
+
+
+def _corrupt_parquet(tmp: Path) -> Path:
+    path = _parquet(tmp, [OK_PREF, OK_PREF])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] + b"PAR1")  # cut in the middle, the magic kept at both ends
+    return path
+
+
+def _write(tmp: Path, name: str, data: bytes) -> Path:
+    (tmp / name).write_bytes(data)
+    return tmp / name
+
+
+# (case id, builder(tmp) -> source, --split, message part)
+SOURCE_CASES = [
+    ("corrupt-parquet", _corrupt_parquet, None, "not a readable Parquet file"),
+    ("not-parquet", lambda t: _write(t, "prefs.parquet", b"PAR1 this is text"), None, "not a readable Parquet file"),
+    ("parquet-bad-row", lambda t: _parquet(t, [OK_PREF, {**OK_PREF, "rejected": "yes"}]), None, 'row 2: "chosen" is identical to "rejected"'),
+    ("dataset-wrong-columns", lambda t: _saved(t, [{"question": "q", "answer": "a"}]), None, 'row 1: "chosen" is missing (its columns: question, answer)'),
+    ("split-that-does-not-exist", lambda t: _saved(t, [OK_PREF], ("train", "test")), "validation", "no split 'validation' (it has train, test)"),
+    ("split-not-chosen", lambda t: _saved(t, [OK_PREF], ("train", "test")), None, "holds the splits train, test; choose one with --split"),
+    ("split-of-a-file", lambda t: _write(t, "prefs.jsonl", jl(OK_PREF)), "train", "is a file; --split train picks a split of a dataset dir"),
+    ("empty-dir", lambda t: (t / "empty").mkdir() or t / "empty", None, "is a directory with no data files"),
+    ("json-array-broken", lambda t: _write(t, "prefs.json", b'[{"prompt": "q", "chosen": "y", "rejected": "n"},'), None, "invalid JSON array"),
+    ("json-array-of-strings", lambda t: _write(t, "prefs.json", b'["q", "y"]'), None, "row 1: expected a JSON object, got str"),
+    ("json-array-empty", lambda t: _write(t, "prefs.json", b"[]"), None, "empty JSON array: no records"),
+    ("hub-id-offline", lambda t: "no-such-org/no-such-prefs", "train", "cannot reach the Hugging Face Hub"),
+    ("hub-id-without-split", lambda t: "no-such-org/no-such-prefs", None, "file not found (a hub dataset id needs --split)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", SOURCE_CASES, ids=[c[0] for c in SOURCE_CASES])
+def test_bad_data_source(case, tmp_path, cli, monkeypatch):
+    _, build, split, message = case
+    monkeypatch.chdir(tmp_path)
+    source = build(tmp_path)
+    with pytest.raises(InputError) as exc:
+        io.load(source, "preferences", split=split)
+    text = str(exc.value)
+    assert text.startswith(f"{source}: "), text[:300]
+    assert message in text and "\n" not in text and len(text) < 500, text[:300]
+
+    args = stage_args("preferences", source, tmp_path) + (["--split", split] if split else [])
+    assert message in fails_writing_nothing(cli, tmp_path, *args)
+
+
+def test_subprocess_bad_data_sources(tmp_path, run):
+    """The real exit code and stderr for a corrupt Parquet file and a split that does not exist."""
+    for build, split, message in [(_corrupt_parquet, None, "not a readable Parquet file"), (SOURCE_CASES[4][1], "dev", "no split 'dev'")]:  # fmt: skip
+        source = build(tmp_path)
+        before = {p.name for p in tmp_path.iterdir()}
+        proc = run("dpo", "--data", source, *(["--split", split] if split else []), "-m", tmp_path / "nope", "-o", tmp_path / "out")  # fmt: skip
+        assert proc.returncode == 2 and message in _one_error_line(proc) and proc.stdout == ""
+        assert_nothing_left(tmp_path, before)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -123,3 +123,16 @@ def test_trl_only_settings_reach_the_trl_config(tmp_path):
     run = Run(stage="dpo", out=tmp_path / "o", work=tmp_path / "w", fingerprint="x", resolved=r, inputs={})
     kwargs = training.trl_kwargs(DPOConfig, r, run)
     assert kwargs["label_smoothing"] == 0.25 and kwargs["padding_free"] is True
+
+
+def test_preset_name_wins_over_a_directory_of_that_name(tmp_path, monkeypatch, cli):
+    """`alignctl dpo -o dpo` makes a dir `dpo`; `--preset dpo` afterwards still means the preset."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dpo").mkdir()
+    assert config.find_preset("dpo") == config.presets_dir() / "dpo.yaml"
+    assert stages.resolve("dpo", preset="dpo")["optim"] == "rmsprop"
+    code, out, err = cli("presets", "show", "dpo")
+    assert code == 0 and "rmsprop" in out, err
+    own = tmp_path / "mine"  # a YAML file without a suffix is still a file path
+    own.write_text("beta: 0.3\n")
+    assert config.find_preset("mine").resolve() == own

@@ -97,6 +97,35 @@ def test_arbitrary_text_lines(texts):
     _read_all_kinds(_file("\n".join(texts).encode("utf-8", "surrogatepass")))
 
 
+@FUZZ
+@given(st.lists(record | json_values, max_size=5))
+@example([])
+def test_arbitrary_json_arrays(values):
+    _read_all_kinds(_file(json.dumps(values).encode("utf-8"), "f.json"))
+
+
+def _parquet_blob() -> bytes:
+    import io as bytes_io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = bytes_io.BytesIO()
+    rows = [{"prompt": "q", "chosen": "yes", "rejected": "no", "score_chosen": 1.5}] * 3
+    pq.write_table(pa.Table.from_pylist(rows), buf)
+    return buf.getvalue()
+
+
+@FUZZ
+@given(st.binary(min_size=1, max_size=40), st.integers(min_value=0), st.booleans())
+def test_damaged_parquet(noise, at, cut):
+    """A Parquet file with bytes overwritten or cut off: one message, never pyarrow's traceback."""
+    blob = _parquet_blob()
+    at %= len(blob)
+    blob = blob[:at] if cut else blob[:at] + noise + blob[at + len(noise) :]
+    _read_all_kinds(_file(blob, "f.parquet"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Presets and --set
 

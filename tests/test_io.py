@@ -118,3 +118,123 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
     io.write_jsonl(out, [{"b": 2}])
     assert out.read_text() == '{"b": 2}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, live.name, other.name])
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole conversations (HuggingFaceH4/ultrafeedback_binarized, allenai's Tulu 3 preference mixture)
+
+Q = "What is the capital of Italy?"
+SYSTEM = {"role": "system", "content": "Answer in one sentence."}
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def bot(text):
+    return {"role": "assistant", "content": text}
+
+
+TULU = {
+    "prompt": Q,
+    "chosen": [user(Q), bot("The capital of Italy is Rome.")],
+    "rejected": [user(Q), bot("Italy's capital is Milan, I believe.")],
+}
+
+
+@pytest.mark.parametrize(
+    "rec, prompt",
+    [
+        (TULU, [user(Q)]),
+        ({**TULU, "chosen": [SYSTEM, *TULU["chosen"]], "rejected": [SYSTEM, *TULU["rejected"]]}, [SYSTEM, user(Q)]),
+        ({**TULU, "prompt": [user(Q)]}, [user(Q)]),  # the prompt already as messages
+        (
+            {
+                **TULU,
+                "prompt": [SYSTEM, user(Q)],
+                "chosen": [SYSTEM, *TULU["chosen"]],
+                "rejected": [SYSTEM, *TULU["rejected"]],
+            },
+            [SYSTEM, user(Q)],
+        ),  # fmt: skip
+    ],
+    ids=["string-prompt", "system-turn", "message-prompt", "message-prompt-with-system"],
+)
+def test_whole_conversations_are_split_into_prompt_and_answers(tmp_path, rec, prompt):
+    path = write_jsonl(tmp_path / "prefs.jsonl", [rec])
+    result = io.read(path, "preferences")
+    assert not result.problems and result.normalised == 1
+    [got] = result.records
+    assert got["prompt"] == prompt
+    assert got["chosen"] == [bot("The capital of Italy is Rome.")]
+    assert got["rejected"] == [bot("Italy's capital is Milan, I believe.")]
+    assert io.load(path, "preferences") == [got]
+
+
+def test_unpaired_whole_conversation_is_split_too(tmp_path):
+    rec = {"prompt": Q, "completion": [user(Q), bot("Rome.")], "label": True}
+    result = io.read(write_jsonl(tmp_path / "u.jsonl", [rec]), "unpaired")
+    assert result.records == [{"prompt": [user(Q)], "completion": [bot("Rome.")], "label": True}]
+
+
+@pytest.mark.parametrize(
+    "rec, message",
+    [
+        ({**TULU, "prompt": "What is the capital of France?"}, "does not start with the prompt's turn(s)"),
+        (
+            {**TULU, "rejected": [user("Capital of Italy??"), bot("Milan.")]},
+            '"chosen" and "rejected" disagree on the prompt turns',
+        ),  # fmt: skip
+        ({**TULU, "rejected": [SYSTEM, *TULU["rejected"]]}, "disagree on the prompt turns"),
+        ({**TULU, "chosen": [user(Q)]}, '"chosen" must be a non-empty list of messages'),  # nothing after the prompt
+    ],
+    ids=["other-prompt", "rejected-differs", "system-on-one-side", "no-answer"],
+)
+def test_ambiguous_conversations_stay_errors_with_the_line(tmp_path, rec, message):
+    path = write_jsonl(tmp_path / "prefs.jsonl", [TULU, rec])
+    with pytest.raises(InputError) as err:
+        io.load(path, "preferences")
+    assert str(err.value).startswith(f"{path}:2: ") and message in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Chinese and ids
+
+ZH_PAIRS = [  # implicit pairs without a space anywhere, as a Chinese data set writes them
+    ("用户：什么是奖励模型？助手：", "奖励模型根据人类偏好给回答打分，PPO用这个分数更新策略。", "一个普通的语言模型。"),
+    ("用户：DPO和PPO有什么区别？助手：", "DPO直接在偏好对上优化策略，不需要单独训练奖励模型。", "没有区别。"),
+    ("用户：为什么要加KL惩罚？助手：", "KL惩罚让策略不要离参考模型太远，防止奖励欺骗。", "为了训练更快。"),
+]
+
+
+@pytest.mark.parametrize("prompt, chosen, rejected", ZH_PAIRS, ids=["reward-model", "dpo-vs-ppo", "kl"])
+def test_to_explicit_finds_a_chinese_prompt_without_spaces(prompt, chosen, rejected):
+    rec = io.to_explicit({"chosen": prompt + chosen, "rejected": prompt + rejected})
+    assert (rec["prompt"], rec["chosen"], rec["rejected"]) == (prompt, chosen, rejected)
+
+
+def test_to_explicit_keeps_a_shared_chinese_word_in_the_answers():
+    rec = io.to_explicit({"chosen": "问：首都在哪？答：北京是首都。", "rejected": "问：首都在哪？答：北京不是首都。"})
+    assert rec["prompt"] == "问：首都在哪？答：" and rec["chosen"] == "北京是首都。"
+
+
+def test_text_length_counts_cjk_characters():
+    assert io.text_length("the capital is Rome") == 4
+    assert io.text_length("北京是首都。") == 5  # five characters, the full stop is no word
+    assert io.text_length("PPO用这个分数更新策略") == 1 + 9
+    assert io.text_length([user("你好"), bot("hello there")]) == 4
+
+
+@pytest.mark.parametrize(
+    "rec",
+    [
+        {"prompt": [user("hi")], "id": ""},
+        {"prompt": [user("hi")], "id": {"x": 1}},
+        {"prompt": "hi", "id": True},
+        {"prompt": [user("hi")], "id": False},
+    ],
+    ids=["message-prompt-empty-id", "message-prompt-object-id", "id-true", "id-false"],
+)
+def test_bad_ids_are_refused_whatever_the_prompt(tmp_path, rec):
+    with pytest.raises(InputError, match='"id" must be a non-empty string or an integer'):
+        io.load(write_jsonl(tmp_path / "p.jsonl", [rec]), "prompts")

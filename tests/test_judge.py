@@ -314,3 +314,50 @@ def test_judge_over_http_end_to_end(server, client):
     assert verdict.winner == 1 and verdict.orders == ["B", "A"]
     first, second = (r["body"]["messages"][-1]["content"] for r in server.requests)
     assert "Answer A:\nLyon" in first and "Answer A:\nParis" in second
+
+
+# --------------------------------------------------------------------------- Chinese
+
+
+@pytest.mark.parametrize(
+    ("reply", "letter"),
+    [
+        ("B", "B"),
+        ("答案是B", "B"),
+        ("A更好。", "A"),
+        ("我选择Ｂ", "B"),  # a full-width letter
+        ("最终答案：A", "A"),
+        ("回答A和回答B都正确，但回答B更简洁。", "B"),
+        ("更好的是回答 A", "A"),
+        ("两个回答都不好。", None),
+    ],
+    ids=["letter", "answer-is", "a-better", "full-width", "final", "both-then-b", "better-is", "neither"],
+)
+def test_parse_chinese_verdicts(reply, letter):
+    assert parse_verdict(reply) == letter
+
+
+def test_a_chinese_question_is_asked_in_chinese():
+    asked = []
+
+    def judge_model(messages):
+        asked.append(messages[-1]["content"])
+        return "A" if "北京" in messages[-1]["content"].split("回答 B")[0] else "B"
+
+    verdict = PairwiseJudge(judge_model).judge("中国的首都是哪里？", "上海。", "北京。")
+    assert verdict.winner == 1 and verdict.reason == "agree"
+    assert all("问题：\n中国的首都是哪里？" in a and "只回复一个字母" in a for a in asked)
+    PairwiseJudge(judge_model).judge("What is the capital of China?", "北京", "上海")
+    assert asked[-1].startswith("You are judging two answers")  # the language of the question decides
+    PairwiseJudge(judge_model, "{prompt} {answer_a} {answer_b}").judge("中国的首都？", "北京", "上海")
+    assert asked[-1] == "中国的首都？ 上海 北京"  # a template of the user's own is used as given
+
+
+def test_a_local_judge_model_honours_trust_remote_code(tiny_lm):
+    from alignctl.rewards import resolve_source
+    from alignctl.rewards.trl_adapters import build_judge
+
+    for trusted in (True, False):
+        source = resolve_source(f"judge:{tiny_lm}", trust_remote_code=trusted)
+        assert source.judge.complete.trust_remote_code is trusted
+        assert build_judge(str(tiny_lm), None, None, trust_remote_code=trusted).complete.trust_remote_code is trusted

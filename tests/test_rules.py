@@ -321,3 +321,24 @@ def test_demo_data_scores_its_own_answers():
     assert load_rule("rule:qa_strict")(prompts, right, answer=answers) == [1.0] * len(records)
     wrong = [conv("I am not sure.") for _ in answers]
     assert load_rule("rule:qa_strict")(prompts, wrong, answer=answers) == [0.0] * len(records)
+
+
+# --------------------------------------------------------------------------- Chinese answers
+
+
+def test_qa_rule_on_chinese_answers():
+    """No spaces in Chinese: the answer is found inside a sentence, and length counts characters."""
+    assert contains_word("中国的首都是北京。", "北京")
+    assert contains_word("首都：北京 大学在那里", "北京")
+    assert not contains_word("中国的首都是上海。", "北京")
+    assert contains_word("The capital is 北京.", "北京") and not contains_word("Parisian 北京", "Paris")
+    completions = [
+        "北京",  # correct, 2 characters -> 0.6 + 0.4
+        "中国的首都是北京。",  # correct, 8 characters: brief
+        "上海。",  # wrong, brief -> 0.4
+        "中国的首都是北京，" + "它是一座历史悠久的城市" * 3,  # correct, 41 characters: brief = 1 - 29/24 -> 0
+    ]
+    got = score("rule:qa", completions, answer=["北京"] * 4)
+    assert got == pytest.approx([1.0, 1.0, 0.4, 0.6])
+    assert score("rule:qa_strict", completions, answer=["北京"] * 4) == [1.0, 1.0, 0.0, 0.0]
+    assert answers_match("北京。", "北京") and score("rule:accuracy", ["答案：北京。"], answer=["北京"]) == [0.0]

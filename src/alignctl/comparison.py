@@ -17,9 +17,11 @@ from alignctl.console import console
 
 
 def word_count(completion: Any) -> int:
+    """Words of a completion, a CJK character counting as one (io.text_length)."""
+    from alignctl.io import text_length
     from alignctl.rewards.text import completion_text
 
-    return len(completion_text(completion).split())
+    return text_length(completion_text(completion))
 
 
 def _side(scores: list[float] | None, lengths: list[int]) -> dict[str, Any]:

@@ -225,8 +225,10 @@ def _key_lines(path: Path) -> dict[str, int]:
 
 
 def find_preset(name_or_path: str) -> Path:
+    """A preset's YAML file: a file path, or the name of a shipped preset. A directory is never a
+    preset, so `--preset dpo` still means the preset after `alignctl dpo -o dpo` made a dir `dpo`."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
             raise InputError(f"--preset {name_or_path}: file not found")
         return p

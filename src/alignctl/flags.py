@@ -42,7 +42,14 @@ ModelOption = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Policy model: a HF model dir, a hub id, or the alias smollm2-135m (default)."),
 ]
-PrefsData = Annotated[Path, typer.Option("--data", "-d", help="Preference JSONL (any of the three shapes).")]
+PrefsData = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        "-d",
+        help="Preference pairs (any of the three shapes): JSONL, Parquet, JSON array, dataset dir, hub id.",
+    ),
+]
 JudgeUrl = Annotated[
     str | None,
     typer.Option("--judge-url", help="A judge behind an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1."),
@@ -99,6 +106,11 @@ TRAINING = (
     Common("report_to", ("--report-to",), str | None, "Also log to: none, tensorboard, wandb, ...", key="report_to"),
 )
 TRAINING_KEYS = tuple(c.key for c in TRAINING if c.key)
+# an input, not a setting: stages that read --data / --prompts / --candidates take it in `command`
+Split = Annotated[
+    str | None,
+    typer.Option("--split", help="With a dataset dir or a hub dataset id as input: the split to read (train, ...)."),
+]
 
 
 @dataclass

@@ -1,18 +1,21 @@
-"""JSONL formats: reading with line-numbered validation, writing atomically.
+"""Data records: their shapes, the checks that name `path:line`, and the text helpers.
 
-The one module that parses and writes alignctl's data files (design.md, "Data contracts"). Field
-names are TRL's, so TRL-format files feed alignctl and alignctl's files feed TRL.
+What a record must look like (design.md, "Data contracts"); where records come from (JSONL,
+Parquet, JSON arrays, saved or hub datasets) is `readers`, writing is `files` (re-exported here).
+Field names are TRL's, so TRL-format files feed alignctl and alignctl's files feed TRL.
 
 - prompts:     {"prompt": str | [messages], "id"?: str, <extra columns>}
 - candidates:  {"id", "prompt", "completions": [str | [messages]], <extra columns>, "generator": {...},
                 "scores"?: [float]}
 - preferences: {"chosen", "rejected"} (implicit prompt; strings or message lists) or
                {"prompt", "chosen", "rejected"} (explicit prompt), + optional score_chosen,
-               score_rejected, label.
+               score_rejected, label. A record whose chosen/rejected are whole conversations
+               repeating the prompt's turns (UltraFeedback-binarized, Tulu 3) is normalised on
+               read: the prompt is those turns, the answers what follows (`split_conversation`).
 
 Deliberate choices for odd-but-harmless input (docs/formats.md): a UTF-8 BOM and CRLF line ends
 are accepted with one warning each; blank lines are skipped. Everything else that is wrong is an
-`InputError` naming `path:line`, raised before any model loads.
+`InputError` naming `path:line` (`path: row N` for tables), raised before any model loads.
 """
 
 from __future__ import annotations
@@ -21,42 +24,30 @@ import hashlib
 import json
 import os
 import re
-import signal
-import tempfile
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from glob import escape as glob_escape
+import unicodedata
 from pathlib import Path
 from typing import Any
 
-from alignctl.console import warn
-from alignctl.errors import InputError, OutputError
+from alignctl.console import info, warn
+from alignctl.errors import InputError
+from alignctl.files import (  # noqa: F401 (io's writing names, kept for the stages that use them)
+    Appender,
+    atomic_path,
+    dumps,
+    read_journal,
+    sha256_file,
+    write_json,
+    write_jsonl,
+)
+from alignctl.readers import Problem, ReadResult, rows  # noqa: F401 (Problem: part of io's API)
 
 ROLES = ("system", "user", "assistant", "tool")
-MAX_LINE_BYTES = 8 * 1024 * 1024  # one record over 8 MiB is a broken file, not a prompt
 KINDS = ("prompts", "candidates", "preferences", "unpaired")
-# a \uD800-\uDFFF escape: fine inside a surrogate pair (an escaped emoji), not on its own
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-
-
-@dataclass
-class Problem:
-    line: int  # 0 = the file as a whole
-    message: str
-
-    def render(self, path: Path | str) -> str:
-        return f"{path}:{self.line}: {self.message}" if self.line else f"{path}: {self.message}"
-
-
-@dataclass
-class ReadResult:
-    path: Path
-    kind: str
-    records: list[dict] = field(default_factory=list)
-    lines: list[int] = field(default_factory=list)  # line number of each record
-    problems: list[Problem] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+ANSWERS = ("chosen", "rejected", "completion")  # the fields that hold an answer to "prompt"
+# scripts written without spaces between words (Chinese, Japanese kana): one character, one word;
+# their punctuation (、。「」，：？ ...) separates words and is none itself
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+_CJK_PUNCT = re.compile(r"[\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,6 +103,17 @@ def text_of(value: str | list[dict]) -> str:
     return value[-1].get("content", "") if value else ""
 
 
+def text_length(value: str | list[dict]) -> int:
+    """Length in words (a message list: all its contents), each CJK character counting as one word:
+    Chinese puts no spaces between words, so whitespace splitting would count a sentence as one."""
+    text = value if isinstance(value, str) else "\n".join(str(m.get("content", "")) for m in value)
+    return len(_CJK.findall(text)) + len(_CJK.sub(" ", _CJK_PUNCT.sub(" ", text)).split())
+
+
+def has_cjk(text: str) -> bool:
+    return _CJK.search(text) is not None
+
+
 def prompt_id(prompt: str | list[dict]) -> str:
     """Stable id of a prompt: the first 16 hex digits of the sha256 of its canonical JSON."""
     blob = json.dumps(prompt, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
@@ -126,11 +128,14 @@ def check_prompt(rec: dict) -> str | None:
     if "prompt" not in rec:
         return '"prompt" is missing'
     if isinstance(rec["prompt"], list):
-        return check_messages(rec["prompt"], "prompt", last_role="user")
-    err = check_text_or_messages(rec, "prompt")
+        err = check_messages(rec["prompt"], "prompt", last_role="user")
+    else:
+        err = check_text_or_messages(rec, "prompt")
     if err:
         return err
-    if "id" in rec and (not isinstance(rec["id"], str | int) or rec["id"] == ""):
+    rid = rec.get("id")
+    # bool is an int subclass to Python, but `true` is no id
+    if "id" in rec and (isinstance(rid, bool) or not isinstance(rid, str | int) or rid == ""):
         return '"id" must be a non-empty string or an integer'
     return None
 
@@ -244,111 +249,100 @@ def guess_kind(rec: dict) -> str:
 # Reading
 
 
-def iter_lines(path: Path, result: ReadResult) -> Iterator[tuple[int, str]]:
-    """(line number, decoded text) for every non-blank line; problems go to `result`."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a JSONL file") from None
-    except PermissionError:
-        raise InputError(f"{path}: permission denied") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-        result.warnings.append(f"{path}: starts with a UTF-8 byte order mark; ignored")
-    if b"\r\n" in data:
-        result.warnings.append(f"{path}: has CRLF (Windows) line ends; accepted")
-    if not data.strip():
-        result.problems.append(Problem(0, "empty file: no records"))
-        return
-    raw_lines = data.split(b"\n")
-    ends_with_newline = data.endswith(b"\n")
-    for idx, raw in enumerate(raw_lines, start=1):
-        if not raw.strip():
-            continue
-        if len(raw) > MAX_LINE_BYTES:
-            result.problems.append(
-                Problem(
-                    idx, f"line is {len(raw) / 1e6:.1f} MB, over the {MAX_LINE_BYTES >> 20} MiB limit for one record"
-                )
-            )
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad = raw[exc.start]
-            result.problems.append(Problem(idx, f"invalid UTF-8 at column {exc.start + 1} (byte 0x{bad:02x})"))
-            continue
-        last = idx == len(raw_lines) and not ends_with_newline
-        yield idx, text.rstrip("\r"), last
-
-
-def read_jsonl(path: str | Path, kind: str | None = None, *, max_problems: int = 1000) -> ReadResult:
-    """Read and validate a whole file; never raises for record-level problems (see `load`)."""
-    path = Path(path)
-    result = ReadResult(path=path, kind=kind or "")
+def read(
+    source: str | Path, kind: str | None = None, *, split: str | None = None, max_problems: int = 1000
+) -> ReadResult:
+    """Read and check every record of a source (any format `readers` knows); never raises for
+    record-level problems (see `load`)."""
+    result = ReadResult(path=Path(source), kind=kind or "")
     seen_ids: dict[str, int] = {}
-    for lineno, text, last in iter_lines(path, result):
+    for pos, rec in rows(source, result, split=split):
         if len(result.problems) >= max_problems:
             break
-        try:
-            rec = json.loads(text, parse_constant=_reject_constant)
-        except json.JSONDecodeError as exc:
-            hint = " (a truncated last line: was the file cut off?)" if last else ""
-            result.problems.append(Problem(lineno, f"invalid JSON: {exc.msg} at column {exc.colno}{hint}"))
-            continue
-        except RecursionError:
-            result.problems.append(Problem(lineno, "invalid JSON: nested too deeply"))
-            continue
-        except ValueError as exc:  # NaN / Infinity, or an integer over Python's 4300-digit limit
-            result.problems.append(Problem(lineno, f"invalid JSON: {str(exc).split(';')[0]}"))
-            continue
-        if _SURROGATE_ESCAPE.search(text) and not _encodable(rec):
-            result.problems.append(Problem(lineno, "a string holds a lone UTF-16 surrogate escape (not valid Unicode)"))
-            continue
         if not isinstance(rec, dict):
-            result.problems.append(Problem(lineno, f"expected a JSON object, got {type(rec).__name__}"))
+            result.problem(pos, f"expected a JSON object, got {type(rec).__name__}")
             continue
         if not result.kind:
             result.kind = guess_kind(rec)
+        if result.kind in ("preferences", "unpaired"):
+            whole, err = split_conversation(rec)
+            if err:
+                result.problem(pos, err)
+                continue
+            if whole is not None:
+                rec = whole
+                result.normalised += 1
         err = CHECKS[result.kind](rec)
         if err:
-            result.problems.append(Problem(lineno, err))
+            if err.endswith("is missing") and result.columns:  # likely a data set of another shape
+                err += f" (its columns: {', '.join(result.columns)})"
+            result.problem(pos, err)
             continue
         if result.kind in ("prompts", "candidates"):
             rid = str(rec["id"]) if "id" in rec else prompt_id(rec["prompt"])
             if rid in seen_ids:
-                result.problems.append(
-                    Problem(lineno, f'duplicate prompt id {rid!r} (first on line {seen_ids[rid]}); give each an "id"')
-                )
+                where = f"line {seen_ids[rid]}" if result.unit == "line" else f"row {seen_ids[rid]}"
+                result.problem(pos, f'duplicate prompt id {rid!r} (first on {where}); give each an "id"')
                 continue
-            seen_ids[rid] = lineno
+            seen_ids[rid] = pos
             rec = {"id": rid, **{k: v for k, v in rec.items() if k != "id"}}
         result.records.append(rec)
-        result.lines.append(lineno)
+        result.lines.append(pos)
     if not result.kind:
         result.kind = kind or "prompts"
     return result
 
 
-def _reject_constant(name: str) -> Any:
-    # Python's json reads NaN and Infinity, which are not JSON: other tools (and TRL's datasets) reject them
-    raise ValueError(f"{name} is not a JSON value")
+read_jsonl = read  # the name before other formats were read
 
 
-def _encodable(rec: Any) -> bool:
-    try:
-        dumps(rec).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def split_conversation(rec: dict) -> tuple[dict | None, str | None]:
+    """(normalised record, None) for a record whose answers are whole conversations that begin with
+    its prompt's turns (UltraFeedback-binarized, Tulu 3: `prompt` a string, `chosen`/`rejected`
+    [system?, user, assistant]); (None, None) for any other record; (None, error) when ambiguous.
+
+    The prompt becomes those turns (a system turn the conversations add included) and each answer
+    what follows, so no prompt text is trained on as answer.
+    """
+    names = [n for n in ANSWERS if n in rec]
+    if "prompt" not in rec or not any(_opens_with_prompt_side(rec[n]) for n in names):
+        return None, None
+    prompt = rec["prompt"]
+    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    first = rec[names[0]]
+    if not is_messages(turns) or not all(is_messages(rec[n]) for n in names):
+        return None, None  # mixed types: the checks say which
+    lead = 0  # system turns the conversations add before the prompt's own turns
+    if not turns or turns[0].get("role") != "system":
+        while lead < len(first) and first[lead].get("role") == "system":
+            lead += 1
+    k = lead + len(turns)
+    if [_turn(m) for m in first[lead:k]] != [_turn(m) for m in turns]:
+        return None, (
+            f'"{names[0]}" is a conversation that does not start with the prompt\'s turn(s): '
+            'give "prompt" as those turns and the answer alone, or the conversation without "prompt"'
+        )
+    for n in names[1:]:
+        if [_turn(m) for m in rec[n][:k]] != [_turn(m) for m in first[:k]]:
+            return None, f'"{names[0]}" and "{n}" disagree on the prompt turns they start with'
+    return {**rec, "prompt": first[:k], **{n: rec[n][k:] for n in names}}, None
 
 
-def load(path: str | Path, kind: str | tuple[str, ...]) -> list[dict]:
-    """Records of a file of `kind` (or of one of several kinds, guessed from its first record), or an
-    InputError naming the first bad line (and the count)."""
-    result = read_jsonl(path, kind if isinstance(kind, str) else None)
+def _opens_with_prompt_side(value: Any) -> bool:
+    return (
+        isinstance(value, list) and bool(value) and isinstance(value[0], dict) and value[0].get("role") != "assistant"
+    )
+
+
+def _turn(msg: dict) -> tuple[Any, Any]:
+    content = msg.get("content")
+    return msg.get("role"), content.strip() if isinstance(content, str) else content
+
+
+def load(path: str | Path, kind: str | tuple[str, ...], *, split: str | None = None) -> list[dict]:
+    """Records of a source of `kind` (or of one of several kinds, guessed from its first record), or
+    an InputError naming the first bad line or row (and the count)."""
+    result = read(path, kind if isinstance(kind, str) else None, split=split)
     if not isinstance(kind, str) and result.kind not in kind:
         raise InputError(f"{result.path}: holds {result.kind} records, expected {' or '.join(kind)}")
     for w in result.warnings:
@@ -358,6 +352,8 @@ def load(path: str | Path, kind: str | tuple[str, ...]) -> list[dict]:
         more = len(result.problems) - 1
         extra = f" (and {more} more problem{'s' if more > 1 else ''}: alignctl validate {result.path})" if more else ""
         raise InputError(first + extra)
+    if result.normalised:
+        info(f"{result.path}: {result.normalised} records hold whole conversations; their prompt turns were split off")
     return result.records
 
 
@@ -372,14 +368,15 @@ def to_explicit(rec: dict) -> dict:
             n += 1
         return {**rec, "prompt": chosen[:n], "chosen": chosen[n:], "rejected": rejected[n:]}
     n = len(os.path.commonprefix([chosen, rejected]))
-    # back up to a whitespace boundary so a word shared by both answers stays in the answers
-    while n > 0 and not chosen[n - 1].isspace():
+    # back up to a word boundary so a word shared by both answers stays in the answers: whitespace,
+    # or for Chinese (no spaces) full-width punctuation such as "：" or "？"
+    while n > 0 and not _boundary(chosen[n - 1]):
         n -= 1
     return {**rec, "prompt": chosen[:n], "chosen": chosen[n:], "rejected": rejected[n:]}
 
 
-# ---------------------------------------------------------------------------------------------
-# Writing
+def _boundary(char: str) -> bool:
+    return char.isspace() or (ord(char) >= 0x2000 and unicodedata.category(char).startswith("P"))
 
 
 def unpair(rec: dict) -> list[dict]:
@@ -390,134 +387,3 @@ def unpair(rec: dict) -> list[dict]:
         {"prompt": rec["prompt"], "completion": rec["chosen"], "label": True},
         {"prompt": rec["prompt"], "completion": rec["rejected"], "label": False},
     ]
-
-
-def dumps(rec: dict) -> str:
-    return json.dumps(rec, ensure_ascii=False)
-
-
-@contextmanager
-def atomic_path(path: str | Path):
-    """Yield a temporary sibling path; on success it is renamed onto `path`, on error removed."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{parent}: cannot create output directory: {exc.strerror}") from None
-    _remove_stale_temps(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write here: {exc.strerror}") from None
-    os.close(fd)
-    # mkstemp makes the file 0600; an output should get the usual permissions (0644 under umask 022)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete temp files of `path` left by a killed writer (its pid is gone, or an older alignctl
-    that wrote no pid): nothing else ever removes them. A live writer's stays."""
-    own = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.)?\w+\.tmp")
-    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
-        match = own.fullmatch(tmp.name)
-        if not match:
-            continue  # the temp of another file whose name starts like this one
-        pid = int(match.group(1) or 0)
-        try:
-            if pid and pid != os.getpid():
-                os.kill(pid, 0)  # raises if there is no such process
-                continue
-        except ProcessLookupError:
-            pass
-        except OSError:  # a live process of another user
-            continue
-        tmp.unlink(missing_ok=True)
-
-
-def write_jsonl(path: str | Path, records: Iterable[dict]) -> int:
-    """Write all records atomically; returns the count."""
-    n = 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(dumps(rec) + "\n")
-            n += 1
-    return n
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-
-
-class Appender:
-    """Append records one by one, each flushed and fsynced: the journal behind resumable stages."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
-        # a test aid (tests/test_crash.py): ALIGNCTL_CRASH_AFTER_RECORDS=N kills the process part-way
-        # through record N+1, leaving the torn line a crash mid-write leaves
-        self._crash_after = int(os.environ.get("ALIGNCTL_CRASH_AFTER_RECORDS") or 0)
-        self._added = 0
-
-    def add(self, rec: dict) -> None:
-        line = dumps(rec) + "\n"
-        if self._crash_after and self._added >= self._crash_after:
-            self._fh.write(line[: len(line) // 2])
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup runs, as when a job is preempted or OOM-killed
-        self._fh.write(line)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._added += 1
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def __enter__(self) -> Appender:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def read_journal(path: str | Path) -> list[dict]:
-    """Records of an append-only journal, dropping a torn last line left by a crash."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    good_bytes = 0
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if not raw.endswith(b"\n"):
-                break
-            try:
-                out.append(json.loads(raw))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                break
-            good_bytes += len(raw)
-    if good_bytes != path.stat().st_size:
-        with open(path, "rb+") as fh:  # cut the torn tail so later appends start on a clean line
-            fh.truncate(good_bytes)
-    return out
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

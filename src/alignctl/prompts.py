@@ -93,9 +93,9 @@ class Encoder:
 # Prompt records for the trainers (grpo, online-dpo, ppo)
 
 
-def read_prompts(path: str | Path) -> list[dict]:
+def read_prompts(path: str | Path, split: str | None = None) -> list[dict]:
     """Prompt records with every extra column kept (TRL hands them to reward functions)."""
-    return [dict(r) for r in io.load(path, "prompts")]
+    return [dict(r) for r in io.load(path, "prompts", split=split)]
 
 
 def apply_chat_format(records: list[dict], tokenizer, *, enabled: bool, path: str | Path) -> None:

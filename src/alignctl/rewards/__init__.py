@@ -131,8 +131,9 @@ def resolve_source(
 
         return RuleSource(load_rule(spec))
     if spec == "judge" or spec.startswith("judge:"):
+        target = spec[len("judge:") :]
         return JudgeSource(
-            _judge(spec[len("judge:") :], judge_url, judge_model, judge_key_env, judge_template, judge_max_tokens)
+            _judge(target, judge_url, judge_model, judge_key_env, judge_template, judge_max_tokens, trust_remote_code)
         )
     if spec == "human":
         from alignctl.rewards.human import HumanSource
@@ -146,7 +147,9 @@ def resolve_source(
     raise InputError(f"unknown reward source {spec!r}: expected {SPEC_HELP}", hint=hint)
 
 
-def _judge(target: str, url: str | None, model: str | None, key_env: str, template, max_tokens: int):
+def _judge(
+    target: str, url: str | None, model: str | None, key_env: str, template, max_tokens: int, trust_remote_code: bool
+):
     from alignctl.rewards.judge import DEFAULT_TEMPLATE, OpenAIChatClient, PairwiseJudge, load_template
 
     text = load_template(template) if template else DEFAULT_TEMPLATE
@@ -168,5 +171,5 @@ def _judge(target: str, url: str | None, model: str | None, key_env: str, templa
             raise InputError("--judge-model names the model of an endpoint; give --judge-url too")
         from alignctl.rewards.local_chat import LocalChatClient
 
-        client = LocalChatClient(target, max_new_tokens=max_tokens)
+        client = LocalChatClient(target, max_new_tokens=max_tokens, trust_remote_code=trust_remote_code)
     return PairwiseJudge(client, text)

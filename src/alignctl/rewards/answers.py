@@ -16,8 +16,9 @@ from fractions import Fraction
 from typing import Any
 
 from alignctl.errors import AlignctlError, InputError
+from alignctl.io import has_cjk, text_length
 from alignctl.rewards import TRAINER_KWARGS
-from alignctl.rewards.text import completion_text, word_count
+from alignctl.rewards.text import completion_text
 
 
 def _fold(text: str) -> str:
@@ -33,11 +34,18 @@ def _acceptable(value: Any) -> list[str]:
 
 
 def contains_word(text: str, phrase: str) -> bool:
-    """`phrase` occurs in `text` as whole words (case/accent-insensitive, any inner whitespace)."""
+    """`phrase` occurs in `text` as whole words (case/accent-insensitive, any inner whitespace).
+
+    Chinese has no spaces between words, so a phrase that starts or ends with a CJK character
+    needs no word boundary on that side ("北京" in "首都是北京。"); a Latin word still does.
+    """
     words = _fold(phrase).split()
     if not words:
         return False
-    pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
+    left = "" if has_cjk(words[0][0]) else r"(?<!\w)"
+    right = "" if has_cjk(words[-1][-1]) else r"(?!\w)"
+    between = r"\s*" if has_cjk(phrase) else r"\s+"  # "北京 大学" matches "北京大学"
+    pattern = left + between.join(re.escape(w) for w in words) + right
     return re.search(pattern, _fold(text)) is not None
 
 
@@ -85,7 +93,7 @@ def _normalize(text: str) -> str:
     s = _fold(text).replace("$", "")
     s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
     s = " ".join(s.split())
-    return s.strip(" .,;:!?\"'`*")
+    return s.strip(" .,;:!?\"'`*。、")  # NFKD already made full-width ？！： ASCII
 
 
 def _gold_text(gold: Any) -> str:
@@ -179,7 +187,7 @@ def contains(
 def _qa_parts(rule: str, completions: list, column: str, columns: Mapping[str, Any]) -> list[tuple[bool, int]]:
     texts = [completion_text(c) for c in completions]
     golds = _golds(rule, columns, column, len(texts))
-    return [(any(contains_word(t, g) for g in gold), word_count(t)) for t, gold in zip(texts, golds, strict=True)]
+    return [(any(contains_word(t, g) for g in gold), text_length(t)) for t, gold in zip(texts, golds, strict=True)]
 
 
 def qa(

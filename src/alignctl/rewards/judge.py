@@ -20,6 +20,7 @@ import json
 import os
 import re
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from alignctl.errors import AlignctlError, InputError
+from alignctl.io import has_cjk
 from alignctl.rewards.text import completion_text, prompt_text
 
 Messages = list[dict[str, str]]
@@ -54,6 +56,22 @@ Answer B:
 
 Which answer is better: more correct, more helpful, and more concise? \
 Reply with a single letter: A or B."""
+
+#: The default prompt for a question in Chinese (the chapter's language): the same question in
+#: the language of the answers, since a judge reads answers best when asked in their language.
+DEFAULT_TEMPLATE_ZH = """\
+你在评判同一个问题的两个回答。
+
+问题：
+{prompt}
+
+回答 A：
+{answer_a}
+
+回答 B：
+{answer_b}
+
+哪个回答更好：更正确、更有帮助、更简洁？只回复一个字母：A 或 B。"""
 
 _PLACEHOLDER = re.compile(r"\{(prompt|answer_a|answer_b)\}")
 
@@ -96,6 +114,11 @@ _VERDICT = re.compile(
     r"(?i:(?:answer|response|option)\s+)?\(?([AB])(?![A-Za-z0-9])"
 )
 _NAMED = re.compile(r"(?i:\b(?:answer|response|option|output)\s*)\(?([AB])(?![A-Za-z0-9])")
+# Chinese verdicts: "选B", "答案是 A", "更好的是回答B", "B更好", "回答A胜出"
+_VERDICT_ZH = re.compile(
+    r"(?:选择?|答案是|结论是|更好的是|胜出的是|获胜的是|最终答案[是为]?)\s*:?\s*(?:回答|答案|选项)?\s*([AB])(?![A-Za-z0-9])"
+    r"|(?<![A-Za-z0-9])(?:回答|答案|选项)?\s*([AB])\s*(?:更好|更优|更佳|更正确|更准确|更简洁|更有帮助|较好|胜出|获胜)"
+)
 _STANDALONE = re.compile(r"(?<![A-Za-z0-9])([AB])(?![A-Za-z0-9])")
 # After a standalone "A", these words mean the letter names an answer ("A is better"); any other
 # lowercase word means it is the article ("A better answer is B").
@@ -110,12 +133,14 @@ def parse_verdict(reply: str) -> str | None:
     In order: a reply that is just the letter (`B`, `(A).`, `**Answer B**`); MT-Bench's `[[A]]`;
     a verdict phrase (`Final answer: B`, `My choice is A`); the first `Answer A`/`Response B`;
     the first standalone capital A or B that is not the article ("A better answer is B" -> B).
+    Chinese replies too: `答案是B`, `A更好`, full-width `Ｂ`.
     """
-    text = re.sub(r"[*_`#]", "", reply).strip()
-    for pattern in (_WHOLE, _DOUBLE_BRACKET, _VERDICT, _NAMED):
+    # NFKC: full-width letters and colons (Ａ, ：) as a Chinese reply writes them become ASCII
+    text = re.sub(r"[*_`#]", "", unicodedata.normalize("NFKC", reply)).strip()
+    for pattern in (_WHOLE, _DOUBLE_BRACKET, _VERDICT, _VERDICT_ZH, _NAMED):
         match = pattern.search(text)
         if match:
-            return match.group(1).upper()
+            return next(g for g in match.groups() if g).upper()
     for match in _STANDALONE.finditer(text):
         letter = match.group(1)
         if letter == "A":
@@ -170,7 +195,10 @@ class PairwiseJudge:
         messages: Messages = []
         if self.system:
             messages.append({"role": "system", "content": self.system})
-        messages.append({"role": "user", "content": render(self.template, prompt, answer_a, answer_b)})
+        template = self.template
+        if template == DEFAULT_TEMPLATE and has_cjk(prompt):  # a Chinese question: ask in Chinese
+            template = DEFAULT_TEMPLATE_ZH
+        messages.append({"role": "user", "content": render(template, prompt, answer_a, answer_b)})
         reply = self.complete(messages)
         if not isinstance(reply, str):
             raise AlignctlError(f"judge client returned {type(reply).__name__}, expected text")
@@ -212,10 +240,15 @@ class PairwiseJudge:
         return {
             "kind": "judge",
             "client": client,
-            "template_sha256": hashlib.sha256(self.template.encode()).hexdigest(),
+            "template_sha256": _sha256(self.template),
             "default_template": self.template == DEFAULT_TEMPLATE,
+            **({"template_zh_sha256": _sha256(DEFAULT_TEMPLATE_ZH)} if self.template == DEFAULT_TEMPLATE else {}),
             "orders": 2,
         }
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- OpenAI-compatible client

@@ -137,7 +137,7 @@ def pairs_from_comparisons(comps: list, decisions: dict[tuple[int, int], Any], m
 
 
 def _words(value: Any) -> int:
-    return len(io.text_of(value).split())
+    return io.text_length(io.text_of(value))
 
 
 def summarize(n_prompts: int, outcomes: list[Outcome], rows: list[dict], pairwise: bool) -> dict[str, Any]:

@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from alignctl.errors import AlignctlError, InputError
+from alignctl.io import text_length
 from alignctl.rewards.answers import accuracy, brevity, contains, qa, qa_strict
-from alignctl.rewards.text import completion_text, word_count
+from alignctl.rewards.text import completion_text
 
 RewardFunc = Callable[..., list[float]]
 
@@ -79,7 +80,7 @@ def length(
     quality reward). With `target`: 1.0 at or under `target` words, then linear down to 0.0 at
     3 x target words — the same shape as `qa`'s brevity term, so `length?target=12` equals it.
     """
-    words = [word_count(completion_text(c)) for c in completions]
+    words = [text_length(completion_text(c)) for c in completions]
     if target is None:
         return [-w / 100 for w in words]
     return [brevity(w, target, 2 * target) for w in words]

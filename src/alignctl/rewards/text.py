@@ -41,7 +41,3 @@ def prompt_text(prompt: Any) -> str:
     if len(messages) == 1:
         return _content_text(messages[0].get("content"))
     return "\n\n".join(f"{m.get('role', 'user')}: {_content_text(m.get('content'))}" for m in messages)
-
-
-def word_count(text: str) -> int:
-    return len(text.split())

@@ -158,6 +158,7 @@ def build_judge(
     judge_model: str | None,
     judge_template: Path | None = None,
     judge_key_env: str = "OPENAI_API_KEY",
+    trust_remote_code: bool = False,
 ):
     """The `PairwiseJudge` the flags name (as `label --by judge:...` builds it), or None. Loads no model."""
     from alignctl.rewards import resolve_source
@@ -172,5 +173,6 @@ def build_judge(
         judge_model=judge_model,
         judge_key_env=judge_key_env,
         judge_template=judge_template,
+        trust_remote_code=trust_remote_code,
     )
     return source.judge

@@ -29,7 +29,7 @@ from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError
-from alignctl.flags import ModelOption, Opts
+from alignctl.flags import ModelOption, Opts, Split
 from alignctl.settings import setting
 
 NAME = "collect"
@@ -85,19 +85,20 @@ def run(
     force: bool = False,
     trust_remote_code: bool = False,
     progress: bool = True,
+    split: str | None = None,
 ) -> Path:
     """Generate and write the candidates file; returns its path. Validates before any model loads."""
-    from alignctl import file_runs, generation, models, runs
+    from alignctl import file_runs, generation, models, readers, runs
 
     params = check(resolved)
     n = resolved["num_samples"]
-    records = io.load(prompts, "prompts")
+    records = io.load(prompts, "prompts", split=split)
     model_path = models.resolve_model(model)
     backend_name, _ = generation.pick_backend(resolved["backend"])
     run_ = file_runs.begin_file(
         NAME,
         output,
-        inputs={"prompts": runs.input_fingerprint(prompts), "model": runs.input_fingerprint(model_path)},
+        inputs={"prompts": readers.fingerprint(prompts, split), "model": runs.input_fingerprint(model_path)},
         resolved=resolved,
         overwrite=overwrite,
         force=force,
@@ -159,11 +160,17 @@ def run(
 
 
 def command(
-    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Prompts JSONL (text or message lists).")],
+    prompts: Annotated[
+        Path,
+        typer.Option(
+            "--prompts", "-p", help="Prompts (text or message lists): JSONL, Parquet, JSON array, dataset dir, hub id."
+        ),
+    ],
     model: ModelOption = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Candidates JSONL to write (never overwritten without --overwrite).")
     ] = Path("candidates.jsonl"),
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
@@ -177,4 +184,5 @@ def command(
         overwrite=opts.overwrite,
         force=opts.force,
         trust_remote_code=opts.trust_remote_code,
+        split=split,
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from alignctl import io
 from alignctl.config import Resolved
-from alignctl.flags import Opts, PrefsData
+from alignctl.flags import Opts, PrefsData, Split
 from alignctl.settings import PairSettings, setting
 
 NAME = "dpo"
@@ -32,19 +32,24 @@ class Settings(PairSettings):
     precompute_ref_log_probs: bool = setting(False, "Reference log-probs once before training, not at every step.")
 
 
-def read_prefs(path: str | Path) -> list[dict]:
+def read_prefs(path: str | Path, split: str | None = None) -> list[dict]:
     """Preference records trimmed to the fields DPO trains on."""
-    return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in io.load(path, "preferences")]
+    records = io.load(path, "preferences", split=split)
+    return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in records]
 
 
-def run(resolved: Resolved, data: Path, model: str | None, output: Path, **switches: bool) -> Path:
+def run(
+    resolved: Resolved, data: Path, model: str | None, output: Path, *, split: str | None = None, **switches: bool
+) -> Path:
     """Train and save (training.fit_policy_on_pairs); returns the output dir. `switches`: overwrite,
     force, resume, merge, trust_remote_code (flags.Opts.switches())."""
     from alignctl import training
 
-    return training.fit_policy_on_pairs(NAME, TRAINER, read_prefs, resolved, data, model, output, **switches)
+    return training.fit_policy_on_pairs(
+        NAME, TRAINER, read_prefs, resolved, data, model, output, split=split, **switches
+    )
 
 
-def command(data: PrefsData, *, resolved: Resolved, opts: Opts) -> Path:
+def command(data: PrefsData, split: Split = None, *, resolved: Resolved, opts: Opts) -> Path:
     """Train a policy on preference pairs with DPO (TRL DPOTrainer)."""
-    return run(resolved, data, opts.model, opts.output, **opts.switches())
+    return run(resolved, data, opts.model, opts.output, split=split, **opts.switches())

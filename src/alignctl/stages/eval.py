@@ -35,7 +35,7 @@ from alignctl.comparison import aggregate, render_table, word_count
 from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError, OutputError
-from alignctl.flags import JudgeKeyEnv, JudgeUrl, Opts
+from alignctl.flags import JudgeKeyEnv, JudgeUrl, Opts, Split
 from alignctl.settings import setting
 
 NAME = "eval"
@@ -144,14 +144,15 @@ def run(
     show: bool = True,
     use_cache: bool = True,
     source_options: dict[str, Any] | None = None,
+    split: str | None = None,
 ) -> Path:
     """Generate, score, write `output` (an eval.json path) and its rows; returns `output`."""
-    from alignctl import file_runs, models, runs
+    from alignctl import file_runs, models, readers, runs
     from alignctl.generation.cache import model_fingerprint
     from alignctl.rewards import resolve_source, score_records
 
     check(resolved)
-    records = io.load(prompts, "prompts")
+    records = io.load(prompts, "prompts", split=split)
     source = resolve_source(by, trust_remote_code=trust_remote_code, **(source_options or {}))
     model_name, baseline_name = model or models.DEFAULT_MODEL, baseline or models.DEFAULT_MODEL
     model_path, baseline_path = models.resolve_model(model_name), models.resolve_model(baseline_name)
@@ -159,7 +160,7 @@ def run(
     if output.suffix != ".json":
         raise InputError(f"{output}: eval writes a .json summary (give -o DIR for DIR/{SUMMARY})")
     inputs = {
-        "prompts": runs.input_fingerprint(prompts),
+        "prompts": readers.fingerprint(prompts, split),
         "model": model_fingerprint(model_path),
         "baseline": model_fingerprint(baseline_path),
         "by": {"spec": by, **source.describe()},
@@ -262,7 +263,14 @@ def command(
     model: Annotated[
         str, typer.Option("--model", "-m", help="The model to evaluate: a model dir, a hub id or an alias.")
     ],
-    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Held-out prompts JSONL (with e.g. `answer`).")],
+    prompts: Annotated[
+        Path,
+        typer.Option(
+            "--prompts",
+            "-p",
+            help="Held-out prompts (with e.g. `answer`): JSONL, Parquet, JSON array, dataset dir, hub id.",
+        ),
+    ],
     by: Annotated[
         str,
         typer.Option("--by", help="Reward source: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL or human."),
@@ -276,6 +284,7 @@ def command(
     judge_url: JudgeUrl = None,
     judge_key_env: JudgeKeyEnv = "OPENAI_API_KEY",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Generate again even if cached.")] = False,
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
@@ -296,5 +305,6 @@ def command(
         trust_remote_code=opts.trust_remote_code,
         use_cache=not no_cache,
         source_options={"judge_url": judge_url, "judge_key_env": judge_key_env},
+        split=split,
     )
     return path

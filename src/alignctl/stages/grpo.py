@@ -25,7 +25,7 @@ from typing import Annotated
 import typer
 
 from alignctl.config import Resolved
-from alignctl.flags import Opts
+from alignctl.flags import Opts, Split
 from alignctl.rewards.trl_adapters import REWARD_HELP
 from alignctl.settings import OnlineSettings, setting
 
@@ -91,6 +91,7 @@ def run(
     *,
     strict: bool = False,
     trust_remote_code: bool = False,
+    split: str | None = None,
     **switches: bool,
 ) -> Path:
     """Train and save the policy; returns the output dir. Inputs and reward specs are checked first.
@@ -110,6 +111,7 @@ def run(
         described=[s.describe() for s in sources],
         strict=strict,
         trust_remote_code=trust_remote_code,
+        split=split,
         **switches,
     )
 
@@ -121,16 +123,24 @@ def _world_size() -> int:
 
 
 def command(
-    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Prompts JSONL; extra columns reach the rewards.")],
+    prompts: Annotated[
+        Path,
+        typer.Option(
+            "--prompts",
+            "-p",
+            help="Prompts (JSONL, Parquet, JSON array, dataset dir, hub id); extra columns reach the rewards.",
+        ),
+    ],
     reward: Annotated[
         list[str] | None, typer.Option("--reward", "-r", help=f"Reward source (repeatable): {REWARD_HELP}.")
     ] = None,
     strict: Annotated[
         bool, typer.Option("--strict", help="Reject prompts over max_prompt_length instead of truncating them.")
     ] = False,
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
 ) -> Path:
     """Train a policy with GRPO on prompts and reward sources (TRL GRPOTrainer)."""
-    return run(resolved, prompts, reward or [], opts.model, opts.output, strict=strict, **opts.switches())
+    return run(resolved, prompts, reward or [], opts.model, opts.output, strict=strict, split=split, **opts.switches())

@@ -37,7 +37,7 @@ from alignctl.comparison import eval_brief, rounds_final, rounds_table
 from alignctl.config import Resolved
 from alignctl.console import console, info
 from alignctl.errors import InputError, OutputError
-from alignctl.flags import Opts
+from alignctl.flags import Opts, Split
 from alignctl.settings import setting
 from alignctl.stages.iterate_plan import NAME, Plan, plan, write_if_changed
 
@@ -209,16 +209,17 @@ def run(
     eval_prompts: Path | None = None,
     overwrite: bool = False,
     force: bool = False,
+    split: str | None = None,
     **switches: bool,
 ) -> Path:
-    """Run every round (skipping finished stages); returns the output dir. `switches`:
-    trust_remote_code, and resume / merge for each round's training."""
-    from alignctl import runs
+    """Run every round (skipping finished stages); returns the output dir. `split`: the dataset split
+    of `prompts`; `switches`: trust_remote_code, and resume / merge for each round's training."""
+    from alignctl import readers, runs
 
-    p = plan(resolved, prompts, model, by, output, eval_prompts)
+    p = plan(resolved, prompts, model, by, output, eval_prompts, split)
     inputs = {
-        "prompts": runs.input_fingerprint(p.train_prompts),
-        "eval_prompts": runs.input_fingerprint(p.eval_prompts),
+        "prompts": readers.fingerprint(p.train_prompts),
+        "eval_prompts": readers.fingerprint(p.eval_prompts),
         "model": runs.input_fingerprint(p.model),
     }
     fingerprint = runs.fingerprint(NAME, inputs, resolved, {"by": p.by, "eval_by": p.eval_by})
@@ -243,7 +244,10 @@ def run(
 
 
 def command(
-    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Training prompts JSONL (sampled each round).")],
+    prompts: Annotated[
+        Path,
+        typer.Option("--prompts", "-p", help="Training prompts (sampled each round); --split picks a dataset's split."),
+    ],
     by: Annotated[
         str,
         typer.Option("--by", help="Who picks the pairs: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL, human."),
@@ -251,10 +255,11 @@ def command(
     eval_prompts: Annotated[
         Path | None, typer.Option("--eval-prompts", help="Held-out prompts for each round's eval.")
     ] = None,
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
 ) -> Path:
     """Rounds of collect → label → DPO → eval (the chapter's iterative training)."""
     switches = opts.switches()
-    return run(resolved, prompts, opts.model, by, opts.output, eval_prompts=eval_prompts, **switches)
+    return run(resolved, prompts, opts.model, by, opts.output, eval_prompts=eval_prompts, split=split, **switches)

@@ -84,7 +84,13 @@ class Plan:
 
 
 def plan(
-    resolved: Resolved, prompts: Path, model: str | None, by: str, output: Path, eval_prompts: Path | None
+    resolved: Resolved,
+    prompts: Path,
+    model: str | None,
+    by: str,
+    output: Path,
+    eval_prompts: Path | None,
+    split: str | None = None,
 ) -> Plan:
     from alignctl import models, runs
     from alignctl.rewards import resolve_source
@@ -93,7 +99,7 @@ def plan(
     from alignctl.stages import label as label_stage
 
     check(resolved)
-    records = io.load(prompts, "prompts")
+    records = io.load(prompts, "prompts", split=split)
     eval_by = resolved["eval_by"] or by
     resolve_source(by)  # a bad spec fails here, not after round 1's sampling
     resolve_source(eval_by)
@@ -135,7 +141,9 @@ def plan(
         if resolved.sources.get("eval_split", "default") != "default" and resolved["eval_split"]:
             raise InputError("give --eval-prompts or an eval_split, not both")
         io.load(eval_prompts, "prompts")
-        train_path, eval_path = Path(prompts), Path(eval_prompts)
+        eval_path = Path(eval_prompts)
+        # a split of a dataset is written out once: the inner stages read a plain file
+        train_path = Path(prompts) if split is None else write_if_changed(output / "prompts.train.jsonl", records)
     else:
         fraction = resolved["eval_split"] or DEFAULT_EVAL_SPLIT
         if not resolved["eval_split"]:

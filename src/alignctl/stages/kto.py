@@ -23,7 +23,7 @@ import typer
 
 from alignctl import io
 from alignctl.config import Resolved
-from alignctl.flags import Opts
+from alignctl.flags import Opts, Split
 from alignctl.settings import PairSettings, setting
 
 NAME = "kto"
@@ -44,15 +44,17 @@ class Settings(PairSettings):
     precompute_ref_log_probs: bool = setting(False, "Reference log-probs once before training, not at every step.")
 
 
-def read_examples(path: str | Path) -> list[dict]:
+def read_examples(path: str | Path, split: str | None = None) -> list[dict]:
     """KTO records from an unpaired file, or from a preference file (unpaired)."""
-    records = io.load(path, ("unpaired", "preferences"))
+    records = io.load(path, ("unpaired", "preferences"), split=split)
     if records and "completion" in records[0]:
         return [{k: r[k] for k in ("prompt", "completion", "label")} for r in records]
     return [u for r in records for u in io.unpair(r)]
 
 
-def run(resolved: Resolved, data: Path, model: str | None, output: Path, **switches: bool) -> Path:
+def run(
+    resolved: Resolved, data: Path, model: str | None, output: Path, *, split: str | None = None, **switches: bool
+) -> Path:
     """Train and save; returns the output dir. The shared run of dpo and kto: training.fit_policy_on_pairs."""
     from alignctl import training
 
@@ -65,17 +67,24 @@ def run(resolved: Resolved, data: Path, model: str | None, output: Path, **switc
         model,
         output,
         count=lambda train: {"desirable": sum(r["label"] for r in train)},
+        split=split,
         **switches,
     )
 
 
 def command(
     data: Annotated[
-        Path, typer.Option("--data", "-d", help="Unpaired JSONL {prompt, completion, label}, or a preference file.")
+        Path,
+        typer.Option(
+            "--data",
+            "-d",
+            help="Unpaired records {prompt, completion, label} or pairs, in any format dpo --data takes.",
+        ),
     ],
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
 ) -> Path:
     """Train a policy on answers marked good or bad with KTO (TRL KTOTrainer)."""
-    return run(resolved, data, opts.model, opts.output, **opts.switches())
+    return run(resolved, data, opts.model, opts.output, split=split, **opts.switches())

@@ -36,7 +36,7 @@ from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import console, info, warn
 from alignctl.errors import AlignctlError, InputError
-from alignctl.flags import JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts
+from alignctl.flags import JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts, Split
 from alignctl.prompts import training_form
 from alignctl.rewards.pairs import State, distinct, pairs_from_comparisons, pairs_from_scores, summarize
 from alignctl.settings import setting
@@ -190,12 +190,13 @@ def run(
     force: bool = False,
     trust_remote_code: bool = False,
     progress: bool = True,
+    split: str | None = None,
 ) -> Path:
     """Label and write the preference file; returns its path. Validates before any model loads."""
-    from alignctl import file_runs, rewards, runs
+    from alignctl import file_runs, readers, rewards, runs
 
     check(resolved)
-    records = io.load(candidates, "candidates")
+    records = io.load(candidates, "candidates", split=split)
     source = rewards.resolve_source(
         by,
         judge_url=judge_url,
@@ -215,7 +216,7 @@ def run(
         p, cs = forms[first["id"]]
         rewards.score_records(source, [first] * len(cs), cs, [p] * len(cs))
     described = source.describe()
-    inputs = {"candidates": runs.input_fingerprint(candidates)}
+    inputs = {"candidates": readers.fingerprint(candidates, split)}
     run_ = file_runs.begin_file(
         NAME,
         output,
@@ -332,7 +333,12 @@ class _bar:
 
 
 def command(
-    candidates: Annotated[Path, typer.Option("--candidates", "-c", help="Candidates JSONL (from collect).")],
+    candidates: Annotated[
+        Path,
+        typer.Option(
+            "--candidates", "-c", help="Candidates (from collect): JSONL, Parquet, JSON array, dataset dir, hub id."
+        ),
+    ],
     by: Annotated[
         str,
         typer.Option("--by", help="Reward source: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL or human."),
@@ -344,6 +350,7 @@ def command(
     judge_model: JudgeModel = None,
     judge_key_env: JudgeKeyEnv = "OPENAI_API_KEY",
     judge_template: JudgeTemplate = None,
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
@@ -361,4 +368,5 @@ def command(
         overwrite=opts.overwrite,
         force=opts.force,
         trust_remote_code=opts.trust_remote_code,
+        split=split,
     )

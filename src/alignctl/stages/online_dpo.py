@@ -23,7 +23,7 @@ import typer
 
 from alignctl.config import Resolved
 from alignctl.errors import InputError
-from alignctl.flags import JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts
+from alignctl.flags import JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts, Split
 from alignctl.rewards.trl_adapters import REWARD_HELP, build_judge
 from alignctl.settings import OnlineSettings, setting
 
@@ -58,6 +58,7 @@ def run(
     judge=None,
     strict: bool = False,
     trust_remote_code: bool = False,
+    split: str | None = None,
     **switches: bool,
 ) -> Path:
     """Train and save the policy; returns the output dir.
@@ -91,12 +92,18 @@ def run(
         strict=strict,
         trust_remote_code=trust_remote_code,
         stats=(lambda: judged[0].stats()) if judge is not None else None,
+        split=split,
         **switches,
     )
 
 
 def command(
-    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Prompts JSONL (no answers needed).")],
+    prompts: Annotated[
+        Path,
+        typer.Option(
+            "--prompts", "-p", help="Prompts (no answers needed): JSONL, Parquet, JSON array, dataset dir, hub id."
+        ),
+    ],
     reward: Annotated[
         list[str] | None, typer.Option("--reward", "-r", help=f"Reward source (repeatable): {REWARD_HELP}.")
     ] = None,
@@ -111,12 +118,13 @@ def command(
     strict: Annotated[
         bool, typer.Option("--strict", help="Reject prompts over max_prompt_length instead of truncating them.")
     ] = False,
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
 ) -> Path:
     """Train a policy with Online DPO (TRL OnlineDPOTrainer): two samples per prompt, a reward source picks."""
-    pairwise = build_judge(judge, judge_url, judge_model, judge_template, judge_key_env)
+    pairwise = build_judge(judge, judge_url, judge_model, judge_template, judge_key_env, opts.trust_remote_code)
     return run(
         resolved,
         prompts,
@@ -125,5 +133,6 @@ def command(
         rewards=reward,
         judge=pairwise,
         strict=strict,
+        split=split,
         **opts.switches(),
     )

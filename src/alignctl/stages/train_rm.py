@@ -19,7 +19,7 @@ from pathlib import Path
 
 from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
-from alignctl.flags import Opts, PrefsData
+from alignctl.flags import Opts, PrefsData, Split
 from alignctl.settings import PairSettings, setting
 
 NAME = "train-rm"
@@ -40,9 +40,10 @@ class Settings(PairSettings):
     lora_alpha: int = setting(16, "LoRA alpha (chapter: 16).", flag=True)
 
 
-def read_prefs(path: str | Path) -> list[dict]:
+def read_prefs(path: str | Path, split: str | None = None) -> list[dict]:
     """Preference records trimmed to the fields a reward model trains on."""
-    return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in io.load(path, "preferences")]
+    records = io.load(path, "preferences", split=split)
+    return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in records]
 
 
 def pair_accuracy(trainer, dataset) -> dict[str, float]:
@@ -85,6 +86,7 @@ def run(
     output: Path,
     *,
     trust_remote_code: bool = False,
+    split: str | None = None,
     **switches: bool,
 ) -> Path:
     """Train and save a reward model; returns the output dir. Validates inputs before any model loads.
@@ -96,7 +98,7 @@ def run(
 
     switches = {"overwrite": False, "force": False, "resume": False, "merge": True} | switches
     run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
-        NAME, resolved, data, read_prefs, model, output, **switches
+        NAME, resolved, data, read_prefs, model, output, split=split, **switches
     )
     if run_.up_to_date:
         return run_.out
@@ -141,6 +143,6 @@ def run(
     )
 
 
-def command(data: PrefsData, *, resolved: Resolved, opts: Opts) -> Path:
+def command(data: PrefsData, split: Split = None, *, resolved: Resolved, opts: Opts) -> Path:
     """Train a reward model on preference pairs (TRL RewardTrainer)."""
-    return run(resolved, data, opts.model, opts.output, **opts.switches())
+    return run(resolved, data, opts.model, opts.output, split=split, **opts.switches())

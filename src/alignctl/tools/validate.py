@@ -4,12 +4,13 @@
     alignctl validate prompts.jsonl cands.jsonl prefs.jsonl --model smollm2-135m
     alignctl validate prefs.jsonl --json > prefs.stats.json
 
-Every problem in every file is listed as `file:line: what is wrong` on stderr (not only the first,
-which is all a stage shows before it stops). Then, per file, on stdout: record count, shape
-(standard/conversational, implicit/explicit prompt), duplicates, identical pairs, length
-percentiles (tokens of `--model`; words when no model is given) and, for preferences, how much
-longer the chosen answers are than the rejected ones. Exit code 2 when any file has a problem, so
-`alignctl validate data/*.jsonl && make train` stops early.
+Every problem in every file is listed as `file:line: what is wrong` (`file: row N: ...` for a
+table) on stderr (not only the first, which is all a stage shows before it stops). Then, per file,
+on stdout: record count, shape (standard/conversational, implicit/explicit prompt), duplicates,
+identical pairs, length percentiles (tokens of `--model`; else words, a CJK character counting as
+one), how many records were whole conversations whose prompt turns were split off and, for
+preferences, how much longer the chosen answers are than the rejected ones. Exit code 2 when any
+file has a problem, so `alignctl validate data/*.jsonl && make train` stops early.
 
 The length ratio is there because of the chapter ("PPO 训练细节及超参数", the Reward Hacking
 paragraph): a policy finds that longer text scores higher and learns verbosity instead of quality
@@ -64,7 +65,8 @@ def _plain(value: str | list[dict]) -> str:
 
 
 def word_lengths(values: list[Any]) -> list[int]:
-    return [len(_plain(v).split()) for v in values]
+    """Words, a CJK character counting as one: Chinese text has no spaces to split on."""
+    return [io.text_length(v) for v in values]
 
 
 def token_lengths_for(model: str, trust_remote_code: bool = False) -> Lengths:
@@ -103,7 +105,7 @@ def _prompt_shape(prompt: Any) -> str:
 def file_stats(result: io.ReadResult, lengths: Lengths) -> dict[str, Any]:
     """Stats of the valid records of one file (problems are counted, not measured)."""
     recs = result.records
-    stats: dict[str, Any] = {"records": len(recs)}
+    stats: dict[str, Any] = {"records": len(recs), "normalised": result.normalised}
     if result.kind == "preferences":
         stats["shapes"] = dict(Counter(io.preference_shape(r) for r in recs))
         seen = Counter(_canonical([r.get("prompt"), r["chosen"], r["rejected"]]) for r in recs)
@@ -185,6 +187,8 @@ def render(report: dict[str, Any], unit: str) -> str:
     shapes = ", ".join(f"{k} {v}" for k, v in sorted(s.get("shapes", {}).items())) or "-"
     lines.append(f"  shape            {shapes}")
     lines.append(f"  duplicates       {s.get('duplicates', 0)}")
+    if s.get("normalised"):
+        lines.append(f"  normalised       {s['normalised']} (whole conversations: prompt turns split off the answers)")
     if "identical_pairs" in s:
         lines.append(f"  identical pairs  {s['identical_pairs']}")
     if "completions_per_record" in s:
@@ -209,10 +213,10 @@ def _warn(message: str) -> None:
     console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)  # one line, grep-able
 
 
-def validate_file(path: Path, kind: str | None, lengths: Lengths) -> dict[str, Any]:
+def validate_file(path: Path, kind: str | None, lengths: Lengths, split: str | None = None) -> dict[str, Any]:
     """Read one file, report every problem, and measure its valid records."""
     try:
-        result = io.read_jsonl(path, kind, max_problems=10**9)
+        result = io.read(path, kind, split=split, max_problems=10**9)
     except InputError as exc:  # unreadable as a whole: missing, a directory, no permission
         return {"path": str(path), "kind": kind or "", "problems": [str(exc)], "warnings": [], "stats": {"records": 0}}
     return {
@@ -225,7 +229,14 @@ def validate_file(path: Path, kind: str | None, lengths: Lengths) -> dict[str, A
 
 
 def command(
-    files: Annotated[list[Path], typer.Argument(metavar="FILE", help="JSONL files to check.", show_default=False)],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE",
+            help="Files to check: JSONL, Parquet, JSON array, saved dataset dir, or hub id with --split.",
+            show_default=False,
+        ),
+    ],
     kind: Annotated[
         str | None,
         typer.Option(
@@ -238,6 +249,7 @@ def command(
         typer.Option("--model", "-m", help="Count lengths in this model's tokens (its tokenizer only); else words."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the stats as JSON on stdout.")] = False,
+    split: Annotated[str | None, typer.Option("--split", help="The split to read of a dataset dir or hub id.")] = None,
     trust_remote_code: Annotated[
         bool, typer.Option("--trust-remote-code", help="Allow the tokenizer repo's own Python code.")
     ] = False,
@@ -252,7 +264,7 @@ def command(
         unit = f"tokens of {model}"
     reports = []
     for path in files:
-        report = validate_file(path, kind, lengths)
+        report = validate_file(path, kind, lengths, split)
         reports.append(report)
         for w in report["warnings"]:
             _warn(w)

@@ -78,6 +78,8 @@ def begin_on_prefs(
     read,
     model: str | None,
     output: Path,
+    *,
+    split: str | None = None,
     **switches: bool,
 ) -> tuple[Run, Path, list, list]:
     """Start a stage that trains on a file of pairs or labelled answers (train-rm, dpo, kto).
@@ -85,14 +87,14 @@ def begin_on_prefs(
     Reads and splits the records (errors here come before any model loads), then `begin_run`.
     Returns (run, model dir, train records, eval records); the caller stops when `run.up_to_date`.
     """
-    from alignctl import models
+    from alignctl import models, readers
 
-    records = read(data)
+    records = read(data, split=split)
     train_recs, eval_recs = split_records(records, resolved["eval_split"], resolved["seed"], read)
     model_path = models.resolve_model(model)
-    inputs: dict[str, Any] = {"data": data}
-    if resolved["eval_split"] and Path(str(resolved["eval_split"])).is_file():
-        inputs["eval_data"] = resolved["eval_split"]
+    inputs: dict[str, Any] = {"data": readers.fingerprint(data, split)}
+    if resolved["eval_split"] and Path(str(resolved["eval_split"])).exists():
+        inputs["eval_data"] = readers.fingerprint(resolved["eval_split"])
     run = begin_run(stage, resolved, output, model, model_path, inputs=inputs, **switches)
     return run, model_path, train_recs, eval_recs
 
@@ -108,6 +110,7 @@ def fit_policy_on_pairs(
     *,
     trust_remote_code: bool = False,
     count=None,
+    split: str | None = None,
     **switches: bool,
 ) -> Path:
     """A whole run of a policy trained on a file of pairs or labelled answers with a reference model
@@ -120,7 +123,7 @@ def fit_policy_on_pairs(
     from alignctl.training import finish, held_out_metrics, make_trainer
 
     switches = SWITCHES | switches
-    run, model_path, train, held = begin_on_prefs(stage, resolved, data, read, model, output, **switches)
+    run, model_path, train, held = begin_on_prefs(stage, resolved, data, read, model, output, split=split, **switches)
     if run.up_to_date:
         return run.out
     torch = models.setup_torch()
@@ -149,26 +152,28 @@ def fit_online(
     strict: bool = False,
     trust_remote_code: bool = False,
     stats=None,
+    split: str | None = None,
     **switches: bool,
 ) -> Path:
     """A whole run of a policy that samples answers while it trains (grpo, online-dpo): the prompts
     read, rendered and cut to max_prompt_length (prompts.prepare), the run opened, TRL's trainer
     given `reward_funcs(run)`, trained and saved. `stats()` adds metrics of the reward functions."""
-    from alignctl import models
+    from alignctl import models, readers
     from alignctl.config import adjust_for_device
     from alignctl.generation import vllm_installed
     from alignctl.prompts import prepare, prompts_dataset, read_prompts
     from alignctl.training import adjust_checkpointing, finish, make_trainer
 
     switches = SWITCHES | switches
-    records = read_prompts(prompts)
+    records = read_prompts(prompts, split)
     model_path = models.resolve_model(model)
     torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     truncated = prepare(records, tokenizer, resolved, strict=strict, path=prompts)
     dataset = prompts_dataset(records, prompts)
     extra = {"rewards": described, "strict": strict}
-    run = begin_run(stage, resolved, output, model, model_path, inputs={"prompts": prompts}, extra=extra, **switches)
+    inputs = {"prompts": readers.fingerprint(prompts, split)}
+    run = begin_run(stage, resolved, output, model, model_path, inputs=inputs, extra=extra, **switches)
     if run.up_to_date:
         return run.out
     cuda = torch.cuda.is_available()

@@ -32,7 +32,7 @@ import typer
 
 from alignctl.config import Resolved
 from alignctl.errors import InputError
-from alignctl.flags import Opts
+from alignctl.flags import Opts, Split
 from alignctl.settings import setting
 
 NAME = "ppo"
@@ -204,13 +204,14 @@ def run(
     resume: bool = False,
     merge: bool = True,
     trust_remote_code: bool = False,
+    split: str | None = None,
 ) -> Path:
     """Train and save; returns the output dir. Validates everything before any model loads."""
-    from alignctl import models, runs, training
+    from alignctl import models, readers, runs, training
     from alignctl.prompts import prepare, prompt_ids, read_prompts
 
     check(resolved)
-    records = read_prompts(prompts)
+    records = read_prompts(prompts, split)
     rm_path, source = reward_source(reward_model, reward)
     model_path = models.resolve_model(model)
     run_ = training.begin_run(
@@ -219,7 +220,7 @@ def run(
         output,
         model,
         model_path,
-        inputs={"prompts": prompts, "reward": rm_path or source.describe()},
+        inputs={"prompts": readers.fingerprint(prompts, split), "reward": rm_path or source.describe()},
         overwrite=overwrite,
         force=force,
         resume=resume,
@@ -267,16 +268,33 @@ def run(
 
 
 def command(
-    prompts: Annotated[Path, typer.Option("--prompts", "-p", help="Prompts JSONL ({'prompt': ...} per line).")],
+    prompts: Annotated[
+        Path,
+        typer.Option(
+            "--prompts",
+            "-p",
+            help="Prompts ({'prompt': ...}): JSONL, Parquet, JSON array, dataset dir, hub id with --split.",
+        ),
+    ],
     reward_model: Annotated[
         str | None, typer.Option("--reward-model", "-r", help="Reward model dir (e.g. train-rm's output).")
     ] = None,
     reward: Annotated[
         str | None, typer.Option("--reward", help="Instead of a reward model: rule:NAME, rule:file.py:func, rm:DIR.")
     ] = None,
+    split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
 ) -> Path:
     """Train a policy with PPO against a reward model or a rule."""
-    return run(resolved, prompts, opts.model, opts.output, reward_model=reward_model, reward=reward, **opts.switches())
+    return run(
+        resolved,
+        prompts,
+        opts.model,
+        opts.output,
+        reward_model=reward_model,
+        reward=reward,
+        split=split,
+        **opts.switches(),
+    )
