@@ -109,12 +109,16 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks on errors, and the engines' own logs (vLLM INFO).")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     _state["debug"] = debug or bool(os.environ.get("ALIGNCTL_DEBUG"))
+    if _state["debug"]:  # read where an engine is loaded (generation/vllm.py) and by child processes
+        os.environ["ALIGNCTL_DEBUG"] = "1"
 
 
 def main() -> None:

@@ -31,7 +31,17 @@ if TYPE_CHECKING:
 MANIFEST = "alignctl.json"
 METRICS = "metrics.jsonl"
 # settings that change where/how a run is reported, not what it computes
-NON_FINGERPRINT_KEYS = {"report_to", "logging_steps", "save_steps", "save_total_limit"}
+# how a run is carried out, not what it makes: a rerun that changes them resumes the same output
+NON_FINGERPRINT_KEYS = {
+    "report_to",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "max_concurrency",
+    "request_timeout",
+    "max_retries",
+    "api_key_env",
+}
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 _CREATED: list[Path] = []  # work dirs this process created (see discard_unused)
 

@@ -11,13 +11,15 @@ from alignctl.console import console, info
 from alignctl.errors import InputError
 from alignctl.generation.hf import HFBackend
 from alignctl.generation.sampling import Generation, Item, SamplingParams
+from alignctl.generation.server import OpenAIBackend, base_url_of, require_openai
 from alignctl.generation.vllm import VLLMBackend, vllm_installed
 
-BACKENDS = ("auto", "hf", "vllm")
+BACKENDS = ("auto", "hf", "vllm", "openai")
 
 
 def pick_backend(name: str) -> tuple[str, str]:
-    """(backend, why) for `--backend auto|hf|vllm`, without loading anything heavy but torch."""
+    """(backend, why) for `--backend auto|hf|vllm|openai`, without loading anything heavy but torch.
+    A missing optional package is one line here, before any model loads."""
     if name not in BACKENDS:
         raise InputError(f"--backend {name!r}: expected one of {', '.join(BACKENDS)}")
     if name == "vllm":
@@ -26,6 +28,9 @@ def pick_backend(name: str) -> tuple[str, str]:
         return "vllm", "asked for"
     if name == "hf":
         return "hf", "asked for"
+    if name == "openai":
+        require_openai()
+        return "openai", "asked for"
     from alignctl import models
 
     if not vllm_installed():
@@ -36,10 +41,28 @@ def pick_backend(name: str) -> tuple[str, str]:
 
 
 def load_backend(
-    name: str, model_path: str, *, trust_remote_code: bool = False, chat_template: bool | None = None, say=True
+    name: str,
+    model_path: str | None,
+    *,
+    trust_remote_code: bool = False,
+    chat_template: bool | None = None,
+    say=True,
+    server: dict | None = None,
 ):
-    """Resolve `auto`, load the model into the chosen backend, and say in one line which runs."""
+    """Resolve `auto`, load the model into the chosen backend, and say in one line which runs.
+
+    `openai`: `model_path` is the served model's name (None: the first the server lists) and
+    `server` the stage's `ServerSettings` values (`server.server_options`)."""
     chosen, why = pick_backend(name)
+    if chosen == "openai":
+        opts = dict(server or {})
+        client = OpenAIBackend(base_url_of(opts.pop("base_url", None)), model_path, chat_template=chat_template, **opts)
+        if say:
+            info(
+                f"backend: [bold]openai[/] (OpenAI-compatible server {client.base_url}, model {client.model}, "
+                f"{client.max_concurrency} requests in flight; {why})"
+            )
+        return client
     if chosen == "vllm":
         backend: HFBackend | VLLMBackend = VLLMBackend(
             model_path, trust_remote_code=trust_remote_code, chat_template=chat_template
@@ -152,7 +175,7 @@ def run_items(
 
 
 def generate(
-    model: str | HFBackend | VLLMBackend,
+    model: str | HFBackend | VLLMBackend | OpenAIBackend,
     prompts: Sequence[str | list[dict]],
     n: int = 1,
     params: SamplingParams | None = None,

@@ -37,7 +37,7 @@ from alignctl.config import Resolved
 from alignctl.console import console, info
 from alignctl.errors import InputError, OutputError
 from alignctl.flags import Opts
-from alignctl.settings import setting
+from alignctl.settings import ServerSettings, setting
 
 NAME = STAGE = "eval"
 SUMMARY = "eval.json"
@@ -45,7 +45,7 @@ OUTCOMES = ("win", "tie", "loss")
 
 
 @dataclass
-class Settings:
+class Settings(ServerSettings):
     """Built-in defaults: greedy decoding, so two evals of the same models agree."""
 
     temperature: float = setting(0.0, "Sampling temperature; 0 = greedy (default).", flag=True)
@@ -54,7 +54,7 @@ class Settings:
     max_new_tokens: int = setting(256, "Most tokens per answer.", flag=True)
     seed: int = setting(42, "Seed of the sampling streams (temperature > 0).", flag=True)
     batch_size: int = setting(32, "Prompts per generate call.", flag=True)
-    backend: str = setting("auto", "auto | hf | vllm.", flag=True)
+    backend: str = setting("auto", "auto | hf | vllm | openai (a server at --base-url).", flag=True)
     chat_template: bool = field(
         default=True, metadata={"help": "Send plain-text prompts through the chat template of a chat model."}
     )
@@ -180,6 +180,11 @@ def generate_answers(
     from alignctl.generation.cache import AnswerCache
 
     ids = [r["id"] for r in records]
+    server = None
+    if resolved["backend"] == "openai":  # a served name may change weights under it: never cached
+        from alignctl.generation.server import server_options
+
+        server, use_cache = server_options(resolved), False
     cache = AnswerCache(model_path, records, resolved)
     if use_cache:
         cached = cache.read()
@@ -195,6 +200,7 @@ def generate_answers(
         trust_remote_code=trust_remote_code,
         chat_template=None if resolved["chat_template"] else False,
         say=progress,
+        server=server,
     )
     texts = [
         t[0]
@@ -265,15 +271,27 @@ def run(
     _check(resolved)
     records = io.load(prompts, "prompts")
     source = resolve_source(by, trust_remote_code=trust_remote_code, **(source_options or {}))
-    model_name, baseline_name = model or models.DEFAULT_MODEL, baseline or models.DEFAULT_MODEL
-    model_path, baseline_path = models.resolve_model(model_name), models.resolve_model(baseline_name)
     output = Path(output)
     if output.suffix != ".json":
         raise InputError(f"{output}: eval writes a .json summary (give -o DIR for DIR/{SUMMARY})")
+    if resolved["backend"] == "openai":  # both are names the server serves (e.g. a base model and a LoRA)
+        from alignctl.generation import pick_backend
+        from alignctl.generation.server import base_url_of, server_fingerprint
+
+        pick_backend("openai")
+        if not model or not baseline:
+            raise InputError("--backend openai: give --model and --baseline as model names the server serves")
+        url = base_url_of(resolved["base_url"])
+        model_name, baseline_name = model_path, baseline_path = model, baseline
+        model_id, baseline_id = server_fingerprint(url, model), server_fingerprint(url, baseline)
+    else:
+        model_name, baseline_name = model or models.DEFAULT_MODEL, baseline or models.DEFAULT_MODEL
+        model_path, baseline_path = models.resolve_model(model_name), models.resolve_model(baseline_name)
+        model_id, baseline_id = model_fingerprint(model_path), model_fingerprint(baseline_path)
     inputs = {
         "prompts": runs.input_fingerprint(prompts),
-        "model": model_fingerprint(model_path),
-        "baseline": model_fingerprint(baseline_path),
+        "model": model_id,
+        "baseline": baseline_id,
         "by": {"spec": by, **source.describe()},
     }
     run_ = runs.begin_file(
