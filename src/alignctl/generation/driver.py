@@ -148,7 +148,8 @@ def run_items(
     """Generate for every item whose id is not in `done`, calling `on_result` as each batch ends.
 
     The batch plan covers all items; a batch whose prompts are all done is skipped, and a partly
-    done one is regenerated whole (same shapes, same numbers) with only the missing ids reported.
+    done one is regenerated whole (same shapes, same numbers) with only the missing ids reported,
+    except on a backend whose rows are `independent_rows` (a server), which is asked for the rest only.
     """
     params.check()
     done = set(done)
@@ -159,7 +160,10 @@ def run_items(
         for batch in backend.plan(items, n, params):
             if all(items[i].id in done for i in batch):
                 continue
-            gens = backend.generate_batch([items[i] for i in batch], n, params, on_step=bar.step)
+            chunk = [items[i] for i in batch]
+            if getattr(backend, "independent_rows", False):  # a server's answer does not depend on its batch
+                chunk = [it for it in chunk if it.id not in done]
+            gens = backend.generate_batch(chunk, n, params, on_step=bar.step)
             for gen in gens:
                 if gen.id in done:
                     continue

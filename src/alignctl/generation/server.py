@@ -55,6 +55,7 @@ class OpenAIBackend:
     """Completions from an OpenAI-compatible server, many requests in flight."""
 
     name = "openai"
+    independent_rows = True  # one request per completion, seeded by row: no batch shapes to keep
 
     def __init__(
         self,
