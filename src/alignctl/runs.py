@@ -51,6 +51,21 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") in ("0", "-1")
 
 
+def close_process_group() -> None:
+    """Shut torch.distributed down before the interpreter exits, on every rank.
+
+    Left open, gloo's threads are still alive while Python tears down, and a rank can abort after
+    its work is done ("terminate called without an active exception", SIGABRT: 1 of 9 `accelerate
+    launch` runs here), which fails a `set -e` pipeline. No barrier: a rank that failed must not
+    leave the others waiting, and nothing is in flight once a stage has returned."""
+    torch = sys.modules.get("torch")  # a process that never imported torch has no group to close
+    if torch is None:
+        return
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def world_size() -> int:
     """Processes in this run (torchrun / accelerate launch set WORLD_SIZE); 1 when run plainly."""
     try:
