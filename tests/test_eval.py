@@ -1,4 +1,4 @@
-"""`alignctl eval`: the numbers of its table on hand-made scores, and the command on a tiny model."""
+"""`alignctl eval`: the numbers of its table on hand-made scores (comparison.py), and the command on a tiny model."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from alignctl import comparison
 from alignctl.stages import eval as ev
 from tiny import write_jsonl
 
@@ -29,7 +30,7 @@ def test_pointwise_aggregation_by_hand():
     half-width z·sqrt(0.6·0.4/5 + z²/100) / 1.768292 = 1.959964·0.293963 / 1.768292 = 0.325826;
     interval [0.230723, 0.882375]. Mean rewards 3.5/5 = 0.7 and 2/5 = 0.4; lengths 4.0 and 10.0 words.
     """
-    summary, outcomes = ev.aggregate([1, 1, 0, 0.5, 1], [0, 1, 0, 1, 0], [2, 4, 6, 4, 4], [10] * 5)
+    summary, outcomes = comparison.aggregate([1, 1, 0, 0.5, 1], [0, 1, 0, 1, 0], [2, 4, 6, 4, 4], [10] * 5)
     assert (summary["wins"], summary["ties"], summary["losses"], summary["n"]) == (2, 2, 1, 5)
     assert outcomes == ["win", "tie", "tie", "loss", "win"]
     assert summary["win_rate"] == pytest.approx(0.6)
@@ -45,14 +46,14 @@ def test_pointwise_aggregation_by_hand():
 
 
 def test_tie_margin_turns_small_differences_into_ties():
-    summary, outcomes = ev.aggregate([0.52, 0.9, 0.1], [0.5, 0.5, 0.5], [1, 1, 1], [1, 1, 1], tie_margin=0.05)
+    summary, outcomes = comparison.aggregate([0.52, 0.9, 0.1], [0.5, 0.5, 0.5], [1, 1, 1], [1, 1, 1], tie_margin=0.05)
     assert outcomes == ["tie", "win", "loss"]
     assert (summary["wins"], summary["ties"], summary["losses"]) == (1, 1, 1)
 
 
 def test_pairwise_aggregation_has_no_mean_reward():
     """Verdicts [model, tie, baseline, model, model]: 3 wins, 1 tie, 1 loss, win rate 3.5/5 = 0.7."""
-    summary, outcomes = ev.aggregate(None, None, [3, 3, 3, 3, 3], [5, 5, 5, 5, 5], winners=[0, None, 1, 0, 0])
+    summary, outcomes = comparison.aggregate(None, None, [3, 3, 3, 3, 3], [5, 5, 5, 5, 5], winners=[0, None, 1, 0, 0])
     assert outcomes == ["win", "tie", "loss", "win", "win"]
     assert (summary["wins"], summary["ties"], summary["losses"]) == (3, 1, 1)
     assert summary["win_rate"] == pytest.approx(0.7)
@@ -61,17 +62,17 @@ def test_pairwise_aggregation_has_no_mean_reward():
 
 def test_aggregate_rejects_mismatched_lengths():
     with pytest.raises(ValueError):
-        ev.aggregate([1.0], [1.0, 0.0], [1], [1, 2])
+        comparison.aggregate([1.0], [1.0, 0.0], [1], [1, 2])
     with pytest.raises(ValueError):
-        ev.aggregate(None, None, [1, 1], [1, 1], winners=[0])
+        comparison.aggregate(None, None, [1, 1], [1, 1], winners=[0])
 
 
 def test_table_shows_the_numbers(capsys):
-    summary, _ = ev.aggregate([1, 1, 0, 0.5, 1], [0, 1, 0, 1, 0], [2, 4, 6, 4, 4], [10] * 5)
+    summary, _ = comparison.aggregate([1, 1, 0, 0.5, 1], [0, 1, 0, 1, 0], [2, 4, 6, 4, 4], [10] * 5)
     from alignctl.console import console
 
     with console.capture() as cap:
-        ev.render_table(summary, "runs/dpo", "base")
+        comparison.render_table(summary, "runs/dpo", "base")
     text = cap.get()
     for needle in ("0.700 ± 0.392", "0.400", "4.0", "10.0", "2 / 2 / 1", "0.600 [0.231, 0.882]", "runs/dpo"):
         assert needle in text, (needle, text)

@@ -51,7 +51,7 @@ def read(path: Path) -> list[dict]:
 
 
 def test_pairs_from_scores_by_hand():
-    from alignctl.stages.label import pairs_from_scores
+    from alignctl.rewards.pairs import pairs_from_scores
 
     comps = ["a", "b", "c", "a"]
     out = pairs_from_scores([0.1, 0.9, 0.5, 0.1], comps, "best-worst", 0.0)
@@ -67,7 +67,7 @@ def test_pairs_from_comparisons_by_hand():
     """Three answers; 1 beats 0, 1 beats 2, 0 and 2 tie: win rates 0.25, 1.0, 0.25 -> best 1, worst 0.
     A cycle (0>1, 1>2, 2>0) gives equal win rates: a tie."""
     from alignctl.rewards import Choice
-    from alignctl.stages.label import pairs_from_comparisons, win_rates
+    from alignctl.rewards.pairs import pairs_from_comparisons, win_rates
 
     comps = ["a", "b", "c"]
     d = {(0, 1): Choice(1, {"reason": "agree"}), (1, 2): Choice(0), (0, 2): Choice(None)}
@@ -84,7 +84,7 @@ def test_pairs_from_comparisons_by_hand():
 
 
 def test_journal_replay_with_undo():
-    from alignctl.stages.label import State
+    from alignctl.rewards.pairs import State
 
     events = [
         {"t": "scores", "id": "x", "scores": [1.0, 2.0]},

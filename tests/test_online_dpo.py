@@ -47,7 +47,7 @@ def _answer_length(completion) -> int:
 def test_judge_reward_maps_verdicts_to_trls_pairs():
     """Completion i and i + B answer the same prompt; the judge's winner gets 1.0, a tie 0.5 each."""
     from alignctl.rewards.judge import PairwiseJudge
-    from alignctl.stages.online_dpo import JudgeReward
+    from alignctl.rewards.trl_adapters import JudgeReward
 
     reward = JudgeReward(PairwiseJudge(prefer_shorter))
     prompts = ["q1", "q2", "q3"] * 2

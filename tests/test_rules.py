@@ -1,4 +1,4 @@
-"""Rule rewards (src/alignctl/rewards/rules.py): built-ins on hand-made completions, specs, user files."""
+"""Rule rewards (rewards/rules.py, answers.py, text.py): built-ins on hand-made completions, specs, user files."""
 
 from __future__ import annotations
 
@@ -9,15 +9,9 @@ from pathlib import Path
 import pytest
 
 from alignctl.errors import AlignctlError, InputError
-from alignctl.rewards.rules import (
-    RuleReward,
-    answers_match,
-    completion_text,
-    contains_word,
-    list_rules,
-    load_rule,
-    parse_number,
-)
+from alignctl.rewards.answers import answers_match, contains_word, parse_number
+from alignctl.rewards.rules import RuleReward, list_rules, load_rule
+from alignctl.rewards.text import completion_text
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "qa"
 

@@ -32,7 +32,7 @@ def _collect(cli, tmp_path, url, *extra, out="c.jsonl"):
 def test_collect_through_a_server(tmp_path, cli, monkeypatch):
     key = "sk-" + secrets.token_hex(16)
     monkeypatch.setenv("OPENAI_API_KEY", key)
-    with FakeOpenAI() as server:
+    with FakeOpenAI(delay=0.05) as server:
         code, out, err = _collect(cli, tmp_path, server.url, "--max-concurrency", "4")
         assert code == 0, err
         assert "backend: openai" in err and server.url in err and "fake-model" in err

@@ -8,7 +8,6 @@ torch/transformers/trl at import time (ruff TID253), so `alignctl STAGE --help` 
 
 from __future__ import annotations
 
-import ast
 import importlib
 import importlib.util
 import os
@@ -31,10 +30,16 @@ TOOLS = {"report": "report", "validate": "validate", "presets": "presets"}
 
 
 def doc_summary(module: str) -> str:
-    """The first paragraph of a module's docstring, read from its source without importing it."""
-    origin = Path(importlib.util.find_spec(module).origin)
-    doc = ast.get_docstring(ast.parse(origin.read_text(encoding="utf-8"), filename=str(origin))) or ""
-    return " ".join(doc.split("\n\n")[0].split())
+    """The first paragraph of a module's docstring, read from its source without importing it.
+
+    Every command module opens with its docstring, so the text up to the first blank line (or the
+    closing quotes) is the summary; parsing the whole file would cost more than the help itself.
+    """
+    text = Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8")
+    if not text.startswith('"""'):
+        raise RuntimeError(f"{module}: a command module must open with its docstring")
+    head = text[3:].split('"""', 1)[0]
+    return " ".join(head.split("\n\n", 1)[0].split())
 
 
 def _stage_command(name: str) -> typer.core.TyperCommand:

@@ -5,6 +5,9 @@ an output dir that exists is complete; a crash leaves only the `.partial` dir, w
 continues from (its checkpoints) and any other rerun replaces. The manifest records a fingerprint
 of the inputs and resolved config; a rerun with the same fingerprint is "up to date" and does no
 work unless `--force` (Makefiles rely on this).
+
+Every manifest (run dirs here, file outputs in `file_runs.py`, eval, iterate) is written by
+`write_manifest` in one schema and read by `read_manifest` (stages, iterate, report).
 """
 
 from __future__ import annotations
@@ -15,14 +18,13 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alignctl import __version__
 from alignctl.console import info, note
-from alignctl.errors import OutputError
+from alignctl.errors import InputError, OutputError
 from alignctl.io import sha256_file, write_json
 
 if TYPE_CHECKING:
@@ -112,11 +114,78 @@ def fingerprint(stage: str, inputs: dict[str, Any], resolved: Resolved | None, e
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def read_manifest(out: Path) -> dict | None:
+def manifest_path(out: str | Path, *, file_output: bool = False) -> Path:
+    """Where `out`'s manifest is: inside a run dir, or beside a file output (`prefs.jsonl.alignctl.json`)."""
+    out = Path(out)
+    return out.with_name(out.name + "." + MANIFEST) if file_output else out / MANIFEST
+
+
+def read_manifest(out: str | Path, *, file_output: bool = False, strict: bool = False) -> dict | None:
+    """The manifest of a run dir (or, with `file_output`, of a file output), or None if there is none.
+
+    An unreadable or corrupt manifest is None too (a rerun then treats the output as foreign);
+    with `strict` it is an InputError naming the file (`report` reads what it is pointed at).
+    Manifests of older versions are read too: iterate wrote `updated` for `finished`.
+    """
+    path = manifest_path(out, file_output=file_output)
     try:
-        return json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON, bad UTF-8, not an object
+        if strict:
+            raise InputError(f"{path}: not a readable manifest: {exc}") from None
+        return None
+    if "finished" not in data and "updated" in data:
+        data["finished"] = data["updated"]
+    return data
+
+
+def write_manifest(
+    path: Path,
+    *,
+    stage: str,
+    started: float,
+    resolved: Resolved | None,
+    inputs: dict[str, Any],
+    fingerprint: str,
+    parent_model: str | None = None,
+    final_metrics: dict | None = None,
+    output: dict | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """Write `path` (atomically) in the one manifest schema every stage uses; returns what it wrote.
+
+    `output` describes a file output (path, records, sha256: what "up to date" checks); `extra`
+    holds a stage's own keys (records counts, reward sources, iterate's rounds).
+    """
+    manifest = {
+        "stage": stage,
+        "alignctl_version": __version__,
+        "command": sys.argv,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_seconds": round(time.time() - started, 2),
+        "preset": resolved.preset if resolved else None,
+        "config": resolved.manifest() if resolved else {},
+        "inputs": inputs,
+        "parent_model": parent_model,
+        "libraries": library_versions(),
+        "world_size": world_size(),
+        **({"output": output} if output is not None else {}),
+        "final_metrics": final_metrics or {},
+        "fingerprint": fingerprint,
+        **(extra or {}),
+    }
+    write_json(path, manifest)
+    return manifest
+
+
+def claim(out: Path, stage: str, **fields: Any) -> None:
+    """Mark a dir as `stage`'s before any work (a placeholder manifest: only `stage` and `fields`),
+    so a run killed before its first write_manifest is still recognised as ours on rerun."""
+    write_json(out / MANIFEST, {"stage": stage, **fields})
 
 
 def library_versions() -> dict[str, str]:
@@ -154,23 +223,7 @@ class Run:
         """Write the manifest and move the finished dir into place (rank 0 only)."""
         if not is_main_process():
             return self.out
-        manifest = {
-            "stage": self.stage,
-            "alignctl_version": __version__,
-            "command": sys.argv,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "wall_seconds": round(time.time() - self.started, 2),
-            "preset": self.resolved.preset if self.resolved else None,
-            "config": self.resolved.manifest() if self.resolved else {},
-            "inputs": self.inputs,
-            "parent_model": self.parent_model,
-            "libraries": library_versions(),
-            "final_metrics": final_metrics or {},
-            "fingerprint": self.fingerprint,
-            "world_size": world_size(),
-            **(extra or {}),
-        }
-        write_json(self.work / MANIFEST, manifest)
+        write_manifest(self.work / MANIFEST, **identity(self), final_metrics=final_metrics, extra=extra)
         if self.out.exists():
             shutil.rmtree(self.out)
         os.replace(self.work, self.out)
@@ -207,7 +260,7 @@ def begin(
     # only rank 0 touches the file system: other ranks of a torchrun / accelerate launch job make
     # the same decisions from the same files, and must not race rank 0's mkdir / rmtree
     if is_main_process():
-        _check_writable(out.parent)
+        check_writable(out.parent)
     if work.exists():
         checkpoint = last_checkpoint(work)
         if resume and checkpoint:
@@ -228,7 +281,7 @@ def begin(
     return run
 
 
-def _check_writable(parent: Path) -> None:
+def check_writable(parent: Path) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -254,150 +307,13 @@ def say_up_to_date(run: Run) -> None:
     info(f"[green]up to date:[/] {run.out} (same inputs and config; --force to redo)")
 
 
-# ---------------------------------------------------------------------------------------------
-# File outputs (JSONL written by collect / label): a journal while running, a sidecar manifest after
-
-JOURNAL_HEADER = "_alignctl_journal"
-
-
-def file_manifest_path(out: str | Path) -> Path:
-    """The manifest of a file output sits beside it: `prefs.jsonl` -> `prefs.jsonl.alignctl.json`."""
-    out = Path(out)
-    return out.with_name(out.name + ".alignctl.json")
-
-
-@dataclass
-class FileRun:
-    """One stage's file output: `out` when done; `journal` (= `<out>.partial`) while it runs.
-
-    The journal is append-only (`io.Appender`, fsynced per record); its first line names the
-    run's fingerprint, so a rerun with the same inputs and config continues from `journal_records`
-    and any other rerun starts afresh. `finish` writes the output atomically, then the manifest.
-    """
-
-    stage: str
-    out: Path
-    journal: Path
-    fingerprint: str
-    inputs: dict[str, Any]
-    resolved: Resolved | None
-    parent_model: str | None = None
-    up_to_date: bool = False
-    journal_records: list[dict] = field(default_factory=list)
-    journal_fingerprint: str | None = None
-    started: float = field(default_factory=time.time)
-
-    @property
-    def manifest_path(self) -> Path:
-        return file_manifest_path(self.out)
-
-    def appender(self):
-        """An `io.Appender` on the journal (writing the header line first if the journal is new)."""
-        from alignctl.io import Appender
-
-        fresh = not self.journal.exists() or self.journal.stat().st_size == 0
-        app = Appender(self.journal)
-        if fresh:
-            key = self.journal_fingerprint or self.fingerprint
-            app.add({JOURNAL_HEADER: {"stage": self.stage, "fingerprint": key}})
-        return app
-
-    def drop_empty_journal(self) -> None:
-        """Remove a journal that holds nothing but its header (a run that failed before any work)."""
-        from alignctl.io import read_journal
-
-        if self.journal.is_file() and len(read_journal(self.journal)) <= 1:
-            self.journal.unlink()
-
-    def finish(self, records: Iterable[dict], final_metrics: dict | None = None, extra: dict | None = None) -> Path:
-        """Write `out` (temp + rename) and its manifest, then drop the journal."""
-        from alignctl.io import atomic_path, dumps
-
-        n = 0
-        with atomic_path(self.out) as tmp:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for rec in records:
-                    fh.write(dumps(rec) + "\n")
-                    n += 1
-            manifest = {
-                "stage": self.stage,
-                "alignctl_version": __version__,
-                "command": sys.argv,
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "wall_seconds": round(time.time() - self.started, 2),
-                "preset": self.resolved.preset if self.resolved else None,
-                "config": self.resolved.manifest() if self.resolved else {},
-                "inputs": self.inputs,
-                "parent_model": self.parent_model,
-                "libraries": library_versions(),
-                "output": {"path": str(self.out), "records": n, "sha256": sha256_file(tmp)},
-                "final_metrics": final_metrics or {},
-                "fingerprint": self.fingerprint,
-                **(extra or {}),
-            }
-            # the manifest lands first: a crash before the rename leaves a manifest whose sha256
-            # matches no output, which reads as "not up to date", never as a finished run
-            write_json(self.manifest_path, manifest)
-        self.journal.unlink(missing_ok=True)
-        return self.out
-
-
-def read_file_manifest(out: Path) -> dict | None:
-    try:
-        return json.loads(file_manifest_path(out).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def begin_file(
-    stage: str,
-    out: str | Path,
-    *,
-    inputs: dict[str, Any],
-    resolved: Resolved | None,
-    overwrite: bool = False,
-    force: bool = False,
-    parent_model: str | None = None,
-    extra: dict | None = None,
-    journal_key: dict | None = None,
-) -> FileRun:
-    """`begin` for a stage whose output is one file; resumes a matching journal by itself.
-
-    A journal is resumed when its fingerprint matches: by default the whole run's; with
-    `journal_key`, a fingerprint of the inputs and `journal_key` only, for stages whose journal
-    holds work that some settings do not change (`label` keeps a person's choices when only the
-    pair-selection settings change).
-    """
-    from alignctl.io import read_journal
-
-    out = Path(out)
-    journal = out.with_name(out.name + ".partial")
-    fp = fingerprint(stage, inputs, resolved, extra)
-    jfp = fp if journal_key is None else fingerprint(stage, inputs, None, journal_key)
-    run = FileRun(stage, out, journal, fp, inputs, resolved, parent_model, journal_fingerprint=jfp)
-    if out.is_dir():
-        raise OutputError(f"{out}: is a directory, expected a file name for the {stage} output")
-    if out.exists():
-        manifest = read_file_manifest(out)
-        same = bool(manifest) and manifest.get("fingerprint") == fp
-        intact = same and manifest.get("output", {}).get("sha256") == sha256_file(out)
-        if intact and not (force or overwrite):
-            run.up_to_date = True
-            return run
-        if not overwrite and not force:
-            what = "not an alignctl output" if not manifest else "a different run" if not same else "edited since"
-            raise OutputError(f"{out}: already exists ({what}); pass --overwrite to replace it")
-    _check_writable(out.parent if str(out.parent) else Path("."))
-    if journal.is_dir():
-        raise OutputError(f"{journal}: is a directory; remove it first")
-    if journal.exists():
-        records = read_journal(journal)
-        header = records[0].get(JOURNAL_HEADER, {}) if records and isinstance(records[0], dict) else {}
-        if header.get("fingerprint") == jfp and not force:
-            run.journal_records = records[1:]
-            note(f"resuming the unfinished run in {journal}")
-        else:
-            why = "--force" if header.get("fingerprint") == jfp else "different inputs or settings"
-            note(f"removing an unfinished earlier run in {journal} ({why})")
-            journal.unlink()
-    return run
+def identity(run) -> dict[str, Any]:
+    """What a run's manifest says about it besides its results (a `Run` or a `file_runs.FileRun`)."""
+    return {
+        "stage": run.stage,
+        "started": run.started,
+        "resolved": run.resolved,
+        "inputs": run.inputs,
+        "fingerprint": run.fingerprint,
+        "parent_model": run.parent_model,
+    }

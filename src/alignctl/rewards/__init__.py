@@ -8,12 +8,15 @@ human. Nothing heavy is imported here; models load on first use.
 in two kinds, told apart by `source.pairwise`:
 
 - pointwise (`rm:`, `rule:`): `score(prompts, completions, columns) -> list[float]`, one score per
-  (prompt, completion); `columns` maps extra column names to one value per completion.
-- pairwise (`judge:`, `human`): `compare(prompt, a, b) -> 0 | 1 | None` (a wins, b wins, tie) and
-  `decide(prompt, a, b) -> Choice` with the details (the judge's verdict in both orders).
+  (prompt, completion); `columns` maps extra column names to one value per completion. Stages
+  call it through `score_records` (records as read from a prompts or candidates file) or
+  `score_columns` (TRL's keyword arguments, `trl_adapters.ScoreReward`).
+- pairwise (`judge:`, `human`): `decide(prompt, a, b) -> Choice`: the winner (0 = a, 1 = b,
+  None = tie) with the details (the judge's verdict in both orders, the key a person pressed).
 
-Every source has `describe() -> dict`, safe to write into manifests and records (an API key is
-never in it, only the name of the variable that holds it).
+Every source has `kind`, `pairwise` and `describe() -> dict`, safe to write into manifests and
+records (an API key is never in it, only the name of the variable that holds it). TRL reward
+functions over sources, and the `--reward` flags, are in `trl_adapters.py`.
 
     rm:runs/rm                          a reward model dir (num_labels=1)
     rule:accuracy  rule:my.py:func      a built-in rule or your function (rules.py)
@@ -31,6 +34,10 @@ from typing import Any
 from alignctl.errors import InputError
 
 SPEC_HELP = "rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL (with --judge-url for an endpoint) or human"
+# keyword arguments TRL's trainers pass next to the data columns: not columns of the user's file
+TRAINER_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "completion_ids", "environments"})
+# fields of a prompts or candidates record that are not data for a rule (formats.md: "other columns")
+NOT_COLUMNS = frozenset({"id", "prompt", "completions", "generator", "scores"})
 
 
 @dataclass
@@ -70,11 +77,32 @@ class JudgeSource:
         verdict = self.judge.judge(prompt, a, b)
         return Choice(verdict.winner, {"orders": verdict.orders, "reason": verdict.reason})
 
-    def compare(self, prompt: Any, a: Any, b: Any) -> int | None:
-        return self.decide(prompt, a, b).winner
-
     def describe(self) -> dict[str, Any]:
         return self.judge.describe()
+
+
+def score_records(source, records: list[dict], completions: list, prompts: list | None = None) -> list[float]:
+    """Score `completions[i]` as the answer to `records[i]` with a pointwise source; one float each.
+
+    The source sees record i's prompt (or `prompts[i]`, the caller's form of it), the completion
+    (a plain-text answer to a message-list prompt becomes an assistant message, as a trainer
+    would see it) and the records' other columns (e.g. `answer` for rule:qa), one value per
+    completion. A record with several completions is given once per completion.
+    """
+    if prompts is None:
+        prompts = [r["prompt"] for r in records]
+    completions = [
+        [{"role": "assistant", "content": c}] if isinstance(p, list) and isinstance(c, str) else c
+        for p, c in zip(prompts, completions, strict=True)
+    ]
+    names = dict.fromkeys(k for r in records for k in r if k not in NOT_COLUMNS)
+    return score_columns(source, prompts, completions, {k: [r.get(k) for r in records] for k in names})
+
+
+def score_columns(source, prompts: list, completions: list, columns: dict[str, Any]) -> list[float]:
+    """`source.score` on columns as a trainer passes them (its own keyword arguments dropped)."""
+    data = {k: v for k, v in columns.items() if k not in TRAINER_KWARGS}
+    return [float(s) for s in source.score(prompts, completions, data)]
 
 
 def resolve_source(

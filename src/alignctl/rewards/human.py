@@ -17,7 +17,7 @@ from typing import Any
 
 from alignctl.errors import InputError
 from alignctl.rewards import Choice
-from alignctl.rewards.rules import completion_text, prompt_text
+from alignctl.rewards.text import completion_text, prompt_text
 
 KEYS = {"a": "A is better", "b": "B is better", "t": "tie", "s": "skip", "u": "undo", "q": "quit"}
 
@@ -47,7 +47,7 @@ def read_key(fd: int) -> str:
 
 
 class HumanSource:
-    """Pairwise source: `compare(prompt, a, b) -> 0 | 1 | None`, asked of a person."""
+    """Pairwise source: `decide(prompt, a, b) -> Choice`, asked of a person."""
 
     pairwise = True
     kind = "human"
@@ -96,9 +96,6 @@ class HumanSource:
             if key == "s":
                 return Choice(None, {"key": "s", "skipped": True})
             self.console.print(f"[dim]keys: {', '.join(KEYS)}[/]")
-
-    def compare(self, prompt: Any, a: Any, b: Any) -> int | None:
-        return self.decide(prompt, a, b).winner
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind}

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from alignctl.errors import AlignctlError, InputError
-from alignctl.rewards.rules import completion_text, prompt_text
+from alignctl.rewards.text import completion_text, prompt_text
 
 Messages = list[dict[str, str]]
 CompleteFn = Callable[[Messages], str]

@@ -19,7 +19,8 @@ a reward model; these are such rules. A spec names one:
     rule:qa                           rule:my_rewards.py:brevity
 
 Parameter values are taken literally (no %-decoding, so a regex survives intact); `&` followed by
-`name=` starts the next parameter.
+`name=` starts the next parameter. The rules that check an answer column (accuracy, contains, qa,
+qa_strict) are in `answers.py`; how a completion is read as text, in `text.py`.
 """
 
 from __future__ import annotations
@@ -32,209 +33,22 @@ import math
 import numbers
 import re
 import sys
-import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from alignctl.errors import AlignctlError, InputError
+from alignctl.rewards.answers import accuracy, brevity, contains, qa, qa_strict
+from alignctl.rewards.text import completion_text, word_count
 
 RewardFunc = Callable[..., list[float]]
-
-# Keyword arguments TRL's trainers pass next to the data columns; not columns of the user's file.
-_TRAINER_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "completion_ids", "environments"})
 
 DEFAULT_FORMAT_PATTERN = r"^<think>.*?</think>\s*<answer>.*?</answer>$"
 
 
-# --------------------------------------------------------------------------- text helpers
-
-
-def _content_text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # multimodal content parts: [{"type": "text", "text": ...}]
-        return "".join(part.get("text", "") if isinstance(part, Mapping) else str(part) for part in content)
-    return str(content)
-
-
-def completion_text(completion: Any) -> str:
-    """The text to score: the string itself, or the last assistant message's content."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, Mapping):
-        return _content_text(completion.get("content"))
-    if isinstance(completion, Sequence):
-        messages = [m for m in completion if isinstance(m, Mapping)]
-        for message in reversed(messages):
-            if message.get("role", "assistant") == "assistant":
-                return _content_text(message.get("content"))
-        return _content_text(messages[-1].get("content")) if messages else ""
-    return str(completion)
-
-
-def prompt_text(prompt: Any) -> str:
-    """A prompt as one string: the text itself, a lone user turn's content, or `role: content` lines."""
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, Mapping):
-        return _content_text(prompt.get("content"))
-    messages = [m for m in prompt if isinstance(m, Mapping)]
-    if len(messages) == 1:
-        return _content_text(messages[0].get("content"))
-    return "\n\n".join(f"{m.get('role', 'user')}: {_content_text(m.get('content'))}" for m in messages)
-
-
-def word_count(text: str) -> int:
-    return len(text.split())
-
-
-def _fold(text: str) -> str:
-    """Case- and accent-insensitive form, so `Brasilia` matches `Brasília`."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-
-
-def _acceptable(value: Any) -> list[str]:
-    """An `answer` cell as a list of acceptable strings (a string, a number, or a list of them)."""
-    values = value if isinstance(value, (list, tuple)) else [value]
-    return [str(v).strip() for v in values if v is not None and str(v).strip()]
-
-
-def contains_word(text: str, phrase: str) -> bool:
-    """`phrase` occurs in `text` as whole words (case/accent-insensitive, any inner whitespace)."""
-    words = _fold(phrase).split()
-    if not words:
-        return False
-    pattern = r"(?<!\w)" + r"\s+".join(re.escape(w) for w in words) + r"(?!\w)"
-    return re.search(pattern, _fold(text)) is not None
-
-
-# --------------------------------------------------------------------------- answer extraction
-
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?:\s*/\s*\d+)?|[-+]?\.\d+")
-_FRAC = re.compile(r"\\d?frac\{([^{}]+)\}\{([^{}]+)\}")
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last `\\boxed{...}` (nested braces allowed), or None."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 0, start + len("\\boxed")
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j]
-    return None
-
-
-def parse_number(text: str) -> float | None:
-    """A number written as `1,234`, `-0.5`, `3/4`, `\\frac{3}{4}`, `$12`, `50%` or `1e3`; else None."""
-    s = _FRAC.sub(r"(\1)/(\2)", text.strip())
-    s = s.replace("$", "").replace("\\!", "").replace("\\,", "").replace("%", "").strip()
-    s = s.rstrip(".").replace("(", "").replace(")", "")
-    if not _NUMBER.fullmatch(s):
-        return None
-    try:
-        return float(Fraction(s.replace(",", "").replace(" ", "")))
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def _last_number(text: str) -> str | None:
-    found = _NUMBER.findall(text)
-    return found[-1] if found else None
-
-
-def _normalize(text: str) -> str:
-    s = _fold(text).replace("$", "")
-    s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
-    s = " ".join(s.split())
-    return s.strip(" .,;:!?\"'`*")
-
-
-def _gold_text(gold: Any) -> str:
-    text = str(gold)
-    # GSM8K-style solutions end with "#### <final answer>".
-    if "####" in text:
-        text = text.rsplit("####", 1)[1]
-    boxed = last_boxed(text)
-    return boxed if boxed is not None else text
-
-
-def answers_match(completion: str, gold: Any, tolerance: float = 1e-6) -> bool:
-    """Accuracy against one gold answer.
-
-    The prediction is the last `\\boxed{...}` in the completion; failing that, its last number when
-    the gold answer is numeric, else the whole completion. Two numbers match within
-    `tolerance * max(1, |gold|)`; anything else compares as case/space/punctuation-normalized text.
-    """
-    gold_str = _gold_text(gold)
-    gold_num = float(gold) if isinstance(gold, numbers.Real) else parse_number(gold_str)
-    predicted = last_boxed(completion)
-    if predicted is None:
-        predicted = _last_number(completion) if gold_num is not None else completion
-    if predicted is None:
-        return False
-    pred_num = parse_number(predicted)
-    if gold_num is not None and pred_num is not None:
-        return abs(pred_num - gold_num) <= tolerance * max(1.0, abs(gold_num))
-    return _normalize(predicted) == _normalize(gold_str) != ""
-
-
-# --------------------------------------------------------------------------- built-in rules
-
-
-def _column(rule: str, columns: Mapping[str, Any], name: str, n: int) -> list[Any]:
-    if name not in columns:
-        present = sorted(k for k in columns if k not in _TRAINER_KWARGS)
-        raise InputError(
-            f"rule:{rule} needs the `{name}` column in the prompts file "
-            f"(columns present: {', '.join(present) or 'none'})"
-        )
-    values = list(columns[name])
-    if len(values) != n:
-        raise AlignctlError(f"rule:{rule}: `{name}` has {len(values)} values for {n} completions")
-    return values
-
-
-def _golds(rule: str, columns: Mapping[str, Any], name: str, n: int) -> list[list[str]]:
-    golds = []
-    for i, cell in enumerate(_column(rule, columns, name, n)):
-        ok = _acceptable(cell)
-        if not ok:
-            raise InputError(f"rule:{rule}: row {i} has an empty `{name}`; nothing to compare against")
-        golds.append(ok)
-    return golds
-
-
-def _brevity(words: int, target: int, decay: float) -> float:
-    """1.0 up to `target` words, then linear down to 0.0 at `target + decay` words."""
-    return 1.0 if words <= target else max(0.0, 1.0 - (words - target) / decay)
-
-
-def accuracy(
-    prompts: list,
-    completions: list,
-    *,
-    column: str = "answer",
-    tolerance: float = 1e-6,
-    **columns: Any,
-) -> list[float]:
-    """1.0 when the completion's final answer equals the `answer` column (see `answers_match`)."""
-    texts = [completion_text(c) for c in completions]
-    golds = _golds("accuracy", columns, column, len(texts))
-    rewards = [float(any(answers_match(t, g, tolerance) for g in gold)) for t, gold in zip(texts, golds, strict=True)]
-    return rewards
+# --------------------------------------------------------------------------- generic rules
 
 
 def format_reward(
@@ -268,62 +82,7 @@ def length(
     words = [word_count(completion_text(c)) for c in completions]
     if target is None:
         return [-w / 100 for w in words]
-    return [_brevity(w, target, 2 * target) for w in words]
-
-
-def contains(
-    prompts: list,
-    completions: list,
-    *,
-    column: str = "answer",
-    **columns: Any,
-) -> list[float]:
-    """1.0 when an acceptable `answer` occurs anywhere in the completion, ignoring case."""
-    texts = [completion_text(c) for c in completions]
-    golds = _golds("contains", columns, column, len(texts))
-    return [float(any(_fold(g) in _fold(t) for g in gold)) for t, gold in zip(texts, golds, strict=True)]
-
-
-def _qa_parts(rule: str, completions: list, column: str, columns: Mapping[str, Any]) -> list[tuple[bool, int]]:
-    texts = [completion_text(c) for c in completions]
-    golds = _golds(rule, columns, column, len(texts))
-    return [(any(contains_word(t, g) for g in gold), word_count(t)) for t, gold in zip(texts, golds, strict=True)]
-
-
-def qa(
-    prompts: list,
-    completions: list,
-    *,
-    column: str = "answer",
-    max_words: int = 12,
-    decay_words: int = 24,
-    **columns: Any,
-) -> list[float]:
-    """The demo task's graded reward (examples/qa): 0.6 * correct + 0.4 * brief.
-
-    correct: an acceptable `answer` appears as whole words (case-insensitive). brief: 1.0 at or
-    under `max_words` words, then linear down to 0.0 at `max_words + decay_words`. The partial
-    credit gives GRPO a gradient and `label` an ordering among samples that are all wrong or all
-    right; `qa_strict` is the pass/fail metric reported by eval.
-    """
-    return [
-        0.6 * correct + 0.4 * _brevity(words, max_words, decay_words)
-        for correct, words in _qa_parts("qa", completions, column, columns)
-    ]
-
-
-def qa_strict(
-    prompts: list,
-    completions: list,
-    *,
-    column: str = "answer",
-    max_words: int = 12,
-    **columns: Any,
-) -> list[float]:
-    """1.0 when the answer is correct (as in `qa`) and at most `max_words` words, else 0.0."""
-    return [
-        float(correct and words <= max_words) for correct, words in _qa_parts("qa_strict", completions, column, columns)
-    ]
+    return [brevity(w, target, 2 * target) for w in words]
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ def run(
     progress: bool = True,
 ) -> Path:
     """Generate and write the candidates file; returns its path. Validates before any model loads."""
-    from alignctl import generation, models, runs
+    from alignctl import file_runs, generation, models, runs
 
     params = check_settings(resolved)
     n = resolved["num_samples"]
@@ -103,7 +103,7 @@ def run(
     else:
         server, model_path = None, models.resolve_model(model)
         model_id = runs.input_fingerprint(model_path)
-    run_ = runs.begin_file(
+    run_ = file_runs.begin_file(
         STAGE,
         output,
         inputs={"prompts": runs.input_fingerprint(prompts), "model": model_id},

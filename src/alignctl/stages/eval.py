@@ -23,8 +23,6 @@ fingerprint, the prompts and the sampling settings, so `iterate` evaluates each 
 from __future__ import annotations
 
 import json
-import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +31,9 @@ from typing import Annotated, Any
 import typer
 
 from alignctl import io
+from alignctl.comparison import aggregate, render_table, word_count
 from alignctl.config import Resolved
-from alignctl.console import console, info
+from alignctl.console import info
 from alignctl.errors import InputError, OutputError
 from alignctl.flags import Opts
 from alignctl.settings import ServerSettings, setting
@@ -61,104 +60,6 @@ class Settings(ServerSettings):
     tie_margin: float = field(
         default=0.0, metadata={"help": "Score differences at or below this count as ties (pointwise sources)."}
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Aggregation (pure: unit-tested on hand-made scores)
-
-
-def word_count(completion: Any) -> int:
-    from alignctl.rewards.rules import completion_text
-
-    return len(completion_text(completion).split())
-
-
-def _side(scores: list[float] | None, lengths: list[int]) -> dict[str, Any]:
-    from alignctl.stats import mean_ci
-
-    out: dict[str, Any] = {"mean_reward": None, "reward_ci": None}
-    if scores is not None:
-        mean, half = mean_ci(scores)
-        out["mean_reward"] = mean
-        out["reward_ci"] = None if math.isnan(half) else half
-    out["mean_length"] = sum(lengths) / len(lengths)
-    return out
-
-
-def aggregate(
-    model_scores: list[float] | None,
-    baseline_scores: list[float] | None,
-    model_lengths: list[int],
-    baseline_lengths: list[int],
-    *,
-    winners: list[int | None] | None = None,
-    tie_margin: float = 0.0,
-) -> tuple[dict[str, Any], list[str]]:
-    """The summary eval.json holds, and each prompt's outcome ("win" / "tie" / "loss" for the model).
-
-    Pointwise: give both score lists; prompt i is a win when model - baseline > tie_margin.
-    Pairwise: give `winners` (0 = the model's answer won, 1 = the baseline's, None = tie) and no
-    scores; mean rewards are then None. Win rate and interval come from `stats.win_rate`.
-    """
-    from alignctl.stats import win_rate
-
-    n = len(model_lengths)
-    if n == 0 or len(baseline_lengths) != n:
-        raise ValueError(f"aggregate: {n} model answers and {len(baseline_lengths)} baseline answers")
-    if winners is not None:
-        if len(winners) != n:
-            raise ValueError(f"aggregate: {len(winners)} verdicts for {n} prompts")
-        # as scores for win_rate: the winner gets 1, the other 0; a tie gives both 0
-        a = [1.0 if w == 0 else 0.0 for w in winners]
-        b = [1.0 if w == 1 else 0.0 for w in winners]
-        wr = win_rate(a, b)
-        outcomes = ["win" if w == 0 else "loss" if w == 1 else "tie" for w in winners]
-    else:
-        if model_scores is None or baseline_scores is None or len(model_scores) != n or len(baseline_scores) != n:
-            raise ValueError("aggregate: a pointwise eval needs one score per prompt on each side")
-        wr = win_rate(model_scores, baseline_scores, tie_eps=max(tie_margin, 1e-9))
-        outcomes = []
-        for m, b in zip(model_scores, baseline_scores, strict=True):
-            d = m - b
-            outcomes.append("win" if d > max(tie_margin, 1e-9) else "loss" if d < -max(tie_margin, 1e-9) else "tie")
-    summary = {
-        "model": _side(model_scores, model_lengths),
-        "baseline": _side(baseline_scores, baseline_lengths),
-        **wr,
-    }
-    if model_scores is not None and baseline_scores is not None:
-        summary["reward_delta"] = summary["model"]["mean_reward"] - summary["baseline"]["mean_reward"]
-    return summary, outcomes
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.{digits}f}"
-
-
-def render_table(summary: dict[str, Any], model_name: str, baseline_name: str, *, title: str = "eval") -> None:
-    """The comparison as a rich table on stderr."""
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    table.add_column("")
-    table.add_column(f"model\n{model_name}", justify="right")
-    table.add_column(f"baseline\n{baseline_name}", justify="right")
-    m, b = summary["model"], summary["baseline"]
-
-    def reward(side: dict) -> str:
-        if side.get("mean_reward") is None:
-            return "— (pairwise)"
-        ci = side.get("reward_ci")
-        return _num(side["mean_reward"]) + (f" ± {ci:.3f}" if ci is not None else "")
-
-    table.add_row("mean reward (95% CI)", reward(m), reward(b))
-    table.add_row("mean length (words)", f"{m['mean_length']:.1f}", f"{b['mean_length']:.1f}")
-    table.add_row("wins / ties / losses", f"{summary['wins']} / {summary['ties']} / {summary['losses']}", "")
-    rate = f"{summary['win_rate']:.3f} [{summary['low']:.3f}, {summary['high']:.3f}]"
-    table.add_row("win rate [95% CI]", rate, "")
-    console.print(table)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,19 +135,6 @@ def rows_path(summary_path: Path) -> Path:
     return summary_path.with_name(summary_path.stem + ".rows.jsonl")
 
 
-def _columns(records: list[dict]) -> dict[str, list[Any]]:
-    names = sorted({k for r in records for k in r if k not in ("id", "prompt")})
-    return {k: [r.get(k) for r in records] for k in names}
-
-
-def _score(source, records: list[dict], texts: list[str]) -> list[float]:
-    prompts = [r["prompt"] for r in records]
-    completions = [
-        [{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts, strict=True)
-    ]
-    return [float(s) for s in source.score(prompts, completions, _columns(records))]
-
-
 def run(
     resolved: Resolved,
     model: str | None,
@@ -264,9 +152,9 @@ def run(
     source_options: dict[str, Any] | None = None,
 ) -> Path:
     """Generate, score, write `output` (an eval.json path) and its rows; returns `output`."""
-    from alignctl import models, runs
+    from alignctl import file_runs, models, runs
     from alignctl.generation.cache import model_fingerprint
-    from alignctl.rewards import resolve_source
+    from alignctl.rewards import resolve_source, score_records
 
     _check(resolved)
     records = io.load(prompts, "prompts")
@@ -294,7 +182,7 @@ def run(
         "baseline": baseline_id,
         "by": {"spec": by, **source.describe()},
     }
-    run_ = runs.begin_file(
+    run_ = file_runs.begin_file(
         STAGE,
         output,
         inputs=inputs,
@@ -350,8 +238,8 @@ def run(
             row["verdict"] = choice.detail
         summary, outcomes = aggregate(None, None, model_len, base_len, winners=winners)
     else:
-        model_scores = _score(source, records, model_texts)
-        base_scores = _score(source, records, baseline_texts)
+        model_scores = score_records(source, records, model_texts)
+        base_scores = score_records(source, records, baseline_texts)
         for row, ms, bs in zip(rows, model_scores, base_scores, strict=True):
             row["model_reward"], row["baseline_reward"] = ms, bs
         summary, outcomes = aggregate(model_scores, base_scores, model_len, base_len, tie_margin=resolved["tie_margin"])
@@ -379,31 +267,13 @@ def run(
 
 
 def _finish(run_, summary: dict[str, Any]) -> None:
-    """Write eval.json and its manifest the way `runs.FileRun.finish` does for JSONL outputs:
-    manifest first, then the rename, so a crash in between never reads as a finished eval."""
-    from alignctl import __version__, runs
-    from alignctl.io import atomic_path, sha256_file
-
-    text = json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n"
-    with atomic_path(run_.out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-        manifest = {
-            "stage": run_.stage,
-            "alignctl_version": __version__,
-            "command": sys.argv,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "wall_seconds": round(time.time() - run_.started, 2),
-            "preset": run_.resolved.preset if run_.resolved else None,
-            "config": run_.resolved.manifest() if run_.resolved else {},
-            "inputs": run_.inputs,
-            "parent_model": run_.parent_model,
-            "libraries": runs.library_versions(),
-            "output": {"path": str(run_.out), "records": 1, "sha256": sha256_file(tmp)},
-            "rows": {"path": str(rows_path(run_.out)), "sha256": sha256_file(rows_path(run_.out))},
-            "final_metrics": {k: summary[k] for k in ("wins", "ties", "losses", "win_rate", "low", "high")},
-            "fingerprint": run_.fingerprint,
-        }
-        io.write_json(run_.manifest_path, manifest)
+    """Write eval.json and its manifest (which also pins the rows file's hash)."""
+    rows = rows_path(run_.out)
+    run_.finish_json(
+        summary,
+        {k: summary[k] for k in ("wins", "ties", "losses", "win_rate", "low", "high")},
+        extra={"rows": {"path": str(rows), "sha256": io.sha256_file(rows)}},
+    )
 
 
 def command(

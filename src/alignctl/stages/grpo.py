@@ -26,8 +26,8 @@ import typer
 
 from alignctl.config import Resolved, adjust_for_device
 from alignctl.flags import Opts
+from alignctl.rewards.trl_adapters import REWARD_HELP
 from alignctl.settings import OnlineSettings, setting
-from alignctl.stages.rl_common import REWARD_HELP
 
 NAME = STAGE = "grpo"
 
@@ -106,11 +106,11 @@ def run(
     from alignctl import models, runs, training
     from alignctl.generation import vllm_installed
     from alignctl.prompts import prepare, prompts_dataset, read_prompts
-    from alignctl.stages import rl_common
+    from alignctl.rewards import trl_adapters
 
     records = read_prompts(prompts)
-    sources = rl_common.parse_rewards(rewards, trust_remote_code=trust_remote_code)
-    rl_common.check_weights(resolved["reward_weights"], len(sources))
+    sources = trl_adapters.parse_rewards(rewards, trust_remote_code=trust_remote_code)
+    trl_adapters.check_weights(resolved["reward_weights"], len(sources))
     model_path = models.resolve_model(model)
     torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
@@ -137,10 +137,10 @@ def run(
 
     cuda = torch.cuda.is_available()
     adjust_for_device(resolved, cuda=cuda, vllm=vllm_installed())
-    rl_common.adjust_checkpointing(resolved, cuda=cuda)
+    training.adjust_checkpointing(resolved, cuda=cuda)
     from trl import GRPOConfig, GRPOTrainer
 
-    funcs = rl_common.reward_funcs(sources)
+    funcs = trl_adapters.reward_funcs(sources)
     policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
     args = GRPOConfig(**training.trl_kwargs(GRPOConfig, resolved, run_))
     trainer = GRPOTrainer(

@@ -19,13 +19,12 @@ Layout: `OUT/round-N/{candidates.jsonl, prefs.jsonl, train.jsonl, model/, eval.j
 eval-base.json}` (each with its manifest), and `OUT/alignctl.json`, which records every finished
 round and its results (what `alignctl report OUT` plots). Every step is a stage's own `run()`,
 with its own up-to-date check: rerun after a crash or a kill with the same arguments, finished
-stages say "up to date" and are skipped, the interrupted one starts again cleanly.
+stages say "up to date" and are skipped, the interrupted one starts again cleanly. The settings
+of every inner stage are resolved and checked up front (`iterate_plan.py`).
 """
 
 from __future__ import annotations
 
-import json
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +33,15 @@ from typing import Annotated, Any
 import typer
 
 from alignctl import io
+from alignctl.comparison import eval_brief, rounds_final, rounds_table
 from alignctl.config import Resolved
-from alignctl.console import console, info, note
+from alignctl.console import console, info
 from alignctl.errors import InputError, OutputError
 from alignctl.flags import Opts
 from alignctl.settings import setting
+from alignctl.stages.iterate_plan import STAGE, Plan, plan, write_if_changed
 
-NAME = STAGE = "iterate"
+NAME = STAGE
 
 
 @dataclass
@@ -69,170 +70,12 @@ class Settings:
     eval_vs_base: bool = field(default=True, metadata={"help": "Also compare each round with the base model."})
 
 
-DEFAULT_EVAL_SPLIT = 0.1
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs
-
-
-def split_prompts(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """(train, held-out): a seeded shuffle, held-out kept in file order."""
-    if not 0 < fraction < 1:
-        raise InputError(f"eval_split {fraction}: a fraction must be between 0 and 1")
-    n_held = max(1, round(len(records) * fraction))
-    if n_held >= len(records):
-        raise InputError(f"eval_split {fraction}: leaves no training prompts out of {len(records)}")
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    held = set(order[:n_held])
-    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
-
-
-def write_if_changed(path: Path, records: list[dict]) -> Path:
-    """Write a JSONL file only if its content would change: an unchanged file keeps its hash and
-    mtime, so the stages reading it stay up to date."""
-    text = "".join(io.dumps(r) + "\n" for r in records)
-    if path.is_file() and path.read_text(encoding="utf-8") == text:
-        return path
-    io.write_jsonl(path, records)
-    return path
-
-
-def _stage_settings(stage: str, *, preset: str | None, sets: list[str] | None, flags: dict[str, Any]) -> Resolved:
-    from alignctl import stages
-
-    return stages.resolve(stage, preset=preset, sets=sets, flags={k: (v, f"iterate {k}") for k, v in flags.items()})
-
-
-def _check(resolved: Resolved) -> None:
-    problems = []
-    if resolved["rounds"] < 1:
-        problems.append(f"rounds must be >= 1, got {resolved['rounds']}")
-    if resolved["num_samples"] < 2:
-        problems.append(f"num_samples must be >= 2 (a pair needs two answers), got {resolved['num_samples']}")
-    if problems:
-        raise InputError("iterate: " + "; ".join(problems))
-
-
-@dataclass
-class Plan:
-    """Everything a round needs, resolved and checked before the first model loads."""
-
-    out: Path
-    train_prompts: Path
-    eval_prompts: Path
-    model: str
-    by: str
-    eval_by: str
-    collect: Resolved
-    label: Resolved
-    dpo: Resolved
-    eval: Resolved
-    rounds: int
-    accumulate: bool
-    vs_base: bool
-
-
-def plan(
-    resolved: Resolved, prompts: Path, model: str | None, by: str, output: Path, eval_prompts: Path | None
-) -> Plan:
-    from alignctl import models
-    from alignctl.rewards import resolve_source
-    from alignctl.stages import collect as collect_stage
-    from alignctl.stages import eval as eval_stage
-    from alignctl.stages import label as label_stage
-
-    _check(resolved)
-    records = io.load(prompts, "prompts")
-    eval_by = resolved["eval_by"] or by
-    resolve_source(by)  # a bad spec fails here, not after round 1's sampling
-    resolve_source(eval_by)
-    seed = resolved["seed"]
-    collect = _stage_settings(
-        "collect",
-        preset=None,
-        sets=None,
-        flags={k: resolved[k] for k in ("num_samples", "temperature", "top_p", "top_k", "max_new_tokens", "batch_size")}
-        | {"backend": resolved["backend"], "seed": seed},
-    )
-    collect_stage.check_settings(collect)
-    label = _stage_settings("label", preset=None, sets=resolved["label_set"], flags={})
-    label_stage.check_settings(label)
-    dpo = _stage_settings("dpo", preset=resolved["dpo_preset"], sets=resolved["dpo_set"], flags={"seed": seed})
-    eval_flags = {
-        "temperature": resolved["eval_temperature"],
-        "max_new_tokens": resolved["eval_max_new_tokens"],
-        "batch_size": resolved["batch_size"],
-        "backend": resolved["backend"],
-        "seed": seed,
-    }
-    evals = _stage_settings("eval", preset=None, sets=None, flags=eval_flags)
-    eval_stage._check(evals)
-    model_name = model or models.DEFAULT_MODEL
-    models.resolve_model(model_name)
-
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise OutputError(f"{output}: exists and is not a directory")
-    manifest = _read_manifest(output)
-    if output.is_dir() and any(output.iterdir()) and (manifest or {}).get("stage") != STAGE:
-        raise OutputError(f"{output}: exists and is not an iterate run; choose another -o")
-    output.mkdir(parents=True, exist_ok=True)
-    if manifest is None:  # claim the dir first, so a run killed in round 1 is still known as ours
-        io.write_json(output / "alignctl.json", {"stage": STAGE, "complete": False, "rounds": []})
-    if eval_prompts is not None:
-        if resolved.sources.get("eval_split", "default") != "default" and resolved["eval_split"]:
-            raise InputError("give --eval-prompts or an eval_split, not both")
-        io.load(eval_prompts, "prompts")
-        train_path, eval_path = Path(prompts), Path(eval_prompts)
-    else:
-        fraction = resolved["eval_split"] or DEFAULT_EVAL_SPLIT
-        if not resolved["eval_split"]:
-            note(f"no --eval-prompts: holding out {fraction:g} of {prompts} for eval (eval_split)")
-        train_recs, held = split_prompts(records, fraction, seed)
-        train_path = write_if_changed(output / "prompts.train.jsonl", train_recs)
-        eval_path = write_if_changed(output / "prompts.eval.jsonl", held)
-    return Plan(
-        output,
-        train_path,
-        eval_path,
-        model_name,
-        by,
-        eval_by,
-        collect,
-        label,
-        dpo,
-        evals,
-        resolved["rounds"],
-        resolved["accumulate"],
-        resolved["eval_vs_base"],
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # Rounds
 
 
 def round_dir(out: Path, n: int) -> Path:
     return out / f"round-{n}"
-
-
-def _read_manifest(out: Path) -> dict | None:
-    try:
-        return json.loads((out / "alignctl.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _eval_brief(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    keep = ("wins", "ties", "losses", "n", "win_rate", "low", "high", "reward_delta", "by")
-    return {
-        "model": {k: data["model"].get(k) for k in ("name", "mean_reward", "mean_length")},
-        "baseline": {k: data["baseline"].get(k) for k in ("name", "mean_reward", "mean_length")},
-        **{k: data.get(k) for k in keep},
-    }
 
 
 def accumulate(out: Path, n: int, enabled: bool) -> tuple[Path, int]:
@@ -298,12 +141,12 @@ def one_round(p: Plan, n: int, *, overwrite: bool, force: bool, trust_remote_cod
         "candidates": len(io.load(cands, "candidates")),
         "pairs": len(io.load(prefs, "preferences")),
         "train_pairs": n_train,
-        "eval": _eval_brief(rdir / "eval.json"),
+        "eval": eval_brief(rdir / "eval.json"),
     }
     if p.vs_base and n > 1:
         args = (_copy(p.eval), str(model_dir), p.model, p.eval_prompts, p.eval_by, rdir / "eval-base.json")
         stage("eval vs base", eval_stage.run, *args, **evals)
-        entry["eval_vs_base"] = _eval_brief(rdir / "eval-base.json")
+        entry["eval_vs_base"] = eval_brief(rdir / "eval-base.json")
     elif p.vs_base:
         entry["eval_vs_base"] = entry["eval"]
     entry["seconds"] = seconds
@@ -322,67 +165,25 @@ def _reseeded(resolved: Resolved, seed: int) -> Resolved:
 
 
 def _write_manifest(p: Plan, resolved: Resolved, fingerprint: str, inputs: dict, entries: list[dict], started: float):
-    from alignctl import __version__, runs
+    from alignctl import runs
 
-    io.write_json(
-        p.out / "alignctl.json",
-        {
-            "stage": STAGE,
-            "alignctl_version": __version__,
-            "command": __import__("sys").argv,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "wall_seconds": round(time.time() - started, 2),
-            "preset": resolved.preset,
-            "config": resolved.manifest(),
-            "inputs": inputs,
-            "parent_model": p.model,
+    runs.write_manifest(
+        p.out / runs.MANIFEST,
+        stage=STAGE,
+        started=started,
+        resolved=resolved,
+        inputs=inputs,
+        fingerprint=fingerprint,
+        parent_model=p.model,
+        final_metrics=rounds_final(entries),
+        extra={
             "by": p.by,
             "eval_by": p.eval_by,
             "rounds_planned": p.rounds,
             "complete": len(entries) == p.rounds,
-            "libraries": runs.library_versions(),
             "rounds": entries,
-            "final_metrics": _final(entries),
-            "fingerprint": fingerprint,
         },
     )
-
-
-def _final(entries: list[dict]) -> dict[str, Any]:
-    if not entries:
-        return {}
-    last = entries[-1]
-    out = {"rounds": len(entries), "train_pairs": last["train_pairs"]}
-    out["mean_reward"] = last["eval"]["model"]["mean_reward"]
-    if "eval_vs_base" in last:
-        out["base_mean_reward"] = last["eval_vs_base"]["baseline"]["mean_reward"]
-        out["win_rate_vs_base"] = last["eval_vs_base"]["win_rate"]
-    return out
-
-
-def rounds_table(entries: list[dict], title: str = "iterate") -> None:
-    """Round by round: pairs, reward vs the previous round and vs base, W/T/L, win rate."""
-    from rich.table import Table
-
-    def r(x: Any) -> str:
-        return "—" if x is None else f"{x:.3f}"
-
-    table = Table(title=title, title_justify="left")
-    for col in ("round", "pairs (new/train)", "reward", "vs previous", "W/T/L", "win rate", "vs base", "length"):
-        table.add_column(col, justify="right")
-    for e in entries:
-        ev, base = e["eval"], e.get("eval_vs_base") or {}
-        table.add_row(
-            str(e["round"]),
-            f"{e['pairs']}/{e['train_pairs']}",
-            r(ev["model"]["mean_reward"]),
-            r(ev["baseline"]["mean_reward"]),
-            f"{ev['wins']}/{ev['ties']}/{ev['losses']}",
-            f"{ev['win_rate']:.2f} [{ev['low']:.2f}, {ev['high']:.2f}]",
-            r((base.get("baseline") or {}).get("mean_reward")),
-            f"{ev['model']['mean_length']:.1f}",
-        )
-    console.print(table)
 
 
 def run(
@@ -407,7 +208,7 @@ def run(
         "model": runs.input_fingerprint(p.model),
     }
     fingerprint = runs.fingerprint(STAGE, inputs, resolved, {"by": p.by, "eval_by": p.eval_by})
-    manifest = _read_manifest(p.out) or {}
+    manifest = runs.read_manifest(p.out) or {}
     done = manifest.get("rounds") or []
     if (
         manifest.get("fingerprint") == fingerprint

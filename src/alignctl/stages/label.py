@@ -38,11 +38,11 @@ from alignctl.console import console, info, warn
 from alignctl.errors import AlignctlError, InputError
 from alignctl.flags import Opts
 from alignctl.prompts import training_form
+from alignctl.rewards.pairs import State, distinct, pairs_from_comparisons, pairs_from_scores, summarize
 from alignctl.settings import setting
 
 NAME = STAGE = "label"
 PAIR_MODES = ("best-worst", "all")
-NOT_COLUMNS = ("id", "prompt", "completions", "generator", "scores")
 
 
 @dataclass
@@ -63,172 +63,27 @@ class Stopped(AlignctlError):
     """The person labelling quit; their choices are saved in the journal."""
 
 
-def _key(completion: Any) -> str:
-    return io.dumps(completion) if isinstance(completion, list) else completion
-
-
-def distinct(comps: list) -> list[int]:
-    """Indices of the first occurrence of each distinct completion."""
-    seen: set[str] = set()
-    out = []
-    for i, c in enumerate(comps):
-        k = _key(c)
-        if k not in seen:
-            seen.add(k)
-            out.append(i)
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
-# Pair selection (pure)
-
-
-@dataclass
-class Pair:
-    chosen: int
-    rejected: int
-    score_chosen: float
-    score_rejected: float
-    verdict: dict | None = None
-
-
-@dataclass
-class Outcome:
-    pairs: list[Pair] = field(default_factory=list)
-    ties: int = 0
-    dropped: int = 0
-    skipped: int = 0
-
-
-def pairs_from_scores(scores: list[float], comps: list, mode: str, min_margin: float) -> Outcome:
-    """best-worst: the top against the bottom score; all: every pair of distinct completions."""
-    out = Outcome()
-    idx = distinct(comps)
-    if len(idx) < 2:
-        out.dropped += 1
-        return out
-    if mode == "best-worst":
-        best = max(idx, key=lambda i: scores[i])
-        worst = min(idx, key=lambda i: scores[i])
-        candidates = [(best, worst)]
-    else:
-        candidates = list(itertools.combinations(idx, 2))
-    for i, j in candidates:
-        if scores[i] == scores[j]:
-            out.ties += 1
-            continue
-        hi, lo = (i, j) if scores[i] > scores[j] else (j, i)
-        if scores[hi] - scores[lo] < min_margin:
-            out.dropped += 1
-            continue
-        out.pairs.append(Pair(hi, lo, float(scores[hi]), float(scores[lo])))
-    return out
-
-
-def win_rates(idx: list[int], decisions: dict[tuple[int, int], Any]) -> dict[int, float]:
-    """Each candidate's share of its comparisons won (ties and skips count half): its score."""
-    wins = {i: 0.0 for i in idx}
-    for i, j in itertools.combinations(idx, 2):
-        winner = decisions[(i, j)].winner
-        if winner is None:
-            wins[i] += 0.5
-            wins[j] += 0.5
-        else:
-            wins[(i, j)[winner]] += 1.0
-    return {i: w / (len(idx) - 1) for i, w in wins.items()}
-
-
-def pairs_from_comparisons(comps: list, decisions: dict[tuple[int, int], Any], mode: str, min_margin: float) -> Outcome:
-    """Pairs from pairwise decisions (`decisions[(i, j)]` for every i < j among distinct completions)."""
-    out = Outcome()
-    idx = distinct(comps)
-    if len(idx) < 2:
-        out.dropped += 1
-        return out
-    if decisions and all(c.detail.get("skipped") for c in decisions.values()):
-        out.skipped += 1 if mode == "best-worst" else len(decisions)
-        return out
-    rates = win_rates(idx, decisions)
-
-    def verdict(i: int, j: int, choice) -> dict:
-        return {"first": i, "second": j, **choice.detail}
-
-    if mode == "all":
-        for (i, j), choice in sorted(decisions.items()):
-            if choice.detail.get("skipped"):
-                out.skipped += 1
-            elif choice.winner is None:
-                out.ties += 1
-            else:
-                hi, lo = (i, j) if choice.winner == 0 else (j, i)
-                out.pairs.append(Pair(hi, lo, 1.0, 0.0, verdict(i, j, choice)))
-        return out
-    best = max(idx, key=lambda i: rates[i])
-    worst = min(idx, key=lambda i: rates[i])
-    if best == worst or rates[best] == rates[worst]:
-        out.ties += 1
-        return out
-    i, j = min(best, worst), max(best, worst)
-    choice = decisions[(i, j)]
-    if choice.detail.get("skipped"):
-        out.skipped += 1
-    elif choice.winner is None or (i, j)[choice.winner] != best:  # a tie, or a cycle: no clear pair
-        out.ties += 1
-    elif rates[best] - rates[worst] < min_margin:
-        out.dropped += 1
-    else:
-        out.pairs.append(Pair(best, worst, rates[best], rates[worst], verdict(i, j, choice)))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# The journal: scores (pointwise) or choices and undos (pairwise), replayed on resume
-
-
-@dataclass
-class State:
-    scores: dict[str, list[float]] = field(default_factory=dict)
-    decisions: dict[str, dict[tuple[int, int], Any]] = field(default_factory=dict)
-    history: list[tuple[str, int, int]] = field(default_factory=list)
-
-    @classmethod
-    def replay(cls, events: list[dict]) -> State:
-        from alignctl.rewards import Choice
-
-        state = cls()
-        for ev in events:
-            kind = ev.get("t")
-            if kind == "scores":
-                state.scores[ev["id"]] = ev["scores"]
-            elif kind == "cmp":
-                state.decisions.setdefault(ev["id"], {})[(ev["i"], ev["j"])] = Choice(ev["w"], ev.get("d") or {})
-                state.history.append((ev["id"], ev["i"], ev["j"]))
-            elif kind == "undo" and state.history:
-                pid, i, j = state.history.pop()
-                del state.decisions[pid][(i, j)]
-        return state
-
-
-def columns_of(records: list[dict], repeat: list[int]) -> dict[str, list]:
-    """Extra columns (e.g. `answer`), one value per completion, for rule sources."""
-    names = list(dict.fromkeys(k for r in records for k in r if k not in NOT_COLUMNS))
-    return {k: [r.get(k) for r, n in zip(records, repeat, strict=True) for _ in range(n)] for k in names}
+# Scores and choices, journalled as they are made
 
 
 def score_pointwise(source, records: list[dict], forms: dict, state: State, journal, chunk: int, progress) -> None:
+    from alignctl.rewards import score_records
+
     pending = [r for r in records if r["id"] not in state.scores]
     for start in range(0, len(pending), chunk):
         part = pending[start : start + chunk]
-        prompts, comps, repeat = [], [], []
+        rows, prompts, comps, repeat = [], [], [], []
         for r in part:
             p, cs = forms[r["id"]]
+            rows += [r] * len(cs)
             prompts += [p] * len(cs)
             comps += cs
             repeat.append(len(cs))
-        scores = source.score(prompts, comps, columns_of(part, repeat))
+        scores = score_records(source, rows, comps, prompts)
         at = 0
         for r, n in zip(part, repeat, strict=True):
-            state.scores[r["id"]] = [float(s) for s in scores[at : at + n]]
+            state.scores[r["id"]] = scores[at : at + n]
             journal.add({"t": "scores", "id": r["id"], "scores": state.scores[r["id"]]})
             at += n
         progress(len(part))
@@ -291,26 +146,6 @@ def check_settings(resolved: Resolved) -> None:
         raise InputError("label: " + "; ".join(problems))
 
 
-def _words(value: Any) -> int:
-    return len(io.text_of(value).split())
-
-
-def summarize(n_prompts: int, outcomes: list[Outcome], rows: list[dict], pairwise: bool) -> dict[str, Any]:
-    n = len(rows)
-    stats = {
-        "prompts": n_prompts,
-        "pairs": n,
-        "ties": sum(o.ties for o in outcomes),
-        "dropped": sum(o.dropped for o in outcomes),
-        "skipped": sum(o.skipped for o in outcomes),
-        "mean_chosen_words": round(sum(_words(r["chosen"]) for r in rows) / n, 2) if n else None,
-        "mean_rejected_words": round(sum(_words(r["rejected"]) for r in rows) / n, 2) if n else None,
-    }
-    if not pairwise:
-        del stats["skipped"]
-    return stats
-
-
 def print_summary(stats: dict[str, Any], min_margin: float) -> None:
     from rich.table import Table
 
@@ -357,7 +192,7 @@ def run(
     progress: bool = True,
 ) -> Path:
     """Label and write the preference file; returns its path. Validates before any model loads."""
-    from alignctl import rewards, runs
+    from alignctl import file_runs, rewards, runs
 
     check_settings(resolved)
     records = io.load(candidates, "candidates")
@@ -378,10 +213,10 @@ def run(
     if isinstance(source, rewards.RuleSource):  # a rule missing its column fails here, before any output
         first = records[0]
         p, cs = forms[first["id"]]
-        source.score([p] * len(cs), cs, columns_of([first], [len(cs)]))
+        rewards.score_records(source, [first] * len(cs), cs, [p] * len(cs))
     described = source.describe()
     inputs = {"candidates": runs.input_fingerprint(candidates)}
-    run_ = runs.begin_file(
+    run_ = file_runs.begin_file(
         STAGE,
         output,
         inputs=inputs,

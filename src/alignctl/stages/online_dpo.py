@@ -8,8 +8,8 @@ two answers per prompt; a reward model (`--reward rm:PATH`), a rule (`--reward r
 a pairwise LLM judge (`--judge MODEL`, or `--judge-url` + `--judge-model` for an
 OpenAI-compatible endpoint) decides which is chosen, and the pair is trained on with DPO's loss
 at once. TRL's `OnlineDPOTrainer` (in `trl.experimental`, imported through `alignctl.training`)
-takes reward functions only; the judge reaches it as one (`JudgeReward`). Judge verdicts are
-written to `judged.jsonl` in the output dir. Generation uses the KV cache: gradient
+takes reward functions only; the judge reaches it as one (`rewards.trl_adapters.JudgeReward`).
+Judge verdicts are written to `judged.jsonl` in the output dir. Generation uses the KV cache: gradient
 checkpointing stays off on CPU (with it on, TRL generates without the cache, ~10x slower).
 """
 
@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from alignctl.config import Resolved, adjust_for_device
-from alignctl.errors import AlignctlError, InputError
+from alignctl.errors import InputError
 from alignctl.flags import Opts
+from alignctl.rewards.trl_adapters import REWARD_HELP, build_judge
 from alignctl.settings import OnlineSettings, setting
-from alignctl.stages.rl_common import REWARD_HELP
 
 NAME = STAGE = "online-dpo"
 JUDGE_LOG = "judged.jsonl"
@@ -45,88 +45,6 @@ class Settings(OnlineSettings):
     )
     learning_rate: float = 5e-7
     per_device_train_batch_size: int = setting(8, "Prompts per device per step.")
-
-
-class JudgeReward:
-    """A pairwise judge as a reward function for TRL's OnlineDPOTrainer (which has no judge argument).
-
-    How TRL 1.16 uses it: each step samples two answers per prompt and calls every reward
-    function once with `prompts = batch + batch` and `completions = first answers + second
-    answers`, so completion `i` and completion `i + B` answer the same prompt (B = the batch).
-    It then sums the weighted rewards and keeps as chosen the answer with the higher reward, the
-    first one on a tie. This function asks the judge about each pair (i, i + B), in both orders
-    (`PairwiseJudge`), and returns 1.0 to the winner and 0.0 to the loser, or 0.5 to both on a
-    tie (the two orders disagreed, or a reply held no clear letter). So TRL's chosen answer is
-    exactly the judge's pick; a tie gives a zero score margin and TRL's first-answer default.
-    Every verdict is appended to `log_path` (JSONL) when given.
-    """
-
-    __name__ = "judge"
-
-    def __init__(self, judge, log_path: Path | None = None) -> None:
-        self.judge = judge
-        self.log_path = log_path
-        self.pairs = 0
-        self.ties = 0
-        self.calls = 0
-
-    def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float]:
-        n = len(completions)
-        if n % 2 or len(prompts) != n:
-            raise AlignctlError(f"judge reward: expected two answers per prompt, got {len(prompts)} / {n}")
-        half = n // 2
-        rewards = [0.5] * n
-        rows = []
-        for i in range(half):
-            verdict = self.judge.judge(prompts[i], completions[i], completions[i + half])
-            if verdict.winner is not None:
-                rewards[i], rewards[i + half] = (1.0, 0.0) if verdict.winner == 0 else (0.0, 1.0)
-            else:
-                self.ties += 1
-            rows.append(
-                {
-                    "call": self.calls,
-                    "prompt": prompts[i],
-                    "completions": [completions[i], completions[i + half]],
-                    "rewards": [rewards[i], rewards[i + half]],
-                    "verdict": verdict.to_dict(),
-                }
-            )
-        self.pairs += half
-        self.calls += 1
-        if self.log_path is not None:
-            from alignctl import io
-
-            with open(self.log_path, "a", encoding="utf-8") as fh:
-                fh.writelines(io.dumps(r) + "\n" for r in rows)
-        return rewards
-
-    def stats(self) -> dict[str, float]:
-        return {"judge_pairs": self.pairs, "judge_tie_rate": self.ties / self.pairs if self.pairs else 0.0}
-
-
-def build_judge(
-    judge: str | None,
-    judge_url: str | None,
-    judge_model: str | None,
-    judge_template: Path | None = None,
-    judge_key_env: str = "OPENAI_API_KEY",
-):
-    """The `PairwiseJudge` the flags name (as `label --by judge:...` builds it), or None. Loads no model."""
-    from alignctl.rewards import resolve_source
-
-    if judge is None and judge_url is None:
-        if judge_model or judge_template:
-            raise InputError("--judge-model / --judge-template need --judge-url (or --judge MODEL)")
-        return None
-    source = resolve_source(
-        f"judge:{judge}" if judge else "judge",
-        judge_url=judge_url,
-        judge_model=judge_model,
-        judge_key_env=judge_key_env,
-        judge_template=judge_template,
-    )
-    return source.judge
 
 
 def trl_config() -> type:
@@ -159,15 +77,15 @@ def run(
     from alignctl import models, runs, training
     from alignctl.generation import vllm_installed
     from alignctl.prompts import prepare, prompts_dataset, read_prompts
-    from alignctl.stages import rl_common
+    from alignctl.rewards import trl_adapters
 
     if judge is not None and rewards:
         raise InputError("give either --reward or a judge (--judge / --judge-url), not both")
     if judge is None and not rewards:
         raise InputError(f"online-dpo needs a reward source: --reward {REWARD_HELP}, or --judge / --judge-url")
     records = read_prompts(prompts)
-    sources = rl_common.parse_rewards(rewards, required=False, trust_remote_code=trust_remote_code)
-    rl_common.check_weights(resolved["reward_weights"], len(sources) if sources else 1)
+    sources = trl_adapters.parse_rewards(rewards, required=False, trust_remote_code=trust_remote_code)
+    trl_adapters.check_weights(resolved["reward_weights"], len(sources) if sources else 1)
     model_path = models.resolve_model(model)
     torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
@@ -193,17 +111,17 @@ def run(
 
     cuda = torch.cuda.is_available()
     adjust_for_device(resolved, cuda=cuda, vllm=vllm_installed())
-    rl_common.adjust_checkpointing(resolved, cuda=cuda)
+    training.adjust_checkpointing(resolved, cuda=cuda)
     from alignctl.training import online_dpo
 
     OnlineDPOConfig, OnlineDPOTrainer = online_dpo()
     judge_reward = None
     if judge is not None:
         log = run_.work / JUDGE_LOG if runs.is_main_process() else None
-        judge_reward = JudgeReward(judge, log)
+        judge_reward = trl_adapters.JudgeReward(judge, log)
         funcs = [judge_reward]
     else:
-        funcs = rl_common.reward_funcs(sources)
+        funcs = trl_adapters.reward_funcs(sources)
     policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
     args = OnlineDPOConfig(**training.trl_kwargs(OnlineDPOConfig, resolved, run_))
     trainer = OnlineDPOTrainer(

@@ -102,7 +102,6 @@ def run(
     """Train and save a reward model; returns the output dir. Validates inputs before any model loads."""
     from alignctl import models, runs, training
     from alignctl.console import note
-    from alignctl.stages.rl_common import adjust_checkpointing
 
     run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
         STAGE, resolved, data, read_prefs, model, output, overwrite=overwrite, force=force, resume=resume, merge=merge
@@ -114,7 +113,7 @@ def run(
     torch = models.setup_torch()
     cuda = torch.cuda.is_available()
     adjust_for_device(resolved, cuda=cuda)
-    adjust_checkpointing(resolved, cuda=cuda)
+    training.adjust_checkpointing(resolved, cuda=cuda)
     from transformers import set_seed
 
     # right padding: a sequence classifier scores the last non-pad token either way, and TRL's

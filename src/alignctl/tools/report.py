@@ -137,8 +137,10 @@ def load_run(path: Path, label: str | None = None) -> Run:
     """Read one RUN_DIR (a stage's output dir, or an iterate run holding `round-N/` dirs)."""
     if not path.is_dir():
         raise InputError(f"{path}: run directory not found")
-    manifest_path = path / "alignctl.json"
-    manifest = _read_json(manifest_path) if manifest_path.is_file() else {}
+    from alignctl import runs
+
+    manifest_path = runs.manifest_path(path)
+    manifest = runs.read_manifest(path, strict=True) or {}
     if not manifest:
         warn(f"{manifest_path}: no manifest; stage unknown, final metrics from the last log line")
     stage = str(manifest.get("stage", "unknown"))

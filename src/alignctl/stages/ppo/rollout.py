@@ -190,17 +190,6 @@ def _rows(t, i: int, n: int):
     return None if t is None else t[i : i + n]
 
 
-def source_scores(source, records: list[dict], texts: list[str]) -> list[float]:
-    """Score with a pointwise reward source (a rule): prompts, completions, the prompts' other columns."""
-    prompts = [r["prompt"] for r in records]
-    completions = [
-        [{"role": "assistant", "content": t}] if isinstance(p, list) else t for p, t in zip(prompts, texts, strict=True)
-    ]
-    keys = sorted({k for r in records for k in r if k != "prompt"})
-    columns = {k: [r.get(k) for r in records] for k in keys}
-    return source.score(prompts, completions, columns)
-
-
 def collect(
     roles,
     prompt_ids: list[list[int]],
@@ -264,7 +253,9 @@ def _collect(roles, prompt_ids, records, s, tok, source, device, critic):
         rows = torch.arange(qr.size(0), device=qr.device)
         scores = roles.reward_head(rhidden[rows, last]).squeeze(-1).float()
     else:
-        scores = torch.tensor(source_scores(source, records, texts), dtype=torch.float32, device=device)
+        from alignctl.rewards import score_records
+
+        scores = torch.tensor(score_records(source, records, texts), dtype=torch.float32, device=device)
     graph = None
     if critic is not None:
         with torch.enable_grad():

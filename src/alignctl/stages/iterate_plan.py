@@ -1,0 +1,157 @@
+"""iterate's plan: every round's settings resolved and checked, and the prompts split, before any work.
+
+`plan()` resolves the settings of collect, label, dpo and eval from iterate's own (one preset
+and `--set` list per inner stage) and checks them with each stage's own checks, so a bad value
+fails before round 1 samples anything. It also claims the output dir (`runs.claim`) and, without
+`--eval-prompts`, holds out `eval_split` of the prompts, written only when they change so that
+the stages reading them stay up to date.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignctl import io
+from alignctl.config import Resolved
+from alignctl.console import note
+from alignctl.errors import InputError, OutputError
+
+STAGE = "iterate"  # the stage whose runs plan() prepares (iterate.py takes its name from here)
+DEFAULT_EVAL_SPLIT = 0.1
+
+
+def split_prompts(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, held-out): a seeded shuffle, held-out kept in file order."""
+    if not 0 < fraction < 1:
+        raise InputError(f"eval_split {fraction}: a fraction must be between 0 and 1")
+    n_held = max(1, round(len(records) * fraction))
+    if n_held >= len(records):
+        raise InputError(f"eval_split {fraction}: leaves no training prompts out of {len(records)}")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_held])
+    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
+
+
+def write_if_changed(path: Path, records: list[dict]) -> Path:
+    """Write a JSONL file only if its content would change: an unchanged file keeps its hash and
+    mtime, so the stages reading it stay up to date."""
+    text = "".join(io.dumps(r) + "\n" for r in records)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return path
+    io.write_jsonl(path, records)
+    return path
+
+
+def stage_settings(stage: str, *, preset: str | None, sets: list[str] | None, flags: dict[str, Any]) -> Resolved:
+    from alignctl import stages
+
+    return stages.resolve(stage, preset=preset, sets=sets, flags={k: (v, f"iterate {k}") for k, v in flags.items()})
+
+
+def check_settings(resolved: Resolved) -> None:
+    problems = []
+    if resolved["rounds"] < 1:
+        problems.append(f"rounds must be >= 1, got {resolved['rounds']}")
+    if resolved["num_samples"] < 2:
+        problems.append(f"num_samples must be >= 2 (a pair needs two answers), got {resolved['num_samples']}")
+    if problems:
+        raise InputError("iterate: " + "; ".join(problems))
+
+
+@dataclass
+class Plan:
+    """Everything a round needs, resolved and checked before the first model loads."""
+
+    out: Path
+    train_prompts: Path
+    eval_prompts: Path
+    model: str
+    by: str
+    eval_by: str
+    collect: Resolved
+    label: Resolved
+    dpo: Resolved
+    eval: Resolved
+    rounds: int
+    accumulate: bool
+    vs_base: bool
+
+
+def plan(
+    resolved: Resolved, prompts: Path, model: str | None, by: str, output: Path, eval_prompts: Path | None
+) -> Plan:
+    from alignctl import models, runs
+    from alignctl.rewards import resolve_source
+    from alignctl.stages import collect as collect_stage
+    from alignctl.stages import eval as eval_stage
+    from alignctl.stages import label as label_stage
+
+    check_settings(resolved)
+    records = io.load(prompts, "prompts")
+    eval_by = resolved["eval_by"] or by
+    resolve_source(by)  # a bad spec fails here, not after round 1's sampling
+    resolve_source(eval_by)
+    seed = resolved["seed"]
+    collect = stage_settings(
+        "collect",
+        preset=None,
+        sets=None,
+        flags={k: resolved[k] for k in ("num_samples", "temperature", "top_p", "top_k", "max_new_tokens", "batch_size")}
+        | {"backend": resolved["backend"], "seed": seed},
+    )
+    collect_stage.check_settings(collect)
+    label = stage_settings("label", preset=None, sets=resolved["label_set"], flags={})
+    label_stage.check_settings(label)
+    dpo = stage_settings("dpo", preset=resolved["dpo_preset"], sets=resolved["dpo_set"], flags={"seed": seed})
+    eval_flags = {
+        "temperature": resolved["eval_temperature"],
+        "max_new_tokens": resolved["eval_max_new_tokens"],
+        "batch_size": resolved["batch_size"],
+        "backend": resolved["backend"],
+        "seed": seed,
+    }
+    evals = stage_settings("eval", preset=None, sets=None, flags=eval_flags)
+    eval_stage._check(evals)
+    model_name = model or models.DEFAULT_MODEL
+    models.resolve_model(model_name)
+
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"{output}: exists and is not a directory")
+    manifest = runs.read_manifest(output)
+    if output.is_dir() and any(output.iterdir()) and (manifest or {}).get("stage") != STAGE:
+        raise OutputError(f"{output}: exists and is not an iterate run; choose another -o")
+    output.mkdir(parents=True, exist_ok=True)
+    if manifest is None:  # claim the dir first, so a run killed in round 1 is still known as ours
+        runs.claim(output, STAGE, complete=False, rounds=[])
+    if eval_prompts is not None:
+        if resolved.sources.get("eval_split", "default") != "default" and resolved["eval_split"]:
+            raise InputError("give --eval-prompts or an eval_split, not both")
+        io.load(eval_prompts, "prompts")
+        train_path, eval_path = Path(prompts), Path(eval_prompts)
+    else:
+        fraction = resolved["eval_split"] or DEFAULT_EVAL_SPLIT
+        if not resolved["eval_split"]:
+            note(f"no --eval-prompts: holding out {fraction:g} of {prompts} for eval (eval_split)")
+        train_recs, held = split_prompts(records, fraction, seed)
+        train_path = write_if_changed(output / "prompts.train.jsonl", train_recs)
+        eval_path = write_if_changed(output / "prompts.eval.jsonl", held)
+    return Plan(
+        output,
+        train_path,
+        eval_path,
+        model_name,
+        by,
+        eval_by,
+        collect,
+        label,
+        dpo,
+        evals,
+        resolved["rounds"],
+        resolved["accumulate"],
+        resolved["eval_vs_base"],
+    )
