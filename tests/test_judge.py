@@ -350,9 +350,10 @@ def test_letter_scores_match_generation_and_are_batch_invariant(tmp_path, tiny_l
     pairs = [(" yes", " no"), (" no", " yes"), (" yes yes", " no"), (" no no no", " yes")]
     by_scores = PairwiseJudge(client, template, verdict_by="scores").judge_pairs("Sun", pairs)
     by_generation = PairwiseJudge(client, template, verdict_by="generate").judge_pairs("Sun", pairs)
-    assert [v.winner for v in by_scores] == [v.winner for v in by_generation]
-    assert [v.winner for v in by_scores][:2] == [0, 1]
-    assert [v.orders for v in by_scores] == [v.orders for v in by_generation]
+    assert [v.winner for v in by_scores][:2] == [v.winner for v in by_generation][:2] == [0, 1]
+    for s, g in zip(by_scores, by_generation, strict=True):  # scores always name a letter; a reply may not
+        assert None not in s.orders
+        assert s.orders == g.orders or None in g.orders
     judge = PairwiseJudge(client, template, verdict_by="scores")
     conversations = [judge._messages("Sun", a, b) for a, b in pairs]
     assert client.letters(conversations) == [client.letters([c])[0] for c in conversations]
