@@ -149,3 +149,12 @@ def test_requests_in_flight_are_bounded(tmp_path, cli, n_flight):
         code, _, err = _collect(cli, tmp_path, server.url, "--max-concurrency", str(n_flight))
         assert code == 0, err
     assert server.max_in_flight <= n_flight and (n_flight == 1 or server.max_in_flight > 1)
+
+
+@pytest.mark.parametrize("package", ["openai", "vllm"])
+def test_eval_says_a_missing_engine_package_before_loading_anything(tmp_path, cli, monkeypatch, package):
+    monkeypatch.setitem(sys.modules, package, None)
+    code, _, err = cli("eval", "--backend", package, "--base-url", "http://127.0.0.1:9/v1", "-m", "x", "-b", "y",
+                       "-p", _prompts(tmp_path), "--by", "rule:length", "-o", tmp_path / "ev")  # fmt: skip
+    assert code == 2 and f"{package} " in err and "not installed" in err, err
+    assert not (tmp_path / "ev").exists()

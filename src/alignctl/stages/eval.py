@@ -128,6 +128,10 @@ def _check(resolved: Resolved) -> None:
         problems.append(f"tie_margin must be >= 0, got {resolved['tie_margin']}")
     if problems:
         raise InputError("eval: " + "; ".join(problems))
+    if resolved["backend"] in ("vllm", "openai"):  # a missing package: one line before any model loads
+        from alignctl.generation import pick_backend
+
+        pick_backend(resolved["backend"])
 
 
 def rows_path(summary_path: Path) -> Path:
@@ -163,10 +167,8 @@ def run(
     if output.suffix != ".json":
         raise InputError(f"{output}: eval writes a .json summary (give -o DIR for DIR/{SUMMARY})")
     if resolved["backend"] == "openai":  # both are names the server serves (e.g. a base model and a LoRA)
-        from alignctl.generation import pick_backend
         from alignctl.generation.server import base_url_of, server_fingerprint
 
-        pick_backend("openai")
         if not model or not baseline:
             raise InputError("--backend openai: give --model and --baseline as model names the server serves")
         url = base_url_of(resolved["base_url"])
