@@ -51,24 +51,43 @@ class LocalChatClient:
 
     def letters(self, conversations: list[list[dict[str, str]]], allowed: tuple[str, ...] = ("A", "B")) -> list[str]:
         """The allowed letter the model scores highest as the first token of its reply, for each
-        conversation: one left-padded forward pass over all of them."""
+        conversation, from one batched forward pass. The questions of one prompt share their start
+        (chat header, instructions, the question): that prefix is run once and its KV cache
+        shared by every row; the rest is right-padded (a causal model's real tokens never look at
+        pads after them) and each row is read at its own last token."""
         from alignctl import prompts
 
         backend = self._load()
         import torch
 
         rows = [prompts.render(backend.tokenizer, c, None, name=self.model)[0] for c in conversations]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), backend.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for n, row in enumerate(rows):
-            ids[n, width - len(row) :] = torch.tensor(row)
-            mask[n, width - len(row) :] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        dev = backend.device
+        shared = 0  # the longest common prefix, leaving every row at least one token of its own
+        while shared < min(len(r) for r in rows) - 1 and all(r[shared] == rows[0][shared] for r in rows):
+            shared += 1
+        dev, n = backend.device, len(rows)
         with torch.inference_mode():
-            out = backend.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev))
-        logits = out.logits[:, -1].float()
+            cache = None
+            if shared and backend._takes_logits_to_keep:
+                out = backend.model(
+                    input_ids=torch.tensor([rows[0][:shared]], device=dev), use_cache=True, logits_to_keep=1
+                )
+                cache = out.past_key_values
+                cache.batch_repeat_interleave(n)
+            else:
+                shared = 0
+            tails = [r[shared:] for r in rows]
+            width = max(len(t) for t in tails)
+            ids = torch.full((n, width), backend.pad_id, dtype=torch.long)
+            for i, tail in enumerate(tails):
+                ids[i, : len(tail)] = torch.tensor(tail)
+            pos = torch.arange(shared, shared + width).expand(n, -1)
+            mask = torch.ones((n, shared + width), dtype=torch.long)
+            out = backend.model(
+                input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                past_key_values=cache, use_cache=cache is not None,
+            )  # fmt: skip
+        last = torch.tensor([len(t) - 1 for t in tails])
+        logits = out.logits[torch.arange(n), last].float()
         columns = [self._letter_ids(backend.tokenizer, letter) for letter in allowed]
         scores = torch.stack([logits[:, col].max(-1).values for col in columns], dim=-1)
         return [allowed[k] for k in scores.argmax(-1).tolist()]
