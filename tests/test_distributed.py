@@ -1,9 +1,10 @@
 """Scale-out: the shipped accelerate configs load, and two ranks train with only rank 0 writing.
 
 The configs are checked the way `accelerate launch` reads them (its config class, its launch
-arguments, the environment it hands each rank); DeepSpeed and FSDP themselves need GPUs, so the
-training test runs `torchrun --nproc_per_node 2` on CPU over gloo, which exercises the same
-multi-process paths in alignctl: rank-0-only output dirs, manifests, metrics and stdout.
+arguments, the environment it hands each rank). Training runs on CPU over gloo, two ranks:
+`torchrun --nproc_per_node 2` per stage (rank-0-only output dirs, manifests, metrics and stdout),
+`accelerate launch` with cpu-2proc.yaml, repeated (every rank exits 0), and with fsdp.yaml (FSDP2
+gathers the full weights before the save). DeepSpeed needs GPUs: its save path has a stand-in test.
 """
 
 from __future__ import annotations
@@ -189,3 +190,50 @@ def test_each_rank_computes_on_its_own_device(monkeypatch, cuda, local_rank, exp
     else:
         monkeypatch.setenv("LOCAL_RANK", local_rank)
     assert models.device() == expected
+
+
+def _accelerate(tmp: Path, config: str, *args, extra_launch: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ACCEL / config),
+           "--main_process_port", "0", *extra_launch, "-m", "alignctl", *map(str, args)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_accelerate_launch_exits_clean_every_time(tmp_path, tiny_lm):
+    """`accelerate launch --config_file presets/accelerate/cpu-2proc.yaml -m alignctl dpo ...`, three
+    times: every rank exits 0 (rank 1 used to abort at interpreter exit, 1 run in 9, with the
+    process group still open), and each run writes one complete output."""
+    write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(8))
+    for i in range(3):
+        proc = _accelerate(tmp_path, "cpu-2proc.yaml", "dpo", "--data", "prefs.jsonl", "--model", tiny_lm,
+                           "--batch-size", "2", "--max-steps", "2", "-o", f"out{i}")  # fmt: skip
+        log = f"run {i}\nstdout:\n{proc.stdout[-1000:]}\nstderr:\n{proc.stderr[-3000:]}"
+        assert proc.returncode == 0, log
+        assert "terminate called" not in proc.stderr and "SIGABRT" not in proc.stderr, log
+        assert proc.stdout.splitlines() == [f"out{i}"], log
+        assert json.loads((tmp_path / f"out{i}" / "alignctl.json").read_text())["world_size"] == 2
+
+
+def test_fsdp2_on_cpu_saves_full_loadable_changed_weights(tmp_path, tiny_lm):
+    """FSDP2 (presets/accelerate/fsdp.yaml, 2 processes on CPU over gloo), full fine-tuning: the
+    sharded weights are gathered before the save, so the output is a whole HF dir that loads and
+    differs from the parent."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(8))
+    proc = _accelerate(tmp_path, "fsdp.yaml", "dpo", "--data", "prefs.jsonl", "--model", tiny_lm, "--batch-size", "2",
+                       "--max-steps", "2", "--set", "use_peft=false", "--set", "learning_rate=1e-3", "-o", "out",
+                       extra_launch=("--num_processes", "2"))  # fmt: skip
+    log = f"stdout:\n{proc.stdout[-1000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, log
+    saved = load_file(tmp_path / "out" / "model.safetensors")
+    base = load_file(tiny_lm / "model.safetensors")
+    assert set(base) <= set(saved) or set(saved) <= set(base), (sorted(saved)[:5], sorted(base)[:5])
+    assert all(saved[k].shape == base[k].shape for k in saved.keys() & base.keys())  # full, not shards
+    assert any(not torch.equal(saved[k], base[k]) for k in saved.keys() & base.keys())
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for p in AutoModelForCausalLM.from_pretrained(tiny_lm).parameters()
+    )

@@ -361,3 +361,74 @@ def test_a_local_judge_model_honours_trust_remote_code(tiny_lm):
         source = resolve_source(f"judge:{tiny_lm}", trust_remote_code=trusted)
         assert source.judge.complete.trust_remote_code is trusted
         assert build_judge(str(tiny_lm), None, None, trust_remote_code=trusted).complete.trust_remote_code is trusted
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts at forward-pass speed, and requests in flight
+
+
+def test_verdict_by_auto_picks_scores_only_for_a_local_model_on_the_default_template():
+    from alignctl.errors import InputError
+    from alignctl.rewards.judge import DEFAULT_TEMPLATE, PairwiseJudge
+
+    class Scorer:
+        def __call__(self, messages):
+            return "A"
+
+        def letters(self, conversations, allowed=("A", "B")):
+            return ["A"] * len(conversations)
+
+    assert PairwiseJudge(Scorer()).verdict_by == "scores"
+    assert PairwiseJudge(Scorer(), DEFAULT_TEMPLATE + " Think first: {prompt}").verdict_by == "generate"
+    assert PairwiseJudge(lambda m: "A").verdict_by == "generate"
+    with pytest.raises(InputError, match="local judge model"):
+        PairwiseJudge(lambda m: "A", verdict_by="scores")
+
+
+def test_letter_scores_match_generation_and_are_batch_invariant(tmp_path, tiny_lm):
+    """One batched forward pass gives the letters a greedy one-token generation gives, and each
+    row's letter is the one it gets alone."""
+    from alignctl.rewards.judge import PairwiseJudge
+    from alignctl.rewards.local_chat import LocalChatClient
+    from test_label import build_counting_judge
+
+    client = LocalChatClient(str(build_counting_judge(tmp_path / "judge", tiny_lm)), max_new_tokens=1)
+    template = "{prompt} {answer_a} {answer_a} {answer_b}"
+    pairs = [(" yes", " no"), (" no", " yes"), (" yes yes", " no"), (" no no no", " yes")]
+    by_scores = PairwiseJudge(client, template, verdict_by="scores").judge_pairs("Sun", pairs)
+    by_generation = PairwiseJudge(client, template, verdict_by="generate").judge_pairs("Sun", pairs)
+    assert [v.winner for v in by_scores][:2] == [v.winner for v in by_generation][:2] == [0, 1]
+    for s, g in zip(by_scores, by_generation, strict=True):  # scores always name a letter; a reply may not
+        assert None not in s.orders
+        assert s.orders == g.orders or None in g.orders
+    judge = PairwiseJudge(client, template, verdict_by="scores")
+    conversations = [judge._messages("Sun", a, b) for a, b in pairs]
+    assert client.letters(conversations) == [client.letters([c])[0] for c in conversations]
+
+
+def test_an_endpoint_judge_keeps_requests_in_flight():
+    import threading
+    import time
+
+    from alignctl.rewards.judge import PairwiseJudge
+
+    class SlowEndpoint:
+        max_concurrency = 4
+
+        def __init__(self):
+            self.now = self.most = 0
+            self.lock = threading.Lock()
+
+        def __call__(self, messages):
+            with self.lock:
+                self.now += 1
+                self.most = max(self.most, self.now)
+            time.sleep(0.05)
+            with self.lock:
+                self.now -= 1
+            return "A" if "good" in messages[-1]["content"].split("Answer B:")[0] else "B"
+
+    endpoint = SlowEndpoint()
+    verdicts = PairwiseJudge(endpoint).judge_pairs("Q?", [("good", "bad"), ("bad", "good"), ("good", "meh")])
+    assert [v.winner for v in verdicts] == [0, 1, 0]
+    assert 1 < endpoint.most <= 4

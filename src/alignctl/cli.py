@@ -120,16 +120,20 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks on errors, and the engines' own logs (vLLM INFO).")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
     _state["debug"] = debug or bool(os.environ.get("ALIGNCTL_DEBUG"))
+    if _state["debug"]:  # read where an engine is loaded (generation/vllm.py) and by child processes
+        os.environ["ALIGNCTL_DEBUG"] = "1"
 
 
 def main() -> None:
-    from alignctl.runs import discard_unused, is_main_process
+    from alignctl.runs import close_process_group, discard_unused, is_main_process
 
     # under torchrun / accelerate launch every rank runs this; only rank 0 talks (stdout carries the
     # output path once) and other ranks speak up only to report their own errors
@@ -138,7 +142,10 @@ def main() -> None:
         sys.stdout = open(os.devnull, "w")  # left open: it lives as long as the process
         console.quiet = True
     try:
-        app()
+        try:
+            app()
+        finally:  # every rank of a distributed run, whatever happened
+            close_process_group()
     except AlignctlError as exc:
         discard_unused()
         console.quiet = False

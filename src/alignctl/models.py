@@ -206,6 +206,8 @@ def _quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # numpy's finfo notices our flush-denormal setting (setup_torch) and says so once per dtype
+    warnings.filterwarnings("ignore", message="The value of the smallest subnormal")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 

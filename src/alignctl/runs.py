@@ -33,7 +33,17 @@ if TYPE_CHECKING:
 MANIFEST = "alignctl.json"
 METRICS = "metrics.jsonl"
 # settings that change where/how a run is reported, not what it computes
-NON_FINGERPRINT_KEYS = {"report_to", "logging_steps", "save_steps", "save_total_limit"}
+# how a run is carried out, not what it makes: a rerun that changes them resumes the same output
+NON_FINGERPRINT_KEYS = {
+    "report_to",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "max_concurrency",
+    "request_timeout",
+    "max_retries",
+    "api_key_env",
+}
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
 _CREATED: list[Path] = []  # work dirs this process created (see discard_unused)
 
@@ -41,6 +51,21 @@ _CREATED: list[Path] = []  # work dirs this process created (see discard_unused)
 def is_main_process() -> bool:
     """Rank 0 (or a single process): the only one that writes outputs."""
     return os.environ.get("RANK", "0") == "0" and os.environ.get("LOCAL_RANK", "0") in ("0", "-1")
+
+
+def close_process_group() -> None:
+    """Shut torch.distributed down before the interpreter exits, on every rank.
+
+    Left open, gloo's threads are still alive while Python tears down, and a rank can abort after
+    its work is done ("terminate called without an active exception", SIGABRT: 1 of 9 `accelerate
+    launch` runs here), which fails a `set -e` pipeline. No barrier: a rank that failed must not
+    leave the others waiting, and nothing is in flight once a stage has returned."""
+    torch = sys.modules.get("torch")  # a process that never imported torch has no group to close
+    if torch is None:
+        return
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world_size() -> int:

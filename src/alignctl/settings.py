@@ -99,3 +99,17 @@ class OnlineSettings(TRLSettings):
     vllm_tensor_parallel_size: int = setting(
         1, "vllm_mode=colocate only; a server takes --tensor-parallel-size itself."
     )
+
+
+@dataclass
+class ServerSettings:
+    """`--backend openai`: an OpenAI-compatible server (collect, eval). The API key stays in the
+    environment variable `api_key_env` names; only that name is ever written down."""
+
+    base_url: str | None = setting(
+        None, "--backend openai: the server's base URL, e.g. http://127.0.0.1:8000/v1 ($OPENAI_BASE_URL).", flag=True
+    )
+    api_key_env: str = setting("OPENAI_API_KEY", "--backend openai: the environment variable holding the API key.")
+    max_concurrency: int = setting(16, "--backend openai: requests in flight at once.", flag=True)
+    request_timeout: float = setting(120.0, "--backend openai: seconds one request may take before it is retried.")
+    max_retries: int = setting(4, "--backend openai: retries (exponential backoff) before giving up on a request.")

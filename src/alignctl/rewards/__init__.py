@@ -74,8 +74,13 @@ class JudgeSource:
         self.judge = judge
 
     def decide(self, prompt: Any, a: Any, b: Any) -> Choice:
-        verdict = self.judge.judge(prompt, a, b)
-        return Choice(verdict.winner, {"orders": verdict.orders, "reason": verdict.reason})
+        return self.decide_many(prompt, [(a, b)])[0]
+
+    def decide_many(self, prompt: Any, pairs: list[tuple[Any, Any]]) -> list[Choice]:
+        """Every pair of one prompt at once (one batch for a local judge, requests in flight for an endpoint)."""
+        return [
+            Choice(v.winner, {"orders": v.orders, "reason": v.reason}) for v in self.judge.judge_pairs(prompt, pairs)
+        ]
 
     def describe(self) -> dict[str, Any]:
         return self.judge.describe()

