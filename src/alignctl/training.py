@@ -191,6 +191,8 @@ def begin_on_prefs(
 
     records = read(data)
     train_recs, eval_recs = split_records(records, resolved["eval_split"], resolved["seed"], read)
+    if not eval_recs and resolved.get("eval_steps"):
+        note(f"eval_steps={resolved['eval_steps']} does nothing without eval data (--eval-split 0.1 or a file)")
     model_path = models.resolve_model(model)
     inputs = {"data": runs.input_fingerprint(data), "model": runs.input_fingerprint(model_path)}
     if resolved["eval_split"] and Path(str(resolved["eval_split"])).is_file():
