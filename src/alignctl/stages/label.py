@@ -348,7 +348,11 @@ def command(
         str, typer.Option("--judge-key-env", help="Environment variable holding the endpoint's API key.")
     ] = "OPENAI_API_KEY",
     judge_template: Annotated[
-        Path | None, typer.Option("--judge-template", help="Judge prompt file with {prompt} {answer_a} {answer_b}.")
+        Path | None,
+        typer.Option(
+            "--judge-template",
+            help="Judge prompt: neutral (default), concise, or a file with {prompt} {answer_a} {answer_b}.",
+        ),
     ] = None,
     *,
     resolved: Resolved,

@@ -157,7 +157,11 @@ def command(
     ] = None,
     judge_model: Annotated[str | None, typer.Option("--judge-model", help="Model name for --judge-url.")] = None,
     judge_template: Annotated[
-        Path | None, typer.Option("--judge-template", help="Judge prompt with {prompt}, {answer_a}, {answer_b}.")
+        Path | None,
+        typer.Option(
+            "--judge-template",
+            help="Judge prompt: neutral (default), concise, or a file with {prompt} {answer_a} {answer_b}.",
+        ),
     ] = None,
     judge_key_env: Annotated[
         str, typer.Option("--judge-key-env", help="Environment variable holding the endpoint's API key.")
