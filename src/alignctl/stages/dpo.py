@@ -33,6 +33,7 @@ class Settings(PairSettings):
     beta: float = setting(0.1, "β, the KL strength in the DPO loss (chapter: 0.1).", flag=True)
     loss_type: str = setting("sigmoid", "TRL loss_type: sigmoid (the chapter's DPO), ipo, ...", flag=True)
     precompute_ref_log_probs: bool = setting(False, "Reference log-probs once before training, not at every step.")
+    ref_model: str | None = setting(None, "Reference model (dir or alias); default: the policy it starts from.")
 
 
 def read_prefs(path: str | Path) -> list[dict]:
@@ -77,7 +78,12 @@ def run(
     precompute = resolved.get("precompute_ref_log_probs") and f"reference log-probs of {n_pairs} pairs..."
     with status(precompute):  # TRL computes them here, before the first step
         # ref_model None: with LoRA the adapter-disabled policy; full fine-tuning: TRL copies the policy
-        trainer = training.make_trainer("DPO", run_, resolved, policy, tokenizer, train_recs, eval_recs, ref_model=None)
+        ref = None  # iterate's reference=initial: the first round's model, not the one this run starts from
+        if resolved["ref_model"]:
+            ref = models.load_causal_lm(
+                models.resolve_model(resolved["ref_model"]), trust_remote_code=trust_remote_code
+            )
+        trainer = training.make_trainer("DPO", run_, resolved, policy, tokenizer, train_recs, eval_recs, ref_model=ref)
     evaluate = training.held_out_metrics if eval_recs else None
     counts = {"train": len(train_recs), "eval": len(eval_recs)}
     return training.finish(trainer, tokenizer, run_, merge=merge, evaluate=evaluate, extra={"records": counts})
