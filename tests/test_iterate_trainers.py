@@ -144,3 +144,54 @@ def test_one_round_of_kto_trains_on_the_pairs_as_good_and_bad_answers(tmp_path, 
     assert len(unpaired) == 2 * len(pairs) and [u["label"] for u in unpaired[:2]] == [True, False]
     assert json.loads((out / "round-1" / "model" / "alignctl.json").read_text())["stage"] == "kto"
     assert not _same_weights(out / "round-1" / "model", tiny_lm)
+
+
+def test_by_human_stops_the_round_for_labelling_and_the_rerun_continues(tmp_path, tiny_lm):
+    """Two prompts, two rounds: one best/worst screen per prompt. Quit after round 1's first screen:
+    the run stops (exit 1) with the choice saved; the rerun starts at screen 2 of round 1, trains,
+    and asks round 2's screens."""
+    pexpect = pytest.importorskip("pexpect")
+    from tiny import write_jsonl
+
+    train = write_jsonl(tmp_path / "train.jsonl", [{"prompt": "What is the sky?"}, {"prompt": "Who is the cat?"}])
+    held = write_jsonl(tmp_path / "held.jsonl", [{"prompt": "Is the sun good?"}])
+    sets = [*BASE, "num_samples=3", "label_set=[human_mode=best-worst]", f"eval_by={BY}"]
+    argv = ["-m", "alignctl", "iterate", "-p", str(train), "--eval-prompts", str(held), "-m", str(tiny_lm)]
+    argv += ["--by", "human", "-o", str(tmp_path / "it"), *(x for s in sets for x in ("--set", s))]
+
+    def spawn():
+        return pexpect.spawn(sys.executable, argv, env=_env(tmp_path), encoding="utf-8", timeout=300,
+                             dimensions=(50, 200))  # fmt: skip
+
+    child = spawn()
+    child.expect("round 1/2: label")
+    child.expect("screen 1 of 2")
+    child.send("1")
+    child.expect("the worst")
+    child.send("2")
+    child.expect("screen 2 of 2")
+    child.send("q")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1 and "rerun the same command to continue" in child.before
+    assert not (tmp_path / "it" / "round-1" / "prefs.jsonl").exists()
+
+    child = spawn()
+    child.expect("screen 2 of 2")
+    child.send("3")
+    child.expect("the worst")
+    child.send("1")
+    child.expect("round 1/2: dpo")
+    for screen in (1, 2):
+        child.expect(f"screen {screen} of 2")
+        child.send("2")
+        child.expect("the worst")
+        child.send("3")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before[-2000:]
+    manifest = json.loads((tmp_path / "it" / "alignctl.json").read_text())
+    assert manifest["complete"] and [e["pairs"] for e in manifest["rounds"]] == [2, 2]
+    rows = [json.loads(x) for x in (tmp_path / "it" / "round-1" / "prefs.jsonl").read_text().splitlines()]
+    got = [(r["label"]["kind"], r["label"]["chosen_index"], r["label"]["rejected_index"]) for r in rows]
+    assert got == [("human", 0, 1), ("human", 2, 0)]
