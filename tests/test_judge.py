@@ -142,6 +142,24 @@ def test_render_substitutes_once_and_leaves_other_braces():
     assert "{prompt}" in DEFAULT_TEMPLATE and "{answer_a}" in DEFAULT_TEMPLATE and "{answer_b}" in DEFAULT_TEMPLATE
 
 
+def test_default_template_is_neutral_and_concise_is_named(tmp_path, monkeypatch):
+    """The chapter's labellers pick the better answer: the default asks for no brevity; the old
+    concision prompt stays available by name, and a file of that name still wins."""
+    from pathlib import Path
+
+    from alignctl.rewards.judge import TEMPLATES
+
+    assert DEFAULT_TEMPLATE is TEMPLATES["neutral"] and "concise" not in DEFAULT_TEMPLATE.lower()
+    assert "harmless" in DEFAULT_TEMPLATE and "more concise" in TEMPLATES["concise"]
+    assert load_template("concise") == TEMPLATES["concise"] and load_template("neutral") == DEFAULT_TEMPLATE
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "concise").write_text("mine: {prompt} {answer_a} {answer_b}")
+    assert load_template("concise").startswith("mine:")
+    assert PairwiseJudge(always_a, TEMPLATES["concise"]).describe()["template"] == "concise"
+    formats = (Path(__file__).resolve().parent.parent / "docs" / "formats.md").read_text(encoding="utf-8")
+    assert DEFAULT_TEMPLATE in formats, "docs/formats.md shows the default judge prompt: update it"
+
+
 def test_template_file_and_missing_placeholders(tmp_path):
     good = tmp_path / "good.txt"
     good.write_text("{prompt} | {answer_a} | {answer_b} -> letter?")

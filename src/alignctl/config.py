@@ -255,6 +255,10 @@ def load_preset(name_or_path: str, stage: str | None = None, _seen: tuple[str, .
         values, notes, meta = {str(k): v for k, v in data.items()}, {}, {}
     if not isinstance(notes, dict):
         raise InputError(f"{path}: sources must be a mapping of key: where the value comes from")
+    deps = meta.get("departures", {})
+    entry_ok = lambda d: d is None or (isinstance(d, dict) and {"chapter", "why"} <= d.keys())  # noqa: E731
+    if not isinstance(deps, dict) or not all(map(entry_ok, deps.values())):
+        raise InputError(f"{path}: departures must map each key to {{chapter: value, why: reason}} (or null)")
     if "extends" in meta and not isinstance(meta["extends"], str):
         raise InputError(f"{path}: extends must be the name or path of one preset")
     if stage and meta.get("stage") and meta["stage"] != stage:

@@ -59,7 +59,11 @@ JudgeKeyEnv = Annotated[
     str, typer.Option("--judge-key-env", help="Environment variable holding the endpoint's API key.")
 ]
 JudgeTemplate = Annotated[
-    Path | None, typer.Option("--judge-template", help="Judge prompt file with {prompt}, {answer_a}, {answer_b}.")
+    Path | None,
+    typer.Option(
+        "--judge-template",
+        help="Judge prompt: neutral (default), concise, or a file with {prompt} {answer_a} {answer_b}.",
+    ),
 ]
 
 ALWAYS = (

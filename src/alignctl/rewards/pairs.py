@@ -4,8 +4,9 @@ Pure functions, no model and no file: `label` uses them on the scores or choices
 they are unit-tested on hand-made scores. Pointwise: `pairs_from_scores` keeps the top against the
 bottom score of a prompt (`best-worst`), or every pair with different scores (`all`); pairwise:
 `pairs_from_comparisons` turns each candidate's win rate (ties count half) into its score, and a
-best-worst pair needs its own comparison to agree. `State` replays label's journal of scores,
-choices and undos.
+best-worst pair needs its own comparison to agree; a person's one screen per prompt (best and
+worst, or a full ranking, perhaps with an answer they wrote): `pairs_from_ranking`. `State`
+replays label's journal of scores, choices, rankings and undos.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Pair:
     score_chosen: float
     score_rejected: float
     verdict: dict | None = None
+    text: Any = None  # an answer a person wrote, the chosen side instead of completion `chosen`
 
 
 @dataclass
@@ -136,6 +138,45 @@ def pairs_from_comparisons(comps: list, decisions: dict[tuple[int, int], Any], m
     return out
 
 
+def pairs_from_ranking(comps: list, ranking: dict, mode: str, min_margin: float) -> Outcome:
+    """Pairs from one screen of a person: `ranking["order"]` lists completion indices best first
+    (the whole order, or [best, worst] from a best/worst screen); `ranking["text"]` an answer they
+    wrote, better than the best. best-worst: the first against the last (the written answer
+    chosen); all: every ordered pair, with [best, worst] only best > each other > worst, and a
+    written answer also chosen against the best. Scores: 1.0 best .. 0.0 worst."""
+    out = Outcome()
+    detail = {k: v for k, v in ranking.items() if k != "text"}
+    if ranking.get("skipped"):
+        out.skipped += 1
+        return out
+    order = ranking.get("order") or []
+    if len(order) < 2:  # "all equally good"
+        out.ties += 1
+        return out
+    full = ranking.get("kind") == "rank"
+    if full:
+        score = {c: 1.0 - n / (len(order) - 1) for n, c in enumerate(order)}
+    else:
+        best, worst = order[0], order[-1]
+        score = {i: 0.5 for i in distinct(comps)} | {best: 1.0, worst: 0.0}
+    if mode == "best-worst":
+        ordered = [(order[0], order[-1])]
+    elif full:
+        ordered = list(itertools.combinations(order, 2))
+    else:
+        middle = [i for i in distinct(comps) if i not in (best, worst)]
+        ordered = [(best, worst), *((best, m) for m in middle), *((m, worst) for m in middle)]
+    text = ranking.get("text")
+    for hi, lo in ordered:
+        if score[hi] - score[lo] < min_margin:
+            out.dropped += 1
+            continue
+        out.pairs.append(Pair(hi, lo, score[hi], score[lo], detail, text if hi == order[0] else None))
+    if text is not None and mode == "all":  # the written answer beats the best model answer too
+        out.pairs.append(Pair(order[0], order[0], 1.0, 1.0, detail, text))
+    return out
+
+
 def _words(value: Any) -> int:
     return io.text_length(io.text_of(value))
 
@@ -165,7 +206,8 @@ def summarize(n_prompts: int, outcomes: list[Outcome], rows: list[dict], pairwis
 class State:
     scores: dict[str, list[float]] = field(default_factory=dict)
     decisions: dict[str, dict[tuple[int, int], Any]] = field(default_factory=dict)
-    history: list[tuple[str, int, int]] = field(default_factory=list)
+    rankings: dict[str, dict] = field(default_factory=dict)  # one screen per prompt (a person)
+    history: list[tuple] = field(default_factory=list)  # (id, i, j) a comparison, (id,) a ranking
 
     @classmethod
     def replay(cls, events: list[dict]) -> State:
@@ -177,7 +219,15 @@ class State:
             elif kind == "cmp":
                 state.decisions.setdefault(ev["id"], {})[(ev["i"], ev["j"])] = Choice(ev["w"], ev.get("d") or {})
                 state.history.append((ev["id"], ev["i"], ev["j"]))
+            elif kind == "rank":
+                state.rankings[ev["id"]] = ev["r"]
+                state.history.append((ev["id"],))
             elif kind == "undo" and state.history:
-                pid, i, j = state.history.pop()
-                del state.decisions[pid][(i, j)]
+                state.take_back(state.history.pop())
         return state
+
+    def take_back(self, task: tuple) -> None:
+        if len(task) == 1:
+            del self.rankings[task[0]]
+        else:
+            del self.decisions[task[0]][(task[1], task[2])]

@@ -30,6 +30,7 @@ class Settings(PairSettings):
     beta: float = setting(0.1, "β, the KL strength in the DPO loss (chapter: 0.1).", flag=True)
     loss_type: str = setting("sigmoid", "TRL loss_type: sigmoid (the chapter's DPO), ipo, ...", flag=True)
     precompute_ref_log_probs: bool = setting(False, "Reference log-probs once before training, not at every step.")
+    ref_model: str | None = setting(None, "Reference model (dir or alias); default: the policy it starts from.")
 
 
 def read_prefs(path: str | Path, split: str | None = None) -> list[dict]:

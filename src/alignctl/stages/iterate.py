@@ -9,14 +9,19 @@ The chapter's "多轮迭代训练" (Llama 3, Tulu 3): after DPO, the model answe
 worse answers, the pairs join the training data, and training runs again. Each round:
 
 1. `collect`: the current policy samples `num_samples` answers per training prompt,
-2. `label`: the reward source (`--by`: rm:, rule:, judge: or human) turns them into pairs,
+2. `label`: the reward source (`--by`: rm:, rule:, judge: or human) turns them into pairs; with
+   `--by human` the round stops at the labelling screens, and a rerun continues where the person
+   left off; with `--retrain-rm` (Llama 3) the reward model is first retrained on every pair of
+   the earlier rounds, starting from the last one (round 1 labels with `--by rm:PATH` itself),
 3. the round's pairs are added to those of earlier rounds (`accumulate`, on by default),
-4. `dpo` from the current policy: the previous round's model is the new reference,
+4. the round's `trainer` from the current policy: `dpo` (default; its reference is the round's
+   starting model, or with `reference=initial` the first model), `kto` (each pair as a good and
+   a bad answer), or `online-dpo` (no collect/label: it samples and labels with `--by` itself),
 5. `eval` of the new model against the previous round's on held-out prompts (`--eval-prompts`,
    or an `eval_split` fraction of `--prompts`), and against the base model.
 
-Layout: `OUT/round-N/{candidates.jsonl, prefs.jsonl, train.jsonl, model/, eval.json,
-eval-base.json}` (each with its manifest), and `OUT/alignctl.json`, which records every finished
+Layout: `OUT/round-N/{rm/, candidates.jsonl, prefs.jsonl, train.jsonl, model/, eval.json,
+eval-base.json}` (each with its manifest; rm/ with --retrain-rm), and `OUT/alignctl.json`, which records every finished
 round and its results (what `alignctl report OUT` plots). Every step is a stage's own `run()`,
 with its own up-to-date check: rerun after a crash or a kill with the same arguments, finished
 stages say "up to date" and are skipped, the interrupted one starts again cleanly. The settings
@@ -62,8 +67,16 @@ class Settings:
     per_device_train_batch_size: int | None = setting(None, "Batch of each round's training (default: the preset's).")
     report_to: str | None = setting(None, "Where each round's training also logs (default: the preset's).")
     accumulate: bool = field(default=True, metadata={"help": "Train each round on all pairs so far (else: new only)."})
+    trainer: str = setting("dpo", "What trains each round: dpo, kto or online-dpo.", flag=True)
+    reference: str = setting(
+        "previous", "DPO's reference: previous (the round's starting model) or initial.", flag=True
+    )
+    retrain_rm: bool = setting(False, "Retrain the --by rm: reward model on all pairs so far each round.", flag=True)
     dpo_preset: str = setting("dpo", "Preset of the DPO step (e.g. dpo-cpu).", flag=True)
-    dpo_set: list[str] | None = field(default=None, metadata={"help": "key=value settings over the DPO preset."})
+    trainer_preset: str | None = field(default=None, metadata={"help": "Preset of a kto / online-dpo trainer."})
+    dpo_set: list[str] | None = field(default=None, metadata={"help": "key=value settings of the round's trainer."})
+    rm_preset: str = field(default="train-rm", metadata={"help": "Preset of the reward model's retraining."})
+    rm_set: list[str] | None = field(default=None, metadata={"help": "key=value settings of train-rm (--retrain-rm)."})
     label_set: list[str] | None = field(default=None, metadata={"help": "key=value settings of label (pairs...)."})
     eval_split: float | None = setting(
         None, "Fraction of --prompts held out for eval when no --eval-prompts (0.1).", flag=True
@@ -105,7 +118,6 @@ def one_round(
     merge: bool = True,
 ) -> dict[str, Any]:
     """Run (or skip, where up to date) every stage of round n; returns its manifest entry."""
-    from alignctl.stages import collect, dpo, label
     from alignctl.stages import eval as eval_stage
 
     rdir = round_dir(p.out, n)
@@ -128,11 +140,7 @@ def one_round(
         seconds[name] = round(time.perf_counter() - start, 2)
         return result
 
-    collect_settings = _reseeded(p.collect, p.collect["seed"] + n - 1)
-    cands = stage("collect", collect.run, collect_settings, p.train_prompts, policy, rdir / "candidates.jsonl", **flags)
-    prefs = stage("label", label.run, p.label, cands, p.by, rdir / "prefs.jsonl", **flags)
-    train, n_train = accumulate(p.out, n, p.accumulate)
-    model_dir = stage("dpo", dpo.run, _copy(p.dpo), train, policy, rdir / "model", resume=resume, merge=merge, **flags)
+    counts, model_dir = train_round(p, n, policy, stage, flags, {"resume": resume, "merge": merge})
     evals = {"overwrite": overwrite, "force": force, "trust_remote_code": trust_remote_code}
     what = "eval vs base" if n == 1 else f"eval vs round {n - 1}"
     stage(
@@ -151,9 +159,7 @@ def one_round(
         "dir": rdir.name,
         "policy": policy,
         "model": str(model_dir),
-        "candidates": len(io.load(cands, "candidates")),
-        "pairs": len(io.load(prefs, "preferences")),
-        "train_pairs": n_train,
+        **counts,
         "eval": eval_brief(rdir / "eval.json"),
     }
     if p.vs_base and n > 1:
@@ -164,6 +170,59 @@ def one_round(
         entry["eval_vs_base"] = entry["eval"]
     entry["seconds"] = seconds
     return entry
+
+
+def train_round(p: Plan, n: int, policy: str, stage, flags: dict, trains: dict) -> tuple[dict[str, Any], Path]:
+    """Round n's sampling, labelling and training; returns its counts and the new model dir. `trains`:
+    resume / merge, for the round's trainer."""
+    from alignctl.stages import collect, dpo, kto, label, online_dpo, train_rm
+
+    rdir = round_dir(p.out, n)
+    if p.trainer == "online-dpo":  # samples and labels itself, with the same reward source
+        judge = p.by.startswith("judge")
+        source = {"judge": _judge(p.by)} if judge else {"rewards": [p.by]}
+        model_dir = stage(
+            "online-dpo",
+            online_dpo.run,
+            _copy(p.dpo),
+            p.train_prompts,
+            policy,
+            rdir / "model",
+            **flags,
+            **trains,
+            **source,
+        )
+        return {"trainer": p.trainer, "candidates": 0, "pairs": 0, "train_pairs": 0}, model_dir
+    by, extra = p.by, {}
+    if p.rm is not None:  # Llama 3: the reward model learns every pair so far before it labels
+        start = p.by[len("rm:") :]
+        if n > 1:
+            previous = [r for k in range(1, n) for r in io.load(round_dir(p.out, k) / "prefs.jsonl", "preferences")]
+            data = write_if_changed(rdir / "rm-train.jsonl", previous)
+            start = str(round_dir(p.out, n - 1) / "rm") if n > 2 else start
+            stage("train-rm", train_rm.run, _copy(p.rm), data, start, rdir / "rm", **flags)
+            by = f"rm:{rdir / 'rm'}"
+        extra["reward_model"] = by[len("rm:") :]
+    collect_settings = _reseeded(p.collect, p.collect["seed"] + n - 1)
+    cands = stage("collect", collect.run, collect_settings, p.train_prompts, policy, rdir / "candidates.jsonl", **flags)
+    prefs = stage("label", label.run, p.label, cands, by, rdir / "prefs.jsonl", **flags)
+    train, n_train = accumulate(p.out, n, p.accumulate)
+    settings = _copy(p.dpo)
+    if p.trainer == "kto":  # each pair as a desirable and an undesirable answer
+        rows = [u for r in io.load(train, "preferences") for u in io.unpair(r)]
+        train = write_if_changed(rdir / "train.kto.jsonl", rows)
+    elif p.reference == "initial" and n > 1:
+        settings.override("ref_model", p.model, "iterate reference=initial")
+    trainer = kto.run if p.trainer == "kto" else dpo.run
+    model_dir = stage(p.trainer, trainer, settings, train, policy, rdir / "model", **flags, **trains)
+    counts = {"candidates": len(io.load(cands, "candidates")), "pairs": len(io.load(prefs, "preferences"))}
+    return {"trainer": p.trainer, **counts, "train_pairs": n_train, **extra}, model_dir
+
+
+def _judge(by: str):
+    from alignctl.rewards import resolve_source
+
+    return resolve_source(by).judge
 
 
 def _copy(resolved: Resolved) -> Resolved:

@@ -23,6 +23,7 @@ NAME = "iterate"  # the stage whose runs plan() prepares (iterate.py takes its n
 # iterate's common training options that go to each round's trainer when given
 TRAINER_KEYS = ("max_steps", "num_train_epochs", "learning_rate", "per_device_train_batch_size", "report_to")
 DEFAULT_EVAL_SPLIT = 0.1
+TRAINERS = ("dpo", "kto", "online-dpo")  # what trains each round (design.md: one stage each)
 
 
 def split_prompts(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -60,8 +61,24 @@ def check(resolved: Resolved) -> None:
         problems.append(f"rounds must be >= 1, got {resolved['rounds']}")
     if resolved["num_samples"] < 2:
         problems.append(f"num_samples must be >= 2 (a pair needs two answers), got {resolved['num_samples']}")
+    if resolved["trainer"] not in TRAINERS:
+        problems.append(f"trainer must be one of {', '.join(TRAINERS)}, got {resolved['trainer']!r}")
+    if resolved["reference"] not in ("previous", "initial"):
+        problems.append(f"reference must be previous or initial, got {resolved['reference']!r}")
+    elif resolved["reference"] == "initial" and resolved["trainer"] != "dpo":
+        problems.append("reference=initial needs trainer=dpo (the others use their starting model)")
+    if resolved["retrain_rm"] and resolved["trainer"] == "online-dpo":
+        problems.append("retrain_rm needs pairs: trainer dpo or kto (online-dpo labels its own samples)")
     if problems:
         raise InputError("iterate: " + "; ".join(problems))
+
+
+def check_source(resolved: Resolved, by: str) -> None:
+    """What the reward source must be for the trainer and --retrain-rm."""
+    if resolved["retrain_rm"] and not by.startswith("rm:"):
+        raise InputError(f"--retrain-rm: --by must be the reward model to start from (rm:PATH), got {by!r}")
+    if resolved["trainer"] == "online-dpo" and not by.startswith(("rm:", "rule:", "judge")):
+        raise InputError(f"trainer online-dpo labels its own samples: --by rm:, rule: or judge:, got {by!r}")
 
 
 @dataclass
@@ -76,11 +93,14 @@ class Plan:
     eval_by: str
     collect: Resolved
     label: Resolved
-    dpo: Resolved
+    dpo: Resolved  # the round's trainer's settings (dpo, kto or online-dpo)
     eval: Resolved
     rounds: int
     accumulate: bool
     vs_base: bool
+    trainer: str = "dpo"
+    reference: str = "previous"
+    rm: Resolved | None = None  # train-rm's settings with --retrain-rm
 
 
 def plan(
@@ -101,6 +121,7 @@ def plan(
     check(resolved)
     records = io.load(prompts, "prompts", split=split)
     eval_by = resolved["eval_by"] or by
+    check_source(resolved, by)
     resolve_source(by)  # a bad spec fails here, not after round 1's sampling
     resolve_source(eval_by)
     seed = resolved["seed"]
@@ -114,8 +135,13 @@ def plan(
     collect_stage.check(collect)
     label = stage_settings("label", preset=None, sets=resolved["label_set"], flags={})
     label_stage.check(label)
+    trainer = resolved["trainer"]
+    own = resolved["dpo_preset"] if trainer == "dpo" else resolved["trainer_preset"] or trainer
     given = {k: resolved[k] for k in TRAINER_KEYS if resolved[k] is not None}  # --learning-rate etc.
-    dpo = stage_settings("dpo", preset=resolved["dpo_preset"], sets=resolved["dpo_set"], flags={"seed": seed} | given)
+    dpo = stage_settings(trainer, preset=own, sets=resolved["dpo_set"], flags={"seed": seed} | given)
+    rm = None
+    if resolved["retrain_rm"]:
+        rm = stage_settings("train-rm", preset=resolved["rm_preset"], sets=resolved["rm_set"], flags={"seed": seed})
     eval_flags = {
         "temperature": resolved["eval_temperature"],
         "max_new_tokens": resolved["eval_max_new_tokens"],
@@ -165,4 +191,7 @@ def plan(
         resolved["rounds"],
         resolved["accumulate"],
         resolved["eval_vs_base"],
+        trainer,
+        resolved["reference"],
+        rm,
     )

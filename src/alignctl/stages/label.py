@@ -9,11 +9,14 @@ The chapter's "DPO 偏好训练": among the answers sampled for a question, a pe
 model, RLAIF; or a reward model, as in Online DPO and iterative training) picks a good one and a
 bad one. Pointwise sources (`rm:`, `rule:`) score every candidate; `--pairs best-worst` (default)
 keeps the top- and bottom-scored answers of each prompt, `--pairs all` every pair with different
-scores; `--min-margin` drops pairs whose scores are closer than that. Pairwise sources (`judge:`,
-`human`) compare every two distinct candidates of a prompt (so two samples per prompt mean one
-comparison); a candidate's score is its win rate (ties count half), best-worst keeps the pair
-only if their own comparison agrees, and `all` keeps every decided comparison. The judge asks
-both orders; disagreement is a tie.
+scores; `--min-margin` drops pairs whose scores are closer than that. A judge compares every two
+distinct candidates of a prompt (so two samples per prompt mean one comparison); a candidate's
+score is its win rate (ties count half), best-worst keeps the pair only if their own comparison
+agrees, and `all` keeps every decided comparison. The judge asks both orders; disagreement is a
+tie. A person (`--by human`) sees one screen per prompt when it has more than two answers
+(`--human-mode auto`): press the best's number, then the worst's, or first `e` to write a better
+answer in $EDITOR (it becomes the chosen side, `label.human_written`); `--human-mode rank` orders
+all of them (pairs from the order), `pairwise` asks every comparison.
 
 Output: explicit-prompt preference records `{prompt, chosen, rejected, score_chosen,
 score_rejected, id, label}`, read by `dpo` and `train-rm` as they are. Candidates sampled
@@ -35,11 +38,19 @@ import typer
 from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import console, info, warn
-from alignctl.errors import AlignctlError, InputError
+from alignctl.errors import InputError
 from alignctl.flags import JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts, Split
 from alignctl.prompts import training_form
-from alignctl.rewards.pairs import State, distinct, pairs_from_comparisons, pairs_from_scores, summarize
+from alignctl.rewards.pairs import (
+    State,
+    distinct,
+    pairs_from_comparisons,
+    pairs_from_ranking,
+    pairs_from_scores,
+    summarize,
+)
 from alignctl.settings import setting
+from alignctl.stages.label_ask import HUMAN_MODES, Stopped, ask  # noqa: F401 (Stopped: label's error)
 
 NAME = "label"
 PAIR_MODES = ("best-worst", "all")
@@ -57,10 +68,11 @@ class Settings:
     unpaired: bool = setting(
         False, "Write KTO's unpaired records (chosen -> label true, rejected -> false) instead of pairs.", flag=True
     )
-
-
-class Stopped(AlignctlError):
-    """The person labelling quit; their choices are saved in the journal."""
+    human_mode: str = setting(
+        "auto",
+        "--by human: best-worst (one screen per prompt), rank, pairwise, or auto (best-worst above 2 answers).",
+        flag=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,51 +101,6 @@ def score_pointwise(source, records: list[dict], forms: dict, state: State, jour
         progress(len(part))
 
 
-def compare_pairwise(source, records: list[dict], forms: dict, state: State, journal, progress) -> None:
-    """Ask for every comparison still missing, in file order; undo steps back one choice."""
-    from alignctl.rewards.human import Quit, Undo
-
-    tasks = [(r["id"], i, j) for r in records for i, j in itertools.combinations(distinct(forms[r["id"]][1]), 2)]
-    where = {t: n for n, t in enumerate(tasks)}
-    many = getattr(source, "decide_many", None)  # a judge asks a prompt's comparisons together
-    ready: dict[tuple, Any] = {}
-    pos = 0
-    while pos < len(tasks):
-        pid, i, j = tasks[pos]
-        if (i, j) in state.decisions.get(pid, {}):
-            pos += 1
-            continue
-        prompt, comps = forms[pid]
-        done = sum(len(d) for d in state.decisions.values())
-        source.position = f"comparison {done + 1} of {len(tasks)}   prompt {pid}"
-        if many is not None and (pid, i, j) not in ready:
-            todo = [(a, b) for p, a, b in tasks if p == pid and (a, b) not in state.decisions.get(pid, {})]
-            choices = many(prompt, [(comps[a], comps[b]) for a, b in todo])
-            ready.update(zip([(pid, a, b) for a, b in todo], choices, strict=True))
-        try:
-            choice = ready.pop((pid, i, j)) if many is not None else source.decide(prompt, comps[i], comps[j])
-        except Undo:
-            if not state.history:
-                warn("nothing to undo")
-                continue
-            last = state.history.pop()
-            del state.decisions[last[0]][(last[1], last[2])]
-            journal.add({"t": "undo"})
-            pos = where[last]
-            continue
-        except Quit:
-            done = sum(len(d) for d in state.decisions.values())
-            raise Stopped(
-                f"stopped after {done} of {len(tasks)} comparisons; choices saved in {journal.path}; "
-                "rerun the same command to continue"
-            ) from None
-        state.decisions.setdefault(pid, {})[(i, j)] = choice
-        state.history.append((pid, i, j))
-        journal.add({"t": "cmp", "id": pid, "i": i, "j": j, "w": choice.winner, "d": choice.detail})
-        progress(1)
-        pos += 1
-
-
 # ---------------------------------------------------------------------------------------------
 # The stage
 
@@ -146,6 +113,8 @@ def check(resolved: Resolved) -> None:
         problems.append(f"min_margin must be >= 0, got {resolved['min_margin']}")
     if resolved["batch_size"] < 1:
         problems.append(f"batch_size must be >= 1, got {resolved['batch_size']}")
+    if resolved["human_mode"] not in HUMAN_MODES:
+        problems.append(f"human_mode must be one of {', '.join(HUMAN_MODES)}, got {resolved['human_mode']!r}")
     if resolved["judge_max_tokens"] < 1:
         problems.append(f"judge_max_tokens must be >= 1, got {resolved['judge_max_tokens']}")
     if problems:
@@ -241,7 +210,7 @@ def run(
     try:
         with run_.appender() as journal, _bar(source, records, forms, state, progress) as advance:
             if source.pairwise:
-                compare_pairwise(source, records, forms, state, journal, advance)
+                ask(source, records, forms, state, journal, advance, resolved["human_mode"])
             else:
                 chunk = max(1, resolved["batch_size"] * 4 // max(1, len(records[0]["completions"])))
                 score_pointwise(source, records, forms, state, journal, chunk, advance)
@@ -253,7 +222,9 @@ def run(
     rows, outcomes = [], []
     for r in records:
         prompt, comps = forms[r["id"]]
-        if source.pairwise:
+        if r["id"] in state.rankings:
+            outcome = pairs_from_ranking(comps, state.rankings[r["id"]], mode, margin)
+        elif source.pairwise:
             outcome = pairs_from_comparisons(comps, state.decisions.get(r["id"], {}), mode, margin)
         else:
             outcome = pairs_from_scores(state.scores[r["id"]], comps, mode, margin)
@@ -270,10 +241,12 @@ def run(
             }
             if pair.verdict is not None:
                 label["verdict"] = pair.verdict
+            if pair.text is not None:  # written by the person, better than answer `chosen_index`
+                label["human_written"] = True
             rows.append(
                 {
                     "prompt": prompt,
-                    "chosen": comps[pair.chosen],
+                    "chosen": comps[pair.chosen] if pair.text is None else _as_answer(pair.text, comps[pair.chosen]),
                     "rejected": comps[pair.rejected],
                     "score_chosen": pair.score_chosen,
                     "score_rejected": pair.score_rejected,
@@ -290,6 +263,11 @@ def run(
             for u, side in zip(io.unpair(r), ("score_chosen", "score_rejected"), strict=True)
         ]
     return run_.finish(rows, stats)
+
+
+def _as_answer(text: str, like):
+    """A written answer in the form of the candidates (a string, or an assistant message list)."""
+    return [{"role": "assistant", "content": text}] if isinstance(like, list) else text
 
 
 def _scoring_settings(resolved: Resolved, source) -> dict:

@@ -61,6 +61,12 @@ def render_presets() -> str:
         for key, value in values.items():
             src = sources.get(key, "").replace("|", "\\|")
             parts.append(f"| `{key}` | `{value}` | {src} |")
+        if own := {k: d for k, d in (meta.get("departures") or {}).items() if d is not None}:
+            parts.append("\nDepartures from the chapter's run, on purpose:\n")
+            parts.append("| key | chapter's run | why |\n|---|---|---|")
+            for key, d in own.items():
+                cells = [str(d[c]).replace("|", "\\|") for c in ("chapter", "why")]
+                parts.append(f"| `{key}` | {cells[0]} | {cells[1]} |")
         parts.append("")
     return "\n".join(parts) + "\n"
 

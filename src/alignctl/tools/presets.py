@@ -21,6 +21,16 @@ stdout = Console(highlight=False)  # the listing is the data asked for: stdout
 app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True)
 
 
+def departures(name_or_path: str) -> dict[str, dict]:
+    """Where a preset (with those it extends) departs on purpose from the chapter's run:
+    key -> {"chapter": the chapter's value, "why": the reason, optional "ours": our value in words};
+    a preset's own entry wins, and `key: null` drops an inherited one (the preset takes the chapter's value)."""
+    _, _, meta = config.load_preset(name_or_path)
+    merged = departures(meta["extends"]) if meta.get("extends") else {}
+    merged |= {str(k): v for k, v in (meta.get("departures") or {}).items()}
+    return {k: v for k, v in merged.items() if v is not None}
+
+
 @app.command("list")
 def list_cmd() -> None:
     """List the shipped presets (one per stage, plus CPU demo variants)."""
@@ -54,11 +64,16 @@ def show_cmd(
         _, _, meta = config.load_preset(name)
         stage, preset = meta.get("stage") or name, preset or name
     resolved = stages.resolve(stage, preset=preset, config_file=config_file, sets=set_)
+    departed = departures(resolved.preset) if resolved.preset else {}
     if as_json:
-        print(json.dumps(resolved.manifest(), indent=2, ensure_ascii=False))
+        rows = resolved.manifest()
+        for key, d in departed.items():  # the chapter's value beside ours
+            if key in rows:
+                rows[key] |= {"chapter": d["chapter"], "why": d["why"]}
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     table = Table(title=f"{stage} (preset: {resolved.preset or 'none'})", show_lines=False)
-    table.add_column("key", style="bold")
+    table.add_column("key", style="bold", no_wrap=True)
     table.add_column("value")
     table.add_column("source")
     for key, value in resolved.values.items():
@@ -66,4 +81,14 @@ def show_cmd(
         style = "dim" if src == "default" else ""
         table.add_row(key, repr(value), src, style=style)
     stdout.print(table)
+    if departed:
+        gone = Table(title="departures from the chapter's run (on purpose)", show_lines=True)
+        gone.add_column("key", style="bold", no_wrap=True)
+        gone.add_column("ours")
+        gone.add_column("chapter's run", overflow="fold")
+        gone.add_column("why", overflow="fold")
+        for key, d in departed.items():
+            ours = d.get("ours") or (repr(resolved.values[key]) if key in resolved.values else "-")
+            gone.add_row(key, ours, str(d["chapter"]), str(d["why"]))
+        stdout.print(gone)
     stdout.print("bf16 and use_vllm are turned off at run time on a machine without CUDA (one line says so).")

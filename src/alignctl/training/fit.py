@@ -88,9 +88,12 @@ def begin_on_prefs(
     Returns (run, model dir, train records, eval records); the caller stops when `run.up_to_date`.
     """
     from alignctl import models, readers
+    from alignctl.console import note
 
     records = read(data, split=split)
     train_recs, eval_recs = split_records(records, resolved["eval_split"], resolved["seed"], read)
+    if not eval_recs and resolved.get("eval_steps"):
+        note(f"eval_steps={resolved['eval_steps']} does nothing without eval data (--eval-split 0.1 or a file)")
     model_path = models.resolve_model(model)
     inputs: dict[str, Any] = {"data": readers.fingerprint(data, split)}
     if resolved["eval_split"] and Path(str(resolved["eval_split"])).exists():
@@ -133,7 +136,15 @@ def fit_policy_on_pairs(
     n = len(train) + len(held)
     with status(resolved.get("precompute_ref_log_probs") and f"reference log-probs of {n} records..."):
         # TRL computes precomputed reference log-probs here, before the first step
-        trainer = make_trainer(trainer_name, run, resolved, policy, tokenizer, train, held, ref_model=None)
+        # iterate's reference=initial names the reference model (`ref_model`); None is TRL's default:
+        # the adapter-disabled policy with LoRA, a copy of the policy without
+        ref_path = resolved.get("ref_model")
+        ref = (
+            models.load_causal_lm(models.resolve_model(ref_path), trust_remote_code=trust_remote_code)
+            if ref_path
+            else None
+        )
+        trainer = make_trainer(trainer_name, run, resolved, policy, tokenizer, train, held, ref_model=ref)
     counts = {"train": len(train), "eval": len(held), **(count(train) if count else {})}
     evaluate = held_out_metrics if held else None
     return finish(trainer, tokenizer, run, merge=switches["merge"], evaluate=evaluate, extra={"records": counts})

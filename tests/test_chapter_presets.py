@@ -1,0 +1,161 @@
+"""Each stage's preset against the chapter's runs: every value the chapter ran with is the preset's,
+or the preset states a departure (the chapter's value and why) that `presets show` displays.
+
+The table is kept here, apart from presets/, so a preset edit cannot move both sides. A value the
+chapter's command does not set is the default of the TRL it ran on (design.md "Presets").
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alignctl import stages
+from alignctl.tools.presets import departures
+
+PEFT_DEFAULT = "peft's default targets"  # the chapter's --use_peft runs set no target modules
+TEST_SPLIT = "the dataset's test split"
+
+CHAPTER = {
+    "train-rm": {  # 训练奖励模型: reward_modeling.py
+        "per_device_train_batch_size": 8,
+        "num_train_epochs": 1,
+        "gradient_accumulation_steps": 1,
+        "gradient_checkpointing": True,
+        "learning_rate": 1e-5,
+        "logging_steps": 25,
+        "eval_steps": 50,
+        "max_length": 2048,
+        "use_peft": True,
+        "lora_r": 32,
+        "lora_alpha": 16,
+        "lora_target_modules": PEFT_DEFAULT,
+        "eval_split": TEST_SPLIT,
+    },
+    "dpo": {  # DPO 偏好训练: dpo.py
+        "beta": 0.1,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1e-5,
+        "gradient_accumulation_steps": 1,
+        "logging_steps": 10,
+        "eval_steps": 500,
+        "optim": "rmsprop",
+        "warmup_steps": 150,
+        "bf16": True,
+        "use_peft": True,
+        "lora_r": 16,
+        "lora_alpha": 16,
+        "lora_target_modules": PEFT_DEFAULT,
+        "num_train_epochs": 3,  # not set: TrainingArguments' default
+        "loss_type": "sigmoid",
+    },
+    "grpo": {  # 强化学习 GRPO 训练: grpo.py on TRL 0.14/0.15
+        "max_prompt_length": 512,
+        "num_generations": 8,
+        "temperature": 0.9,
+        "max_completion_length": 256,
+        "beta": 0.04,
+        "use_vllm": True,
+        "loss_type": "grpo",  # per-answer token mean, then the mean over answers (before TRL PR #2881)
+        "scale_rewards": "group",
+        "learning_rate": 1e-6,
+        "num_train_epochs": 3,
+        "per_device_train_batch_size": 8,
+        "use_peft": False,
+    },
+    "ppo": {  # PPO 训练细节及超参数 + its ppo.py command
+        "response_length": 53,
+        "temperature": 0.7,
+        "top_k": 0,
+        "top_p": 1.0,
+        "kl_coef": 0.2,
+        "gamma": 1.0,
+        "lam": 0.96,
+        "cliprange": 0.2,
+        "cliprange_value": 0.2,
+        "vf_coef": 0.1,
+        "num_ppo_epochs": 4,
+        "num_mini_batches": 1,
+        "learning_rate": 3e-6,
+        "per_device_train_batch_size": 1,
+        "gradient_accumulation_steps": 16,
+        "total_episodes": 10000,
+        "local_rollout_forward_batch_size": 1,
+        "missing_eos_penalty": 1.0,
+        "use_peft": False,  # the command has no --use_peft
+    },
+}
+CHAPTER["ppo-full"] = CHAPTER["ppo"]  # the chapter's PPO run with no departure
+
+
+def _comparable(expected) -> bool:
+    return expected not in (PEFT_DEFAULT, TEST_SPLIT)
+
+
+@pytest.mark.parametrize("preset", sorted(CHAPTER))
+def test_preset_is_the_chapters_run_or_says_why_not(preset):
+    stage = "ppo" if preset == "ppo-full" else preset
+    values = stages.resolve(stage, preset=preset).values
+    departed = departures(preset)
+    for key, expected in CHAPTER[preset].items():
+        if _comparable(expected) and values[key] == expected:
+            assert key not in departed, f"{preset}: {key} is the chapter's {expected!r}, yet listed as a departure"
+            continue
+        assert key in departed, f"{preset}: {key} = {values[key]!r}, the chapter ran {expected!r}: no departure"
+        assert departed[key]["why"].strip() and str(departed[key]["chapter"]).strip()
+    assert set(departed) <= set(values), f"{preset}: a departure names an unknown key"
+
+
+@pytest.mark.parametrize("preset", ["dpo", "grpo", "ppo", "train-rm"])
+def test_presets_show_lists_every_value_its_source_and_every_departure(cli, preset):
+    code, out, _ = cli("presets", "show", preset, "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert set(rows) == set(stages.resolve(preset).values)
+    for key, d in departures(preset).items():
+        assert rows[key]["chapter"] == d["chapter"] and rows[key]["why"] == d["why"]
+    code, out, _ = cli("presets", "show", preset)
+    assert code == 0
+    flat = " ".join(out.split())
+    for key in CHAPTER[preset]:
+        assert key in flat
+    if departures(preset):
+        assert "departures from the chapter's run" in flat
+        for key in departures(preset):
+            assert key in flat
+
+
+def test_ppo_preset_departs_only_in_lora_and_its_learning_rate():
+    assert set(departures("ppo")) == {"use_peft", "learning_rate", "lora_target_modules"}
+    full = stages.resolve("ppo", preset="ppo-full").values
+    assert full["use_peft"] is False and full["learning_rate"] == 3e-6
+
+
+def test_cpu_demo_presets_keep_their_measured_values():
+    """`make demo` trains with dpo-cpu: whatever the chapter's presets do, these stay as measured."""
+    v = stages.resolve("dpo", preset="dpo-cpu").values
+    assert (v["learning_rate"], v["num_train_epochs"], v["lora_target_modules"], v["optim"]) == (
+        2e-4,
+        3,
+        None,  # all-linear
+        "adamw_torch",
+    )
+
+
+def test_a_bad_departures_block_is_one_error(tmp_path, cli):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("stage: dpo\nvalues: {beta: 0.2}\ndepartures: {beta: 0.1}\n")
+    code, _, err = cli("presets", "show", "dpo", "--preset", str(bad))
+    assert code == 2 and "departures must map each key" in err
+
+
+def test_eval_steps_without_eval_data_is_one_printed_line(tmp_path, tiny_lm, run):
+    from tiny import toy_preferences, write_jsonl
+
+    data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(8))
+    res = run("train-rm", "--data", str(data), "--model", str(tiny_lm), "-o", str(tmp_path / "rm"),
+              "--set", "max_steps=1", "--set", "gradient_checkpointing=false")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if "eval_steps=50 does nothing" in ln]
+    assert len(lines) == 1, res.stderr
