@@ -382,10 +382,8 @@ def check_report_to(value: Any, source: str) -> None:
     for name in str(value or "").replace(" ", "").split(","):
         if name in TRACKERS and importlib.util.find_spec(TRACKERS[name][0]) is None:
             package, extra = TRACKERS[name]
-            raise InputError(
-                f"{source or 'report_to'}: {name} is not installed: pip install {package} "
-                f"(or pip install 'alignctl[{extra}]')"
-            )
+            hint = f"pip install {package} (or pip install 'alignctl[{extra}]')"
+            raise InputError(f"{source or 'report_to'}: {name} is not installed: {hint}")
 
 
 def adjust_for_device(resolved: Resolved, *, cuda: bool, vllm: bool | None = None) -> None:
