@@ -122,3 +122,34 @@ def test_label_killed_inside_the_atomic_write_leaves_nothing_behind_after_the_re
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["cands.jsonl", "whole.jsonl", "whole.jsonl.alignctl.json", "cut.jsonl", "cut.jsonl.alignctl.json"]
     )
+
+
+def test_kill_between_a_file_output_and_its_journal_removal(tmp_path, tiny_lm, run):
+    """A kill after the output and its manifest are written, before the journal goes (file_runs):
+    the rerun is up to date, keeps the same bytes and removes the journal."""
+    write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"Is {c} blue?"} for c in ("the sky", "grass", "paris")])
+    args = ("collect", "-p", tmp_path / "p.jsonl", "-m", tiny_lm, "-n", "2", "--max-new-tokens", "4")
+    whole = tmp_path / "whole.jsonl"
+    assert run(*args, "-o", whole).returncode == 0
+    out, journal = tmp_path / "c.jsonl", tmp_path / "c.jsonl.partial"
+    killed = run(*args, "-o", out, env={"ALIGNCTL_CRASH_AT": "file-journal"})
+    assert killed.returncode == -signal.SIGKILL and out.exists() and journal.exists()
+    again = run(*args, "-o", out)
+    assert again.returncode == 0 and "up to date" in again.stderr, again.stderr[-2000:]
+    assert out.read_bytes() == whole.read_bytes() and not journal.exists()
+
+
+def test_kill_between_a_run_manifest_and_its_rename(tmp_path, tiny_lm, run):
+    """A kill after `<out>.partial` holds the finished model and manifest, before the rename
+    (runs.Run.finish): the rerun completes the rename without training again, and leaves nothing."""
+    from tiny import toy_preferences
+
+    write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(4))
+    args = ("dpo", "-d", tmp_path / "prefs.jsonl", "-m", tiny_lm, "--max-steps", "1")
+    out, work = tmp_path / "out", tmp_path / "out.partial"
+    killed = run(*args, "-o", out, env={"ALIGNCTL_CRASH_AT": "run-rename"})
+    assert killed.returncode == -signal.SIGKILL and not out.exists() and (work / "alignctl.json").is_file()
+    weights = (work / "model.safetensors").read_bytes()
+    again = run(*args, "-o", out)
+    assert again.returncode == 0 and "up to date" in again.stderr, again.stderr[-2000:]
+    assert (out / "model.safetensors").read_bytes() == weights and not work.exists()

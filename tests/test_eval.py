@@ -138,8 +138,8 @@ def test_bad_input_fails_before_any_model_loads(tmp_path, cli):
 
 
 def test_pairwise_judge_eval(tmp_path, tiny_lm):
-    """A judge compares the two answers (both orders); the tiny model's replies hold no clear
-    letter, so every comparison is a tie, and the summary has no mean reward."""
+    """A judge compares the two answers (both orders); the tiny model answers "A" in both orders, so
+    every comparison is a tie, and the summary has no mean reward."""
     from alignctl.stages import resolve
 
     held = write_jsonl(tmp_path / "held.jsonl", [{"prompt": "Is the sky blue?"}, {"prompt": "Is paris big?"}])
@@ -151,5 +151,8 @@ def test_pairwise_judge_eval(tmp_path, tiny_lm):
     assert summary["win_rate"] == 0.5 and summary["source"]["orders"] == 2
     rows = [json.loads(x) for x in (tmp_path / "j" / "eval.rows.jsonl").read_text().splitlines()]
     assert [r["outcome"] for r in rows] == ["tie", "tie"]
-    # a tie because neither order gave a verdict, not because the two orders disagreed
-    assert all(r["verdict"] == {"orders": [None, None], "reason": "unparsed"} for r in rows)
+    # the local judge reads its verdict from the letters' scores (verdict_by "scores"); the untrained
+    # model prefers "A" whichever answer sits there: pure position bias, which the two orders turn
+    # into a tie, not a win
+    assert summary["source"]["verdict_by"] == "scores"
+    assert all(r["verdict"] == {"orders": ["A", "A"], "reason": "disagree"} for r in rows)

@@ -101,6 +101,7 @@ class FileRun:
             runs.write_manifest(
                 self.manifest_path, **runs.identity(self), final_metrics=final_metrics, output=output, extra=extra
             )
+        runs.crash_point("file-journal")
         self.journal.unlink(missing_ok=True)
         return self.out
 
@@ -139,6 +140,8 @@ def begin_file(
         intact = same and manifest.get("output", {}).get("sha256") == sha256_file(out)
         if intact and not (force or overwrite):
             run.up_to_date = True
+            if journal.is_file():  # killed after the output and its manifest, before the journal went
+                journal.unlink()
             return run
         if not overwrite and not force:
             what = "not an alignctl output" if not manifest else "a different run" if not same else "edited since"

@@ -224,6 +224,7 @@ class Run:
         if not is_main_process():
             return self.out
         write_manifest(self.work / MANIFEST, **identity(self), final_metrics=final_metrics, extra=extra)
+        crash_point("run-rename")
         if self.out.exists():
             shutil.rmtree(self.out)
         os.replace(self.work, self.out)
@@ -249,6 +250,13 @@ def begin(
     run = Run(stage, out, work, fp, inputs, resolved, parent_model)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a directory")
+    finished = read_manifest(work) if work.is_dir() else None
+    if finished and finished.get("fingerprint") == fp and not (force or overwrite) and is_main_process():
+        # killed between writing the manifest and the rename (Run.finish): the run is complete
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(work, out)
+        note(f"finished the rename of an earlier complete run: {work} -> {out}")
     if out.exists():
         manifest = read_manifest(out)
         if manifest and manifest.get("fingerprint") == fp and not (force or overwrite):
@@ -279,6 +287,15 @@ def begin(
         work.mkdir(parents=True, exist_ok=True)
         _CREATED.append(work)
     return run
+
+
+def crash_point(name: str) -> None:
+    """A test aid: SIGKILL this process at the named point when ALIGNCTL_CRASH_AT=name, so a test
+    sees exactly what a kill there leaves behind (a preempted job, an OOM kill)."""
+    if os.environ.get("ALIGNCTL_CRASH_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def check_writable(parent: Path) -> None:
