@@ -129,6 +129,10 @@ class Opts:
     no_merge: bool = False
     trust_remote_code: bool = False
 
+    def file_switches(self) -> dict[str, bool]:
+        """The keyword arguments of `run()` for a stage that writes a file (collect, label, eval)."""
+        return {"overwrite": self.overwrite, "force": self.force, "trust_remote_code": self.trust_remote_code}
+
     def switches(self) -> dict[str, bool]:
         """The keyword arguments every training stage's `run()` takes."""
         return {

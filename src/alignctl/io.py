@@ -180,19 +180,9 @@ def check_preference(rec: dict) -> str | None:
         if name not in rec:
             return f'"{name}" is missing'
     if explicit:
-        err = check_text_or_messages(rec, "prompt")
+        err = _check_prompt_answers(rec, ("chosen", "rejected"))
         if err:
             return err
-        if isinstance(rec["prompt"], list):
-            err = check_messages(rec["prompt"], "prompt", last_role="user")
-            if err:
-                return err
-        for name in ("chosen", "rejected"):
-            err = check_text_or_messages(rec, name, last_role="assistant")
-            if err:
-                return err
-        if isinstance(rec["prompt"], str) != isinstance(rec["chosen"], str):
-            return '"prompt" and "chosen" must both be strings or both be message lists'
     else:
         for name in ("chosen", "rejected"):
             err = check_text_or_messages(rec, name, last_role="assistant")
@@ -208,20 +198,27 @@ def check_preference(rec: dict) -> str | None:
     return None
 
 
+def _check_prompt_answers(rec: dict, answers: tuple[str, ...]) -> str | None:
+    """An explicit prompt (text, or messages ending with the user's) and its answers (text, or
+    messages ending with the assistant's), all of one kind."""
+    err = check_text_or_messages(rec, "prompt")
+    if not err and isinstance(rec["prompt"], list):
+        err = check_messages(rec["prompt"], "prompt", last_role="user")
+    for name in answers:
+        err = err or check_text_or_messages(rec, name, last_role="assistant")
+    if not err and isinstance(rec["prompt"], str) != isinstance(rec[answers[0]], str):
+        err = f'"prompt" and "{answers[0]}" must both be strings or both be message lists'
+    return err
+
+
 def check_unpaired(rec: dict) -> str | None:
     """KTO's unpaired shape: {"prompt", "completion", "label": true|false}."""
     for name in ("prompt", "completion", "label"):
         if name not in rec:
             return f'"{name}" is missing'
-    err = check_text_or_messages(rec, "prompt") or check_text_or_messages(rec, "completion", last_role="assistant")
+    err = _check_prompt_answers(rec, ("completion",))
     if err:
         return err
-    if isinstance(rec["prompt"], list):
-        err = check_messages(rec["prompt"], "prompt", last_role="user")
-        if err:
-            return err
-    if isinstance(rec["prompt"], str) != isinstance(rec["completion"], str):
-        return '"prompt" and "completion" must both be strings or both be message lists'
     if not isinstance(rec["label"], bool):
         return f'"label" must be true (desirable) or false, got {rec["label"]!r}'
     return None

@@ -188,13 +188,4 @@ def command(
     opts: Opts,
 ) -> Path:
     """Sample completions per prompt into a candidates JSONL."""
-    return run(
-        resolved,
-        prompts,
-        model,
-        output,
-        overwrite=opts.overwrite,
-        force=opts.force,
-        trust_remote_code=opts.trust_remote_code,
-        split=split,
-    )
+    return run(resolved, prompts, model, output, split=split, **opts.file_switches())

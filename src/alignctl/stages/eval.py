@@ -313,18 +313,6 @@ def command(
     out_dir = output or Path("runs") / NAME
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a directory (-o takes a directory)")
-    path = run(
-        resolved,
-        model,
-        baseline,
-        prompts,
-        by,
-        out_dir / SUMMARY,
-        overwrite=opts.overwrite,
-        force=opts.force,
-        trust_remote_code=opts.trust_remote_code,
-        use_cache=not no_cache,
-        source_options={"judge_url": judge_url, "judge_key_env": judge_key_env},
-        split=split,
-    )
-    return path
+    judge = {"judge_url": judge_url, "judge_key_env": judge_key_env}
+    where = (resolved, model, baseline, prompts, by, out_dir / SUMMARY)
+    return run(*where, use_cache=not no_cache, source_options=judge, split=split, **opts.file_switches())

@@ -340,17 +340,6 @@ def command(
     opts: Opts,
 ) -> Path:
     """Pick chosen/rejected pairs from candidates with a reward source."""
-    return run(
-        resolved,
-        candidates,
-        by,
-        output,
-        judge_url=judge_url,
-        judge_model=judge_model,
-        judge_key_env=judge_key_env,
-        judge_template=judge_template,
-        overwrite=opts.overwrite,
-        force=opts.force,
-        trust_remote_code=opts.trust_remote_code,
-        split=split,
-    )
+    judge = {"judge_url": judge_url, "judge_model": judge_model, "judge_key_env": judge_key_env}
+    judge["judge_template"] = judge_template
+    return run(resolved, candidates, by, output, split=split, **judge, **opts.file_switches())

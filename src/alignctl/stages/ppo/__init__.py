@@ -199,15 +199,16 @@ def run(
     *,
     reward_model: str | None = None,
     reward: str | None = None,
-    overwrite: bool = False,
-    force: bool = False,
-    resume: bool = False,
-    merge: bool = True,
     trust_remote_code: bool = False,
     split: str | None = None,
+    **switches: bool,
 ) -> Path:
-    """Train and save; returns the output dir. Validates everything before any model loads."""
+    """Train and save; returns the output dir. Validates everything before any model loads.
+    `switches`: overwrite, force, resume, merge (flags.Opts.switches())."""
     from alignctl import models, readers, runs, training
+
+    switches = training.fit.SWITCHES | switches
+    merge = switches["merge"]
     from alignctl.prompts import prepare, prompt_ids, read_prompts
 
     check(resolved)
@@ -221,10 +222,7 @@ def run(
         model,
         model_path,
         inputs={"prompts": readers.fingerprint(prompts, split), "reward": rm_path or source.describe()},
-        overwrite=overwrite,
-        force=force,
-        resume=resume,
-        merge=merge,
+        **switches,
     )
     if run_.up_to_date:
         return run_.out
@@ -288,13 +286,5 @@ def command(
     opts: Opts,
 ) -> Path:
     """Train a policy with PPO against a reward model or a rule."""
-    return run(
-        resolved,
-        prompts,
-        opts.model,
-        opts.output,
-        reward_model=reward_model,
-        reward=reward,
-        split=split,
-        **opts.switches(),
-    )
+    rewards = {"reward_model": reward_model, "reward": reward}
+    return run(resolved, prompts, opts.model, opts.output, split=split, **rewards, **opts.switches())
