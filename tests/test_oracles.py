@@ -4,25 +4,9 @@ against numbers worked out by hand, as test_rlmath.py does for alignctl.rlmath."
 from __future__ import annotations
 
 import pytest
-import torch
 
 from oracles import dpo_loss, group_advantages, reward_model_loss
-
-ATOL = 1e-5
-
-
-def t(values: list, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    return torch.tensor(values, dtype=dtype)
-
-
-def close(actual: torch.Tensor, expected: list | float, atol: float = ATOL) -> None:
-    torch.testing.assert_close(
-        actual.detach().to(torch.float64),
-        torch.as_tensor(expected, dtype=torch.float64),
-        atol=atol,
-        rtol=0,
-    )
-
+from test_rlmath import close, t  # the same tensor helpers as the rlmath tests
 
 # ---------------------------------------------------------------------------------- DPO / RM
 
