@@ -43,10 +43,10 @@ def _crash_then_rerun(args: list, out, whole, run, cli, crash_after: int, env: d
     )
 
 
-def _candidates(tmp):
+def _candidates(tmp, n: int = N_PROMPTS):
     recs = [
         {"id": f"q{i}", "prompt": f"Is the sky {i}?", "completions": ["a", "b c", "d e f good"][: 2 + i % 2]}
-        for i in range(N_PROMPTS)
+        for i in range(n)
     ]
     return write_jsonl(tmp / "cands.jsonl", recs)
 
@@ -61,19 +61,26 @@ def test_label_killed_at_a_seeded_point(seed, tmp_path, run, cli):
 
 
 def test_label_with_a_judge_killed_part_way(tmp_path, run, cli, monkeypatch):
-    """Pairwise decisions journalled one comparison at a time survive the kill (no second request)."""
+    """A judge is asked a window of comparisons at once and each answer is journalled as it is
+    used: a kill re-asks at most the window in flight, never what was journalled before it."""
+    from alignctl.rewards.judge import OpenAIChatClient, PairwiseJudge
+
     monkeypatch.setenv("ALIGNCTL_TEST_KEY", "unused")
     with FakeJudge() as judge:
-        args = ["label", "--candidates", _candidates(tmp_path), "--by", "judge:test", "--judge-url", judge.url]
+        # 60 prompts: 120 comparisons, 240 questions (both orders), several windows of them
+        args = ["label", "--candidates", _candidates(tmp_path, 60), "--by", "judge:test", "--judge-url", judge.url]
         args += ["--judge-key-env", "ALIGNCTL_TEST_KEY"]
         whole = tmp_path / "whole.jsonl"
         assert cli(*args, "-o", whole)[0] == 0
         asked = len(judge.auth)
-        (point,) = _kill_points([3], asked // 2)
+        window = PairwiseJudge(OpenAIChatClient(judge.url, "test")).window
+        assert asked == 240 and window < 120 // 2
+        (point,) = _kill_points([5], asked // 2)  # 80 of 120
+        assert point > window  # the kill comes after whole windows were journalled
         _crash_then_rerun(args, tmp_path / "cut.jsonl", whole, run, cli, point)
-        # the uninterrupted run, the killed one up to its kill, the rerun for the rest: nothing asked twice
-        # beyond the comparison the kill cut off
-        assert len(judge.auth) <= 2 * asked + 2
+        # the uninterrupted run, the killed one up to its kill, the rerun for the rest: the
+        # journalled answers are not asked again, only the rest of the window the kill cut off
+        assert len(judge.auth) <= 2 * asked + 2 * window + 2, (len(judge.auth), point)
 
 
 @pytest.mark.parametrize("seed", [0])  # tests/test_collect.py kills collect at a timed point too

@@ -6,6 +6,7 @@ import json
 import pickle
 import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -93,8 +94,12 @@ def test_both_orders_are_asked_and_conversational_inputs_are_flattened():
 
 def test_judge_many_reports_progress_and_checks_lengths():
     calls: list[tuple[int, int]] = []
-    PairwiseJudge(prefers_longer).judge_many(PROMPTS, PAIRS, progress=lambda done, total: calls.append((done, total)))
+    judge = PairwiseJudge(prefers_longer)
+    judge.judge_many(PROMPTS, PAIRS, progress=lambda done, total: calls.append((done, total)), chunk=1)
     assert calls == [(1, 3), (2, 3), (3, 3)]
+    calls.clear()
+    judge.judge_many(PROMPTS, PAIRS, progress=lambda done, total: calls.append((done, total)), chunk=2)
+    assert calls == [(2, 3), (3, 3)]
     with pytest.raises(AlignctlError, match="3 prompts but 2 pairs"):
         PairwiseJudge(prefers_longer).judge_many(PROMPTS, PAIRS[:2])
 
@@ -187,19 +192,29 @@ class FakeServer:
     """An OpenAI-compatible /v1/chat/completions on 127.0.0.1 that records requests.
 
     `replies` is a queue of (status, body) pairs; once it runs out every request gets "A".
+    Header names are recorded in lower case. `delay` holds each answer back that many seconds;
+    `peak` is the most requests in flight at once.
     """
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.replies: list[tuple[int, Any]] = []
+        self.delay = 0.0
+        self.in_flight = self.peak = 0
+        lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length", 0))
-                server.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": json.loads(self.rfile.read(length))}
-                )
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with lock:
+                    server.requests.append({"path": self.path, "headers": headers, "body": json.loads(self.rfile.read(length))})
+                    server.in_flight += 1
+                    server.peak = max(server.peak, server.in_flight)
+                time.sleep(server.delay)
+                with lock:
+                    server.in_flight -= 1
                 status, body = server.replies.pop(0) if server.replies else (200, _completion("A"))
                 data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 self.send_response(status)
@@ -241,7 +256,7 @@ def server() -> Iterator[FakeServer]:
 @pytest.fixture
 def client(server, monkeypatch) -> OpenAIChatClient:
     monkeypatch.setenv(KEY_ENV, KEY)
-    return OpenAIChatClient(server.base_url + "/", "judge-model", api_key_env=KEY_ENV, timeout=5, backoff=0.0)
+    return OpenAIChatClient(server.base_url + "/", "judge-model", api_key_env=KEY_ENV, timeout=5)
 
 
 def assert_no_key(*texts: str) -> None:
@@ -253,7 +268,7 @@ def test_client_posts_chat_completion_with_bearer_key(server, client):
     assert client([{"role": "user", "content": "Which? A or B"}]) == "A"
     request = server.requests[0]
     assert request["path"] == "/v1/chat/completions"
-    assert request["headers"]["Authorization"] == f"Bearer {KEY}"
+    assert request["headers"]["authorization"] == f"Bearer {KEY}"
     assert request["body"]["model"] == "judge-model"
     assert request["body"]["temperature"] == 0 and request["body"]["max_tokens"] == 16
     assert request["body"]["messages"] == [{"role": "user", "content": "Which? A or B"}]
@@ -262,10 +277,10 @@ def test_client_posts_chat_completion_with_bearer_key(server, client):
 def test_key_is_read_at_call_time_and_never_kept(server, client, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "sk-rotated")
     client([{"role": "user", "content": "x"}])
-    assert server.requests[-1]["headers"]["Authorization"] == "Bearer sk-rotated"
+    assert server.requests[-1]["headers"]["authorization"] == "Bearer sk-rotated"
     monkeypatch.delenv(KEY_ENV)
     client([{"role": "user", "content": "x"}])
-    assert "Authorization" not in server.requests[-1]["headers"]  # a local vLLM server needs no key
+    assert "authorization" not in server.requests[-1]["headers"]  # a local vLLM server needs no key
 
 
 def test_key_never_in_describe_repr_or_pickle(client):
@@ -302,7 +317,7 @@ def test_server_errors_are_retried(server, client):
 
 def test_retries_run_out(server, client):
     server.replies += [(503, {"error": KEY})] * 4
-    with pytest.raises(AlignctlError, match=r"failed after 4 attempts: HTTP 503") as info:
+    with pytest.raises(AlignctlError, match=r"chat/completions: HTTP 503 after 3 retries") as info:
         client([{"role": "user", "content": "x"}])
     assert_no_key(str(info.value))
     assert len(server.requests) == 4
@@ -314,8 +329,8 @@ def test_unreachable_and_malformed(server, client, monkeypatch):
         client([{"role": "user", "content": "x"}])
     port = server.httpd.server_address[1]
     server.close()
-    dead = OpenAIChatClient(f"http://127.0.0.1:{port}/v1", "m", api_key_env=KEY_ENV, max_retries=1, backoff=0.0)
-    with pytest.raises(AlignctlError, match=f"failed after 2 attempts: cannot reach http://127.0.0.1:{port}") as info:
+    dead = OpenAIChatClient(f"http://127.0.0.1:{port}/v1", "m", api_key_env=KEY_ENV, max_retries=1)
+    with pytest.raises(AlignctlError, match=f"127.0.0.1:{port}/v1/chat/completions: cannot connect after 1 retries") as info:
         dead([{"role": "user", "content": "x"}])
     assert_no_key(str(info.value))
 
@@ -328,6 +343,7 @@ def test_bad_url_is_input_error():
 def test_judge_over_http_end_to_end(server, client):
     # Prefer B in the first order and A in the second: both point at answer 2.
     server.replies += [(200, _completion("B")), (200, _completion("Answer A"))]
+    client.max_concurrency = 1  # the replies above are queued in the order the questions are asked
     verdict = PairwiseJudge(client).judge("What is the capital of France?", "Lyon", "Paris")
     assert verdict.winner == 1 and verdict.orders == ["B", "A"]
     first, second = (r["body"]["messages"][-1]["content"] for r in server.requests)
@@ -450,3 +466,15 @@ def test_an_endpoint_judge_keeps_requests_in_flight():
     verdicts = PairwiseJudge(endpoint).judge_pairs("Q?", [("good", "bad"), ("bad", "good"), ("good", "meh")])
     assert [v.winner for v in verdicts] == [0, 1, 0]
     assert 1 < endpoint.most <= 4
+
+
+def test_endpoint_requests_run_concurrently_across_prompts(server, client):
+    # 12 pairs of 3 prompts = 24 questions; at 0.2 s each they take ~4.8 s one at a time.
+    server.delay = 0.2
+    client.max_concurrency = 8
+    start = time.perf_counter()
+    verdicts = PairwiseJudge(client).judge_many(["q1", "q2", "q3"] * 4, [("a", "b")] * 12)
+    seconds = time.perf_counter() - start
+    assert len(server.requests) == 24 and server.peak == 8
+    assert seconds < 2.4, seconds  # 24 / 8 rounds of 0.2 s, plus overhead
+    assert all(v.reason == "disagree" for v in verdicts)  # "A" to both orders: position bias, a tie

@@ -47,6 +47,32 @@ def base_url_of(resolved_url: str | None, what: str = "--backend openai") -> str
     return url.rstrip("/")
 
 
+def openai_client(base_url: str, api_key: str, timeout: float, max_retries: int):
+    """The maintained client: connection pooling (thread-safe, so requests run concurrently),
+    timeouts, and retries with exponential backoff and jitter (honouring Retry-After) of
+    connection errors, timeouts, 408/409/429 and 5xx answers."""
+    import openai
+
+    return openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+
+
+def failure(exc: Exception, max_retries: int, model: str | None, redact: Callable[[str], str]) -> str:
+    """What went wrong with a request, in a few words, once the client's retries are spent."""
+    import openai
+
+    tries = f"after {max_retries} retries" if max_retries else "(no retries)"
+    if isinstance(exc, openai.APITimeoutError):
+        return f"no answer within the timeout {tries}"
+    if isinstance(exc, openai.APIConnectionError):
+        return f"cannot connect {tries}"
+    if isinstance(exc, openai.APIStatusError):
+        code = exc.status_code
+        retried = f" {tries}" if code in (408, 409, 429) or code >= 500 else ""
+        body = redact(str(getattr(exc, "message", exc)))[:200]
+        return f"HTTP {code}{retried} for model {model!r}: {body}"
+    return f"{type(exc).__name__}: {redact(str(exc))[:200]}"
+
+
 class ServerError(AlignctlError):
     """A server that stayed down, slow or failing after the client's retries (exit 1)."""
 
@@ -69,16 +95,12 @@ class OpenAIBackend:
         max_retries: int = 4,
     ) -> None:
         require_openai()
-        import openai
-
         self.base_url = base_url.rstrip("/")
         self._key = os.environ.get(api_key_env) or "EMPTY"  # local servers without --api-key take anything
         self.chat_template = chat_template
         self.max_concurrency = max(1, int(max_concurrency))
         self.max_retries = max_retries
-        self.client = openai.OpenAI(
-            base_url=self.base_url, api_key=self._key, timeout=request_timeout, max_retries=max_retries
-        )
+        self.client = openai_client(self.base_url, self._key, request_timeout, max_retries)
         self.model = model or self._first_model()
 
     # --- errors -----------------------------------------------------------------------------
@@ -87,19 +109,7 @@ class OpenAIBackend:
         return text.replace(self._key, "***") if self._key and self._key != "EMPTY" else text
 
     def _fail(self, exc: Exception) -> ServerError:
-        import openai
-
-        tries = f"after {self.max_retries} retries" if self.max_retries else "(no retries)"
-        if isinstance(exc, openai.APITimeoutError):
-            why = f"no answer within the timeout {tries}"
-        elif isinstance(exc, openai.APIConnectionError):
-            why = f"cannot connect {tries}"
-        elif isinstance(exc, openai.APIStatusError):
-            body = self._redact(str(getattr(exc, "message", exc)))[:200]
-            why = f"HTTP {exc.status_code} for model {self.model!r}: {body}"
-        else:
-            why = f"{type(exc).__name__}: {self._redact(str(exc))[:200]}"
-        return ServerError(f"{self.base_url}: {why}")
+        return ServerError(f"{self.base_url}: {failure(exc, self.max_retries, self.model, self._redact)}")
 
     def _first_model(self) -> str:
         """The model a single-model server (vllm serve) serves, when --model was not given."""

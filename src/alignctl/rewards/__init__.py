@@ -74,13 +74,16 @@ class JudgeSource:
         self.judge = judge
 
     def decide(self, prompt: Any, a: Any, b: Any) -> Choice:
-        return self.decide_many(prompt, [(a, b)])[0]
+        return self.decide_all([prompt], [(a, b)])[0]
 
-    def decide_many(self, prompt: Any, pairs: list[tuple[Any, Any]]) -> list[Choice]:
-        """Every pair of one prompt at once (one batch for a local judge, requests in flight for an endpoint)."""
-        return [
-            Choice(v.winner, {"orders": v.orders, "reason": v.reason}) for v in self.judge.judge_pairs(prompt, pairs)
-        ]
+    @property
+    def window(self) -> int:
+        """Comparisons worth asking at once (label journals them as a group)."""
+        return self.judge.window
+
+    def decide_all(self, prompts: list, pairs: list[tuple[Any, Any]]) -> list[Choice]:
+        """`pairs[i]` against `prompts[i]`, all together (requests in flight across prompts)."""
+        return [Choice(v.winner, {"orders": v.orders, "reason": v.reason}) for v in self.judge.judge_many(prompts, pairs)]
 
     def describe(self) -> dict[str, Any]:
         return self.judge.describe()

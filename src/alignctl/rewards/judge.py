@@ -16,12 +16,8 @@ local Hugging Face model wrapped by the caller. This module imports nothing heav
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -133,15 +129,15 @@ class PairwiseJudge:
         """Compare two answers to `prompt` (strings or message lists)."""
         return self.judge_pairs(prompt, [(answer_1, answer_2)])[0]
 
+    @property
+    def window(self) -> int:
+        """Pairs asked together: enough to keep an endpoint's request slots busy (two questions
+        a pair), a modest batch for a local model."""
+        return max(8, 2 * int(getattr(self.complete, "max_concurrency", 1)))
+
     def judge_pairs(self, prompt: Any, pairs: Sequence[tuple[Any, Any]]) -> list[Verdict]:
         """Compare each pair of answers to one prompt; all 2 x len(pairs) questions are asked together."""
-        p = prompt_text(prompt)
-        conversations = []
-        for first, second in pairs:
-            a1, a2 = completion_text(first), completion_text(second)
-            conversations += [self._messages(p, a1, a2), self._messages(p, a2, a1)]
-        replies = self._replies(conversations)
-        return [self._verdict(replies[2 * k : 2 * k + 2]) for k in range(len(pairs))]
+        return self.judge_many([prompt] * len(pairs), pairs, chunk=max(1, len(pairs)))
 
     @staticmethod
     def _verdict(replies: list[str]) -> Verdict:
@@ -159,15 +155,25 @@ class PairwiseJudge:
         prompts: Sequence[Any],
         pairs: Sequence[tuple[Any, Any]],
         progress: Callable[[int, int], None] | None = None,
+        *,
+        chunk: int | None = None,
     ) -> list[Verdict]:
-        """Judge `pairs[i]` against `prompts[i]`; `progress(done, total)` after each pair."""
+        """Judge `pairs[i]` against `prompts[i]`, `chunk` pairs at a time (both orders of each):
+        an endpoint keeps `max_concurrency` requests in flight across pairs and prompts, a local
+        judge scores a chunk in one batch. `progress(done, total)` after each chunk."""
         if len(prompts) != len(pairs):
             raise AlignctlError(f"judge_many: {len(prompts)} prompts but {len(pairs)} pairs")
-        verdicts = []
-        for i, (prompt, (first, second)) in enumerate(zip(prompts, pairs, strict=True)):
-            verdicts.append(self.judge(prompt, first, second))
+        step = chunk or self.window
+        verdicts: list[Verdict] = []
+        for start in range(0, len(pairs), step):
+            conversations = []
+            for prompt, (first, second) in zip(prompts[start : start + step], pairs[start : start + step], strict=True):
+                p, a1, a2 = prompt_text(prompt), completion_text(first), completion_text(second)
+                conversations += [self._messages(p, a1, a2), self._messages(p, a2, a1)]
+            replies = self._replies(conversations)
+            verdicts += [self._verdict(replies[k : k + 2]) for k in range(0, len(replies), 2)]
             if progress is not None:
-                progress(i + 1, len(pairs))
+                progress(len(verdicts), len(pairs))
         return verdicts
 
     def describe(self) -> dict[str, Any]:
@@ -194,13 +200,16 @@ def _sha256(text: str) -> str:
 
 
 class OpenAIChatClient:
-    """`messages -> text` through an OpenAI-compatible `/chat/completions` endpoint (stdlib only).
+    """`messages -> text` through an OpenAI-compatible `/chat/completions` endpoint, on the
+    maintained `openai` client (`generation.server.openai_client`): pooled connections, so the
+    judge keeps `max_concurrency` requests in flight; timeouts; connection errors, timeouts,
+    408/409/429 and 5xx retried `max_retries` times with exponential backoff and jitter
+    (Retry-After honoured); other HTTP errors fail at once, as one line naming the URL.
 
-    The API key is read from the environment variable `api_key_env` at each call and lives only
-    in that call's request: it is never an attribute, so it cannot reach a repr, a manifest, a
-    pickle or an error message. An unset variable sends no Authorization header (a local vLLM
-    server needs none). Connection errors, timeouts, 429 and 5xx are retried `max_retries`
-    times with exponential backoff; other HTTP errors fail at once.
+    The API key is read from the environment variable `api_key_env` at each call and travels
+    only in that request's headers: it is never an attribute (the client underneath holds a
+    placeholder), so it cannot reach a repr, a manifest, a pickle or an error message. An unset
+    variable sends no Authorization header (a local vLLM server needs none).
     """
 
     def __init__(
@@ -212,11 +221,13 @@ class OpenAIChatClient:
         max_retries: int = 3,
         *,
         max_tokens: int = 16,
-        backoff: float = 1.0,
-        max_concurrency: int = 8,
+        max_concurrency: int = 16,
     ) -> None:
+        from alignctl.generation.server import require_openai
+
         if not re.match(r"^https?://", base_url):
             raise InputError(f"judge URL {base_url!r} must start with http:// or https://")
+        require_openai("a judge endpoint")
         self.base_url = base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
         self.model = model
@@ -224,11 +235,14 @@ class OpenAIChatClient:
         self.timeout = timeout
         self.max_retries = max_retries
         self.max_tokens = max_tokens
-        self.backoff = backoff
-        self.max_concurrency = max_concurrency  # requests in flight: a prompt's pairs, both orders
+        self.max_concurrency = max_concurrency  # requests in flight
+        self._client = None
 
     def __repr__(self) -> str:
         return f"OpenAIChatClient(url={self.url!r}, model={self.model!r}, api_key_env={self.api_key_env!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**vars(self), "_client": None}  # connections do not travel
 
     def describe(self) -> dict[str, Any]:
         """Safe for manifests: the endpoint, the model and the *name* of the key variable."""
@@ -241,70 +255,42 @@ class OpenAIChatClient:
             "temperature": 0,
         }
 
-    def _redact(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env)
-        return text.replace(key, "***") if key else text
+    def _api(self):
+        if self._client is None:
+            from alignctl.generation.server import openai_client
+
+            self._client = openai_client(self.base_url, "unused", self.timeout, self.max_retries)
+        return self._client
 
     def __call__(self, messages: Messages) -> str:
-        body = json.dumps(
-            {
-                "model": self.model,
-                "messages": messages,
-                "temperature": 0,
-                "max_tokens": self.max_tokens,
-            }
-        ).encode()
-        attempt = 0
-        while True:
-            try:
-                return self._post(body)
-            except _Retryable as exc:
-                if attempt >= self.max_retries:
-                    raise AlignctlError(
-                        f"judge endpoint {self.url} failed after {attempt + 1} attempts: {exc}"
-                    ) from None
-                time.sleep(exc.retry_after if exc.retry_after is not None else self.backoff * 2**attempt)
-                attempt += 1
+        import openai
 
-    def _post(self, body: bytes) -> str:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        from alignctl.generation.server import failure
+
         key = os.environ.get(self.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+
+        def redact(text: str) -> str:
+            return text.replace(key, "***") if key else text
+
+        auth = f"Bearer {key}" if key else openai.Omit()
+        error = None
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = self._redact(exc.read(500).decode("utf-8", "replace").strip())
-            message = f"HTTP {exc.code} from {self.url}" + (f": {detail}" if detail else "")
-            if exc.code == 429 or exc.code >= 500:
-                raise _Retryable(message, _retry_after(exc.headers.get("Retry-After"))) from None
+            reply = self._api().chat.completions.create(
+                model=self.model,
+                messages=messages,
+                temperature=0,
+                max_tokens=self.max_tokens,
+                extra_headers={"Authorization": auth},
+            )
+            content = reply.choices[0].message.content
+        except openai.APIError as exc:
             hint = None
-            if exc.code in (401, 403):
-                hint = f"check the API key in ${self.api_key_env}"
-                if not key:
-                    hint = f"${self.api_key_env} is not set"
-            raise AlignctlError(message, hint=hint) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise _Retryable(f"cannot reach {self.url}: {self._redact(str(reason))}", None) from None
-        try:
-            content = json.loads(payload)["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            snippet = self._redact(payload[:200].decode("utf-8", "replace"))
-            raise AlignctlError(f"unexpected response from {self.url}: {snippet!r}") from None
+            if isinstance(exc, openai.APIStatusError) and exc.status_code in (401, 403):
+                hint = f"check the API key in ${self.api_key_env}" if key else f"${self.api_key_env} is not set"
+            why = failure(exc, self.max_retries, self.model, redact)
+            error = AlignctlError(f"judge endpoint {self.url}: {why}", hint=hint)
+        except (ValueError, AttributeError, IndexError, TypeError) as exc:  # not an OpenAI reply
+            error = AlignctlError(f"unexpected response from {self.url}: {redact(str(exc))[:200]}")
+        if error is not None:  # raised outside the handler: no chained exception carries the body
+            raise error
         return content or ""
-
-
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return min(float(value), 60.0) if value is not None else None
-    except ValueError:
-        return None

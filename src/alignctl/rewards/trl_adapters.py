@@ -124,8 +124,8 @@ class JudgeReward:
         half = n // 2
         rewards = [0.5] * n
         rows = []
-        for i in range(half):
-            verdict = self.judge.judge(prompts[i], completions[i], completions[i + half])
+        verdicts = self.judge.judge_many(prompts[:half], list(zip(completions[:half], completions[half:], strict=True)))
+        for i, verdict in enumerate(verdicts):
             if verdict.winner is not None:
                 rewards[i], rewards[i + half] = (1.0, 0.0) if verdict.winner == 0 else (0.0, 1.0)
             else:

@@ -235,8 +235,13 @@ def run(
     score_start = time.perf_counter()
     if source.pairwise:
         winners = []
-        for row, rec in zip(rows, records, strict=True):
-            choice = source.decide(rec["prompt"], row["model"], row["baseline"])
+        every = getattr(source, "decide_all", None)  # a judge asks every row together
+        pairs = [(row["model"], row["baseline"]) for row in rows]
+        if every is not None:
+            choices = every([r["prompt"] for r in records], pairs)
+        else:
+            choices = [source.decide(rec["prompt"], *pair) for rec, pair in zip(records, pairs, strict=True)]
+        for row, choice in zip(rows, choices, strict=True):
             winners.append(choice.winner)
             row["verdict"] = choice.detail
         summary, outcomes = aggregate(None, None, model_len, base_len, winners=winners)

@@ -59,7 +59,9 @@ def ask(source, records: list[dict], forms: dict, state: State, journal, progres
     tasks = tasks_for(source, records, forms, human_mode)
     where = {t: n for n, t in enumerate(tasks)}
     what = "screen" if all(len(t) == 1 for t in tasks) else "question"
-    many = getattr(source, "decide_many", None)  # a judge asks a prompt's comparisons together
+    # A judge is asked a window of comparisons at once (requests in flight, one batch); each
+    # answer is journalled as it is used, so a kill re-asks at most the window in flight.
+    every = getattr(source, "decide_all", None)
     ready: dict[tuple, Any] = {}
     pos = 0
     while pos < len(tasks):
@@ -73,10 +75,12 @@ def ask(source, records: list[dict], forms: dict, state: State, journal, progres
         kind = "comparison" if len(task) == 3 else what
         source.position = f"{kind} {done + 1} of {len(tasks)}   prompt {pid}"
         try:
-            if len(task) == 3 and many is not None:
-                if task not in ready:
-                    todo = [t for t in tasks if len(t) == 3 and t[0] == pid and not _done(state, t)]
-                    choices = many(prompt, [(comps[t[1]], comps[t[2]]) for t in todo])
+            if len(task) == 3 and every is not None:
+                if task not in ready:  # the next window of open comparisons, across prompts
+                    todo = [t for t in tasks[pos:] if len(t) == 3 and not _done(state, t)][: source.window]
+                    choices = every(
+                        [forms[t[0]][0] for t in todo], [(forms[t[0]][1][t[1]], forms[t[0]][1][t[2]]) for t in todo]
+                    )
                     ready.update(zip(todo, choices, strict=True))
                 choice = ready.pop(task)
             elif len(task) == 3:
