@@ -78,7 +78,8 @@ def main() -> list[dict]:
             pairs.append(pair)
     seconds: dict[int, list[float]] = {n: [] for n in IN_FLIGHT}
     verdicts: dict[int, list] = {}
-    with tempfile.TemporaryDirectory() as tmp, vllm_serve(models.resolve_model("smollm2-135m"), Path(tmp) / "log") as url:
+    model = models.resolve_model("smollm2-135m")
+    with tempfile.TemporaryDirectory() as tmp, vllm_serve(model, Path(tmp) / "log") as url:
         PairwiseJudge(OpenAIChatClient(url, "judge")).judge_many(prompts[:2], pairs[:2])  # warm-up
         for _ in range(REPEATS):
             for n in IN_FLIGHT:
@@ -90,8 +91,9 @@ def main() -> list[dict]:
     rows = []
     for n in IN_FLIGHT:
         rate = len(pairs) / statistics.median(seconds[n])
+        same = sum(a == b for a, b in zip(verdicts[1], verdicts[n], strict=True))
         rows.append({"what": f"judge via vllm serve, {n} in flight", "pairs": len(pairs), "questions": 2 * len(pairs),
                      "seconds": statistics.median(seconds[n]), "pairs_per_s": rate, "vs_1": rate / base,
-                     "same_letters_as_1": f"{sum(a == b for a, b in zip(verdicts[1], verdicts[n], strict=True))} of {len(pairs)}",
+                     "same_letters_as_1": f"{same} of {len(pairs)}",
                      "load_avg": round(os.getloadavg()[0], 1)})  # fmt: skip
     return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -209,7 +210,8 @@ class FakeServer:
                 length = int(self.headers.get("Content-Length", 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 with lock:
-                    server.requests.append({"path": self.path, "headers": headers, "body": json.loads(self.rfile.read(length))})
+                    body = json.loads(self.rfile.read(length))
+                    server.requests.append({"path": self.path, "headers": headers, "body": body})
                     server.in_flight += 1
                     server.peak = max(server.peak, server.in_flight)
                 time.sleep(server.delay)
@@ -330,7 +332,8 @@ def test_unreachable_and_malformed(server, client, monkeypatch):
     port = server.httpd.server_address[1]
     server.close()
     dead = OpenAIChatClient(f"http://127.0.0.1:{port}/v1", "m", api_key_env=KEY_ENV, max_retries=1)
-    with pytest.raises(AlignctlError, match=f"127.0.0.1:{port}/v1/chat/completions: cannot connect after 1 retries") as info:
+    where = f"127.0.0.1:{port}/v1/chat/completions"
+    with pytest.raises(AlignctlError, match=f"{where}: cannot connect after 1 retries") as info:
         dead([{"role": "user", "content": "x"}])
     assert_no_key(str(info.value))
 
@@ -478,3 +481,10 @@ def test_endpoint_requests_run_concurrently_across_prompts(server, client):
     assert len(server.requests) == 24 and server.peak == 8
     assert seconds < 2.4, seconds  # 24 / 8 rounds of 0.2 s, plus overhead
     assert all(v.reason == "disagree" for v in verdicts)  # "A" to both orders: position bias, a tie
+
+
+def test_endpoint_judge_without_the_openai_package_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openai", None)  # as if not installed
+    with pytest.raises(InputError, match="a judge endpoint: the openai client is not installed") as info:
+        OpenAIChatClient("http://127.0.0.1:1/v1", "m")
+    assert "alignctl[openai]" in str(info.value.hint)

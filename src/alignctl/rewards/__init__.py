@@ -83,7 +83,8 @@ class JudgeSource:
 
     def decide_all(self, prompts: list, pairs: list[tuple[Any, Any]]) -> list[Choice]:
         """`pairs[i]` against `prompts[i]`, all together (requests in flight across prompts)."""
-        return [Choice(v.winner, {"orders": v.orders, "reason": v.reason}) for v in self.judge.judge_many(prompts, pairs)]
+        verdicts = self.judge.judge_many(prompts, pairs)
+        return [Choice(v.winner, {"orders": v.orders, "reason": v.reason}) for v in verdicts]
 
     def describe(self) -> dict[str, Any]:
         return self.judge.describe()
