@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup vllm-cpu demo test test-slow test-vllm lint bench docs clean
+.PHONY: setup vllm-cpu demo compare test test-slow test-vllm lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,13 @@ vllm-cpu: $(VLLM_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+
+# every trainer on the embedded model under the same CPU budget, side by side (docs/results.md);
+# hours on 2 cores: BUDGET=minutes of training per method, SEEDS="1 2"
+BUDGET ?= 10
+SEEDS ?= 1
+compare: $(STAMP)
+	$(BIN)/python examples/compare.py --budget $(BUDGET) --seeds $(SEEDS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -84,3 +84,16 @@ def test_ppo_times_both_sides_alike_from_outside(monkeypatch, tmp_path):
         ("ours", 1),
         ("trl", 1),
     ]
+
+
+def test_every_recorded_row_was_written_by_the_harness():
+    """docs/performance.md cites rows of bench/results.jsonl: each one stamped by bench/run.py
+    (bench name, start time, machine), none typed in by hand."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "results.jsonl"
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        row = json.loads(line)
+        missing = {"bench", "when", "machine", "what"} - row.keys()
+        assert not missing, f"results.jsonl:{lineno}: no {sorted(missing)}"

@@ -1,0 +1,216 @@
+"""Which method should I use? Every trainer on the embedded SmolLM2, side by side (`make compare`).
+
+    python examples/compare.py                   # everything, into runs/compare/
+    python examples/compare.py --dry-run         # print the alignctl commands, run nothing
+    python examples/compare.py --methods dpo grpo-rule --seeds 1 2
+
+Two tasks (examples/qa/README.md, examples/arith/README.md):
+- qa: the demo's 102 training / 40 held-out factual questions; trained on `rule:qa` (right, and
+  brief), evaluated greedy with `rule:qa_strict` (right and <= 12 words). Its gains are mostly
+  brevity.
+- arith: two-number arithmetic word problems, where only correctness pays (`rule:accuracy`: the
+  last number of the answer equals the result); the base model is right about half the time.
+
+Every method starts from the same base model and gets the same budget: `--budget` minutes of
+training (alignctl's `--max-minutes`, counted from the first training step) on one CPU thread,
+`--jobs` of them at a time (2 on a 2-core machine). The offline methods (dpo, kto) train on the
+pairs labelled from 4 samples per training question by the task's rule; online-dpo and ppo with
+a reward model use one trained on those pairs (train-rm). Each model is evaluated on the held-out
+questions against the base model and against dpo of the same seed. Reruns skip what is up to
+date (alignctl's own manifests). Every command is printed and logged (runs/compare/logs/).
+
+The table (runs/compare/results.md): held-out mean reward with its 95% interval, wins / ties /
+losses vs base and vs dpo, the length-controlled win rate vs base, correctness and length apart
+from the combined reward, the KL to the base where the method logs it, training steps done in
+the budget, and peak memory (RSS of the whole process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODEL = "smollm2-135m"
+TASKS = {
+    "qa": {
+        "train": HERE / "qa" / "train-nohint.jsonl",
+        "held": HERE / "qa" / "held-nohint.jsonl",
+        "reward": "rule:qa",
+        "metric": "rule:qa_strict",
+        "tokens": 48,
+    },
+    "arith": {
+        "train": HERE / "arith" / "train.jsonl",
+        "held": HERE / "arith" / "held.jsonl",
+        "reward": "rule:accuracy",
+        "metric": "rule:accuracy",
+        "tokens": 48,
+    },
+}
+# What each method runs, as alignctl arguments after `alignctl <stage>`. {data}, {prompts},
+# {reward}, {rm}, {tokens} are filled per task. Learning rates are CPU-budget rates (LoRA starts
+# at zero and needs a larger rate than the chapter's full fine-tuning ones; design.md, "What
+# learns in a CPU budget"); everything else is the stage's preset.
+METHODS: dict[str, tuple[str, list[str]]] = {
+    "dpo": ("dpo", ["--data", "{data}", "--preset", "dpo-cpu"]),
+    "kto": ("kto", ["--data", "{data}", "--lr", "2e-4", "--batch-size", "4", "--epochs", "3", "--max-length", "256",
+                    "--set", "use_peft=true"]),  # fmt: skip
+    "online-dpo-rule": ("online-dpo", ["--prompts", "{prompts}", "--reward", "{reward}", "--lr", "3e-4",
+                                       "--set", "use_peft=true", "--max-new-tokens", "{tokens}"]),  # fmt: skip
+    "online-dpo-rm": ("online-dpo", ["--prompts", "{prompts}", "--reward", "rm:{rm}", "--lr", "3e-4",
+                                     "--set", "use_peft=true", "--max-new-tokens", "{tokens}"]),  # fmt: skip
+    "grpo-rule": ("grpo", ["--prompts", "{prompts}", "--reward", "{reward}", "--lr", "3e-4", "--num-generations", "4",
+                           "--max-completion-length", "{tokens}", "--batch-size", "8", "--set", "use_peft=true",
+                           "--set", "use_vllm=false"]),  # fmt: skip
+    "ppo-rule": ("ppo", ["--prompts", "{prompts}", "--reward", "{reward}", "--response-length", "{tokens}",
+                         "--batch-size", "8", "--gradient-accumulation-steps", "1", "--num-ppo-epochs", "2"]),  # fmt: skip
+    "ppo-rm": ("ppo", ["--prompts", "{prompts}", "--reward-model", "{rm}", "--response-length", "{tokens}",
+                       "--batch-size", "8", "--gradient-accumulation-steps", "1", "--num-ppo-epochs", "2"]),  # fmt: skip
+    "iterate": ("iterate", ["--prompts", "{prompts}", "--by", "{reward}", "--preset", "iterate-cpu",
+                            "--eval-prompts", "{held}", "--eval-by", "{metric}"]),  # fmt: skip
+}
+ARITH_METHODS = ["dpo", "grpo-rule", "online-dpo-rule", "ppo-rule"]
+
+
+@dataclass
+class Job:
+    name: str
+    argv: list[str]
+    after: list[str] = field(default_factory=list)
+
+
+def alignctl() -> list[str]:
+    return [sys.executable, "-m", "alignctl"]
+
+
+def plan(out: Path, tasks: list[str], methods: list[str], seeds: list[int], budget: float) -> list[Job]:
+    """Every job, in an order that respects its inputs: shared data, trainings, evals."""
+    jobs: list[Job] = []
+    for task in tasks:
+        t = TASKS[task]
+        d = out / task
+        jobs.append(Job(f"{task}/collect", ["collect", "-p", t["train"], "-m", MODEL, "-n", "4", "--temperature",
+                                            "1.0", "--max-new-tokens", str(t["tokens"]), "-o", d / "candidates.jsonl"]))  # fmt: skip
+        jobs.append(Job(f"{task}/label", ["label", "--candidates", d / "candidates.jsonl", "--by", t["reward"],
+                                          "-o", d / "prefs.jsonl"], [f"{task}/collect"]))  # fmt: skip
+        chosen = [m for m in methods if task == "qa" or m in ARITH_METHODS]
+        if any(m.endswith("-rm") for m in chosen):
+            jobs.append(Job(f"{task}/rm", ["train-rm", "--data", d / "prefs.jsonl", "-m", MODEL, "--lr", "1e-4",
+                                           "--epochs", "2", "--set", "max_length=256", "--set", "eval_split=0.2",
+                                           "-o", d / "rm"], [f"{task}/label"]))  # fmt: skip
+        fill = {"data": d / "prefs.jsonl", "prompts": t["train"], "reward": t["reward"], "rm": d / "rm",
+                "tokens": t["tokens"], "held": t["held"], "metric": t["metric"]}  # fmt: skip
+        for seed in seeds:
+            for m in chosen:
+                stage, args = METHODS[m]
+                after = [f"{task}/label"] + ([f"{task}/rm"] if "{rm}" in " ".join(args) else [])
+                argv = [stage, *[a.format(**{k: str(v) for k, v in fill.items()}) for a in args]]
+                argv += ["-m", MODEL, "--seed", str(seed), "--max-minutes", f"{budget:g}", "-o", d / f"{m}-s{seed}"]
+                jobs.append(Job(f"{task}/{m}-s{seed}", argv, after))
+            for m in chosen:
+                model = d / f"{m}-s{seed}"
+                if m == "iterate":
+                    model = model / "round-2" / "model"
+                ev = ["eval", "-m", model, "-p", t["held"], "--by", t["metric"], "--max-new-tokens", "64"]
+                jobs.append(Job(f"{task}/{m}-s{seed}/eval-base", [*ev, "-b", MODEL, "-o", d / f"{m}-s{seed}.eval-base"],
+                                [f"{task}/{m}-s{seed}"]))  # fmt: skip
+                if m != "dpo" and "dpo" in chosen:
+                    jobs.append(Job(f"{task}/{m}-s{seed}/eval-dpo",
+                                    [*ev, "-b", d / f"dpo-s{seed}", "-o", d / f"{m}-s{seed}.eval-dpo"],
+                                    [f"{task}/{m}-s{seed}", f"{task}/dpo-s{seed}"]))  # fmt: skip
+    return jobs
+
+
+def run_jobs(jobs: list[Job], out: Path, parallel: int, dry_run: bool) -> None:
+    """Run each job once its inputs are done, `parallel` at a time, one OpenMP thread each."""
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    record = out / "jobs.jsonl"
+    done: set[str] = set()
+    failed: set[str] = set()
+    pending = list(jobs)
+    threads = "1" if parallel > 1 else str(os.cpu_count() or 1)
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+    def start(job: Job) -> dict:
+        cmd = [*alignctl(), *map(str, job.argv)]
+        line = "alignctl " + shlex.join(map(str, job.argv))
+        print(f"[{time.strftime('%H:%M:%S')}] start {job.name}: {line}", flush=True)
+        if dry_run:
+            return {"job": job.name, "command": line, "rc": 0}
+        log = logs / (job.name.replace("/", "__") + ".log")
+        t0 = time.time()
+        wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); print('__PEAK_RSS_KB__', "
+                   "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)")  # fmt: skip
+        with open(log, "w") as fh:
+            rc = subprocess.call([sys.executable, "-c", wrapper, *cmd], stdout=fh, stderr=subprocess.STDOUT, env=env)
+        text = log.read_text(errors="replace")
+        peak = int(text.rsplit("__PEAK_RSS_KB__", 1)[1].split()[0]) if "__PEAK_RSS_KB__" in text else 0
+        row = {"job": job.name, "command": line, "rc": rc, "seconds": round(time.time() - t0, 1),
+               "peak_rss_mb": round(peak / 1024), "up_to_date": "up to date" in text,
+               "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+        with open(record, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        status = "ok" if rc == 0 else f"FAILED (exit {rc}, log {log})"
+        print(f"[{time.strftime('%H:%M:%S')}] {status}: {job.name} in {row['seconds']} s", flush=True)
+        return row
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        running: dict = {}
+        while pending or running:
+            for job in list(pending):
+                if any(a in failed for a in job.after):
+                    pending.remove(job)
+                    failed.add(job.name)
+                    print(f"skip {job.name}: an input failed", flush=True)
+                elif all(a in done for a in job.after) and len(running) < max(1, parallel):
+                    pending.remove(job)
+                    running[pool.submit(start, job)] = job
+            if not running:
+                break
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                job = running.pop(fut)
+                (done if fut.result()["rc"] == 0 else failed).add(job.name)
+    if failed:
+        print(f"{len(failed)} job(s) failed or skipped: {', '.join(sorted(failed))}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-o", "--output", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1])
+    parser.add_argument("--budget", type=float, default=10.0, help="minutes of training per method (10)")
+    parser.add_argument("--jobs", type=int, default=2, help="jobs at a time, one thread each (2)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--table-only", action="store_true", help="write the table from finished runs")
+    args = parser.parse_args()
+    out: Path = args.output
+    if "dpo" not in args.methods:
+        print("note: without dpo there is no 'vs dpo' column", file=sys.stderr)
+    start = time.time()
+    if not args.table_only:
+        run_jobs(plan(out, args.tasks, args.methods, args.seeds, args.budget), out, args.jobs, args.dry_run)
+    if args.dry_run:
+        return 0
+    from compare_table import write_table
+
+    path = write_table(out, args.tasks, args.methods, args.seeds, args.budget, time.time() - start)
+    print(path.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    sys.exit(main())

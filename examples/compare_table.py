@@ -1,0 +1,147 @@
+"""The table of `examples/compare.py`, read from its finished runs (runs/compare/ by default).
+
+Per task, method and seed: the held-out mean reward with its 95% interval (eval.json), wins /
+ties / losses against the base model and against dpo of the same seed, the length-controlled
+win rate against base where eval reports it, correctness and length apart from the combined
+reward (from eval.rows.jsonl and the held-out answers), the mean KL to the base over the last
+logged steps where the method logs one, optimizer steps done and training seconds (the run's
+manifest), and the peak RSS of the training process (jobs.jsonl). A row whose run is missing
+says so instead of a number.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+KL_KEYS = ("objective/kl", "kl")  # ppo (summed over the answer), grpo (per token, TRL)
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _rows(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+def correctness(task: str, held: Path, rows: list[dict], side: str) -> float | None:
+    """Share of held-out answers that are right, whatever their length."""
+    from alignctl.rewards.answers import accuracy, contains_word
+
+    if not rows:
+        return None
+    gold = {r.get("id", i): r["answer"] for i, r in enumerate(_rows(held))}
+    right = []
+    for row in rows:
+        answers = gold[row["id"]] if isinstance(gold[row["id"]], list) else [gold[row["id"]]]
+        text = row[side]
+        if task == "arith":
+            right.append(accuracy([None], [text], answer=[answers])[0])
+        else:
+            right.append(float(any(contains_word(text, str(a)) for a in answers)))
+    return statistics.mean(right)
+
+
+def _kl(run: Path) -> float | None:
+    lines = _rows(run / "metrics.jsonl")
+    for key in KL_KEYS:
+        values = [r[key] for r in lines if isinstance(r.get(key), (int, float))]
+        if values:
+            tail = values[-max(1, len(values) // 5) :]  # the last fifth of training
+            return statistics.mean(tail)
+    return None
+
+
+def _peak(out: Path, job: str) -> int | None:
+    peaks = [r["peak_rss_mb"] for r in _rows(out / "jobs.jsonl") if r["job"] == job and not r.get("up_to_date")]
+    return peaks[-1] if peaks else None
+
+
+def _wtl(ev: dict | None) -> str:
+    return f"{ev['wins']} / {ev['ties']} / {ev['losses']}" if ev else "—"
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def row_for(out: Path, task: str, held: Path, method: str, seed: int) -> dict[str, Any]:
+    d = out / task
+    run = d / f"{method}-s{seed}"
+    base_eval = _json(d / f"{method}-s{seed}.eval-base" / "eval.json")
+    dpo_eval = _json(d / f"{method}-s{seed}.eval-dpo" / "eval.json")
+    rows = _rows(d / f"{method}-s{seed}.eval-base" / "eval.rows.jsonl")
+    manifest = _json(run / "alignctl.json") or {}
+    final = manifest.get("final_metrics") or {}
+    lc = (base_eval or {}).get("length_controlled") or {}
+    return {
+        "method": method,
+        "seed": seed,
+        "reward": base_eval and base_eval["model"]["mean_reward"],
+        "ci": base_eval and base_eval["model"].get("reward_ci"),
+        "base": base_eval and base_eval["baseline"]["mean_reward"],
+        "base_ci": base_eval and base_eval["baseline"].get("reward_ci"),
+        "vs_base": _wtl(base_eval),
+        "vs_dpo": _wtl(dpo_eval) if method != "dpo" else "(itself)",
+        "win_rate": base_eval and base_eval.get("win_rate"),
+        "lc_win_rate": lc.get("win_rate"),
+        "correct": correctness(task, held, rows, "model"),
+        "base_correct": correctness(task, held, rows, "baseline"),
+        "words": base_eval and base_eval["model"]["mean_length"],
+        "base_words": base_eval and base_eval["baseline"]["mean_length"],
+        "kl": _kl(run),
+        "steps": final.get("global_step") or final.get("steps") or final.get("updates"),
+        "train_s": final.get("train_runtime") or final.get("training_seconds"),
+        "stopped_by": final.get("stopped_by") or manifest.get("stopped_by"),
+        "peak_mb": _peak(out, f"{task}/{method}-s{seed}"),
+        "done": base_eval is not None,
+    }
+
+
+def markdown(rows: list[dict], task: str) -> list[str]:
+    head = ("| method | seed | held-out reward [95% CI] | W / T / L vs base | W / T / L vs dpo | win rate vs base "
+            "(length-controlled) | correct | words | KL to base | steps (stopped by) | train s | peak RSS MB |")  # fmt: skip
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    if rows and rows[0]["base"] is not None:
+        r = rows[0]
+        ci = f" ± {r['base_ci']:.3f}" if r["base_ci"] is not None else ""
+        lines.append(f"| base ({task}) | | {r['base']:.3f}{ci} | | | | {_f(r['base_correct'])} | "
+                     f"{_f(r['base_words'], 1)} | | | | |")  # fmt: skip
+    for r in rows:
+        if not r["done"]:
+            lines.append(f"| {r['method']} | {r['seed']} | not run / not finished | | | | | | | | | |")
+            continue
+        ci = f" ± {r['ci']:.3f}" if r["ci"] is not None else ""
+        lc = f" ({_f(r['lc_win_rate'])})" if r["lc_win_rate"] is not None else ""
+        steps = f"{r['steps']}" + (f" ({r['stopped_by']})" if r["stopped_by"] else "")
+        lines.append(f"| {r['method']} | {r['seed']} | {r['reward']:.3f}{ci} | {r['vs_base']} | {r['vs_dpo']} | "
+                     f"{_f(r['win_rate'])}{lc} | {_f(r['correct'])} | {_f(r['words'], 1)} | {_f(r['kl'])} | "
+                     f"{steps} | {_f(r['train_s'], 0)} | {r['peak_mb'] or '—'} |")  # fmt: skip
+    return lines
+
+
+def write_table(out: Path, tasks: list[str], methods: list[str], seeds: list[int], budget: float, wall: float) -> Path:
+    from compare import ARITH_METHODS, TASKS
+
+    parts = [f"# make compare: {budget:g} minutes of training per method, one CPU thread each", ""]
+    for task in tasks:
+        chosen = [m for m in methods if task == "qa" or m in ARITH_METHODS]
+        rows = [row_for(out, task, TASKS[task]["held"], m, s) for m in chosen for s in seeds]
+        parts += [f"## {task} (eval: {TASKS[task]['metric']}, greedy, {TASKS[task]['held'].name})", ""]
+        parts += markdown(rows, task) + [""]
+        (out / f"{task}.rows.json").write_text(json.dumps(rows, indent=1, default=str))
+    jobs = _rows(out / "jobs.jsonl")
+    parts.append(f"This run: {wall / 60:.1f} min wall; all jobs recorded: {sum(j.get('seconds', 0) for j in jobs) / 60:.1f} "
+                 "min of job time (jobs.jsonl, reruns included).")  # fmt: skip
+    path = out / "results.md"
+    path.write_text("\n".join(parts) + "\n")
+    return path
