@@ -2,7 +2,7 @@ r"""Length-controlled win rate: what the win rate would be if both answers were 
 
 A judge or a rule with a length term (the demo's `qa` rules reward brevity) can hand a model a
 high win rate for being shorter alone. AlpacaEval 2's answer (Dubois et al. 2024, "Length-Controlled
-AlpacaEval", arXiv 2404.04475, section 3) is to explain each verdict by a quality term and a length
+AlpacaEval", arXiv 2404.04475) is to explain each verdict by a quality term and a length
 term, then read off the quality term alone. Per prompt i, with target :math:`y_i` (win 1, tie 1/2,
 loss 0) and :math:`d_i` = model words - baseline words:
 
