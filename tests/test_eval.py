@@ -43,6 +43,8 @@ def test_pointwise_aggregation_by_hand():
     # mean 0.7, sample sd sqrt((3·0.3² + 0.7² + 0.2²) / 4) = sqrt(0.2) = 0.447214;
     # half-width 1.959964 · 0.447214 / sqrt(5) = 0.391993
     assert summary["model"]["reward_ci"] == pytest.approx(0.391993, abs=1e-5)
+    lc = summary["length_controlled"]  # its numbers: tests/test_lcwin.py
+    assert set(lc) == {"win_rate", "ci", "length_coef", "length_scale"} and lc["length_scale"] > 0
 
 
 def test_tie_margin_turns_small_differences_into_ties():
@@ -58,6 +60,11 @@ def test_pairwise_aggregation_has_no_mean_reward():
     assert (summary["wins"], summary["ties"], summary["losses"]) == (3, 1, 1)
     assert summary["win_rate"] == pytest.approx(0.7)
     assert summary["model"]["mean_reward"] is None and "reward_delta" not in summary
+    # every model answer 2 words shorter: length and quality cannot be separated, so no LC number
+    assert summary["length_controlled"]["win_rate"] is None and "note" in summary["length_controlled"]
+    # at equal lengths the LC rate is the raw one, ties half (up to the ridge term's 1e-4 shift)
+    summary, _ = comparison.aggregate(None, None, [4] * 5, [4] * 5, winners=[0, None, 1, 0, 0])
+    assert summary["length_controlled"]["win_rate"] == pytest.approx(0.7, abs=5e-4)
 
 
 def test_aggregate_rejects_mismatched_lengths():
@@ -76,6 +83,13 @@ def test_table_shows_the_numbers(capsys):
     text = cap.get()
     for needle in ("0.700 ± 0.392", "0.400", "4.0", "10.0", "2 / 2 / 1", "0.600 [0.231, 0.882]", "runs/dpo"):
         assert needle in text, (needle, text)
+    lc = summary["length_controlled"]
+    assert "length-controlled" in text and f"{lc['win_rate']:.3f} [{lc['ci'][0]:.3f}, {lc['ci'][1]:.3f}]" in text
+    assert f"{lc['length_coef']:+.2f} (favours shorter)" in text  # the model is shorter on every prompt
+    del summary["length_controlled"]  # an eval.json from before the key: the table still renders
+    with console.capture() as cap:
+        comparison.render_table(summary, "runs/dpo", "base")
+    assert "0.600 [0.231, 0.882]" in cap.get() and "length-controlled" not in cap.get()
 
 
 def _prompts(tmp_path):
@@ -109,6 +123,34 @@ def test_eval_command_writes_summary_rows_manifest_and_is_up_to_date(tmp_path, t
     assert (out / "eval.json").stat().st_mtime_ns == stamp
     code, _, stderr = cli(*args[:-2], "--max-new-tokens", "5", "-o", out)
     assert code == 2 and "--overwrite" in stderr
+
+
+def test_a_win_by_brevity_alone_shows_in_the_length_controlled_rate(tmp_path, tiny_lm, monkeypatch):
+    """`rule:length` scores -words/100, so every verdict is "the shorter answer wins". The model is
+    shorter on 6 of 8 prompts: raw win rate 0.75, but the length term explains every verdict and
+    the length-controlled rate falls toward one half (separable case: tests/test_lcwin.py)."""
+    import shutil
+
+    from alignctl.stages import resolve
+
+    model_words = [2, 3, 2, 4, 3, 2, 14, 16]
+    base_words = [9, 12, 8, 15, 10, 11, 6, 5]
+    answers = {"model": [" ".join(["ok"] * w) for w in model_words]}
+    answers["baseline"] = [" ".join(["yes"] * w) for w in base_words]
+
+    def canned(model_path, records, resolved, *, label, **_):  # generation is not what this tests
+        return answers[label], 0.0, False
+
+    monkeypatch.setattr(ev, "generate_answers", canned)
+    baseline = shutil.copytree(tiny_lm, tmp_path / "base")  # another dir: eval generates each side
+    held = write_jsonl(tmp_path / "held.jsonl", [{"prompt": f"Question {i}?"} for i in range(8)])
+    resolved = resolve("eval", sets=["max_new_tokens=4"])
+    out = ev.run(resolved, str(tiny_lm), str(baseline), held, "rule:length", tmp_path / "e" / "eval.json")
+    summary = json.loads(out.read_text())
+    assert (summary["wins"], summary["ties"], summary["losses"]) == (6, 0, 2)
+    lc = summary["length_controlled"]
+    assert summary["win_rate"] == 0.75 and lc["win_rate"] < summary["win_rate"] - 0.05
+    assert lc["length_coef"] < 0 and lc["ci"][0] < lc["win_rate"] < lc["ci"][1]
 
 
 def test_generations_are_cached_per_model_and_settings(tmp_path, tiny_lm):

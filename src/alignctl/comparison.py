@@ -2,8 +2,8 @@
 
 `aggregate` turns scores (pointwise sources) or verdicts (pairwise) into what `eval.json` holds:
 each side's mean reward with its interval and mean length, win / tie / loss and the win rate with
-its Wilson interval (`stats.py`). `render_table` shows one eval; `rounds_table` shows iterate's
-rounds, from the `eval_brief` of each round's eval.json.
+its Wilson interval (`stats.py`), and the length-controlled win rate (`lcwin.py`). `render_table`
+shows one eval; `rounds_table` shows iterate's rounds, from the `eval_brief` of each round's eval.json.
 """
 
 from __future__ import annotations
@@ -49,8 +49,11 @@ def aggregate(
 
     Pointwise: give both score lists; prompt i is a win when model - baseline > tie_margin.
     Pairwise: give `winners` (0 = the model's answer won, 1 = the baseline's, None = tie) and no
-    scores; mean rewards are then None. Win rate and interval come from `stats.win_rate`.
+    scores; mean rewards are then None. Win rate and interval come from `stats.win_rate`;
+    `length_controlled` (the win rate at equal length, its interval and the length coefficient)
+    from `lcwin.length_controlled_win_rate`, ties counting half in its fit as in the raw rate.
     """
+    from alignctl.lcwin import length_controlled_win_rate
     from alignctl.stats import win_rate
 
     n = len(model_lengths)
@@ -76,6 +79,7 @@ def aggregate(
         "model": _side(model_scores, model_lengths),
         "baseline": _side(baseline_scores, baseline_lengths),
         **wr,
+        "length_controlled": length_controlled_win_rate(outcomes, model_lengths, baseline_lengths),
     }
     if model_scores is not None and baseline_scores is not None:
         summary["reward_delta"] = summary["model"]["mean_reward"] - summary["baseline"]["mean_reward"]
@@ -109,13 +113,22 @@ def render_table(summary: dict[str, Any], model_name: str, baseline_name: str, *
     table.add_row("wins / ties / losses", f"{summary['wins']} / {summary['ties']} / {summary['losses']}", "")
     rate = f"{summary['win_rate']:.3f} [{summary['low']:.3f}, {summary['high']:.3f}]"
     table.add_row("win rate [95% CI]", rate, "")
+    lc = summary.get("length_controlled")  # absent from an eval.json written before it existed
+    if lc is not None and lc["win_rate"] is None:
+        table.add_row("  length-controlled", "— (same length gap everywhere)", "")
+    elif lc is not None:
+        low, high = lc["ci"]
+        table.add_row("  length-controlled", f"{lc['win_rate']:.3f} [{low:.3f}, {high:.3f}]", "")
+        coef = lc["length_coef"]
+        leaning = " (favours shorter)" if coef < -0.005 else " (favours longer)" if coef > 0.005 else ""
+        table.add_row("  length coefficient", f"{coef:+.2f}{leaning}", "")
     console.print(table)
 
 
 def eval_brief(path: Path) -> dict[str, Any]:
     """An eval.json cut down to what iterate's manifest keeps per round."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    keep = ("wins", "ties", "losses", "n", "win_rate", "low", "high", "reward_delta", "by")
+    keep = ("wins", "ties", "losses", "n", "win_rate", "low", "high", "length_controlled", "reward_delta", "by")
     return {
         "model": {k: data["model"].get(k) for k in ("name", "mean_reward", "mean_length")},
         "baseline": {k: data["baseline"].get(k) for k in ("name", "mean_reward", "mean_length")},
@@ -137,14 +150,15 @@ def rounds_final(entries: list[dict]) -> dict[str, Any]:
 
 
 def rounds_table(entries: list[dict], title: str = "iterate") -> None:
-    """Round by round: pairs, reward vs the previous round and vs base, W/T/L, win rate."""
+    """Round by round: pairs, reward vs the previous round and vs base, W/T/L, win rate (raw, length-controlled)."""
     from rich.table import Table
 
     def r(x: Any) -> str:
         return "—" if x is None else f"{x:.3f}"
 
     table = Table(title=title, title_justify="left")
-    for col in ("round", "pairs (new/train)", "reward", "vs previous", "W/T/L", "win rate", "vs base", "length"):
+    cols = ("round", "pairs (new/train)", "reward", "vs previous", "W/T/L", "win rate", "LC win rate", "vs base")
+    for col in (*cols, "length"):
         table.add_column(col, justify="right")
     for e in entries:
         ev, base = e["eval"], e.get("eval_vs_base") or {}
@@ -155,6 +169,7 @@ def rounds_table(entries: list[dict], title: str = "iterate") -> None:
             r(ev["baseline"]["mean_reward"]),
             f"{ev['wins']}/{ev['ties']}/{ev['losses']}",
             f"{ev['win_rate']:.2f} [{ev['low']:.2f}, {ev['high']:.2f}]",
+            r((ev.get("length_controlled") or {}).get("win_rate")),
             r((base.get("baseline") or {}).get("mean_reward")),
             f"{ev['model']['mean_length']:.1f}",
         )

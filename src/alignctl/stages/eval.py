@@ -11,6 +11,8 @@ source (`judge:`, `human`) compares the two answers directly; the judge asks in 
 calls a disagreement a tie (judge.py). The table on stderr gives each side's mean reward (with a
 95% interval), mean length in words, win / tie / loss and the win rate (ties count half) with its
 Wilson 95% interval (stats.py); the chapter reports Online DPO the same way ("60% 更好，30% 打平").
+Next to it, the length-controlled win rate (lcwin.py, AlpacaEval 2's): the win rate the verdicts
+imply at equal length, with its length coefficient, so a win that is only "shorter" shows as such.
 
 Writes `DIR/eval.json` (the summary `report` plots for iterate rounds), `DIR/eval.rows.jsonl`
 (one line per prompt: both answers, their scores, the outcome) and `DIR/eval.json.alignctl.json`

@@ -146,7 +146,7 @@ def _labels(paths: list[Path]) -> list[str]:
 
 
 ROUND_HEADER = ["round", "reward (model)", "reward (baseline)", "length (model)", "length (baseline)"]
-ROUND_HEADER += ["W-T-L", "win rate [interval]"]
+ROUND_HEADER += ["W-T-L", "win rate [interval]", "length-controlled [interval]"]
 
 
 def _round_rows(run: Run) -> list[list[object]]:
@@ -155,12 +155,15 @@ def _round_rows(run: Run) -> list[list[object]]:
         model, base = e.get("model") or {}, e.get("baseline") or {}
         wtl = _wtl(e)
         interval = f" [{_fmt(e['low'])}, {_fmt(e['high'])}]" if "low" in e and "high" in e else ""
+        lc = e.get("length_controlled") or {}  # older eval.json files lack it
+        lc_interval = f" [{_fmt(lc['ci'][0])}, {_fmt(lc['ci'][1])}]" if lc.get("ci") else ""
         rows.append(
             [
                 number,
                 *(_fmt(side.get(k, "—")) for k in EVAL_KEYS for side in (model, base)),
                 wtl,
                 f"{_fmt(e.get('win_rate', '—'))}{interval}",
+                f"{_fmt('—' if lc.get('win_rate') is None else lc['win_rate'])}{lc_interval}",
             ]
         )
     return rows
