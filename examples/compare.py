@@ -62,21 +62,123 @@ TASKS = {
 # learns in a CPU budget"); everything else is the stage's preset.
 METHODS: dict[str, tuple[str, list[str]]] = {
     "dpo": ("dpo", ["--data", "{data}", "--preset", "dpo-cpu"]),
-    "kto": ("kto", ["--data", "{data}", "--lr", "2e-4", "--batch-size", "4", "--epochs", "3", "--max-length", "256",
-                    "--set", "use_peft=true"]),  # fmt: skip
-    "online-dpo-rule": ("online-dpo", ["--prompts", "{prompts}", "--reward", "{reward}", "--lr", "3e-4",
-                                       "--set", "use_peft=true", "--max-new-tokens", "{tokens}"]),  # fmt: skip
-    "online-dpo-rm": ("online-dpo", ["--prompts", "{prompts}", "--reward", "rm:{rm}", "--lr", "3e-4",
-                                     "--set", "use_peft=true", "--max-new-tokens", "{tokens}"]),  # fmt: skip
-    "grpo-rule": ("grpo", ["--prompts", "{prompts}", "--reward", "{reward}", "--lr", "3e-4", "--num-generations", "4",
-                           "--max-completion-length", "{tokens}", "--batch-size", "8", "--set", "use_peft=true",
-                           "--set", "use_vllm=false"]),  # fmt: skip
-    "ppo-rule": ("ppo", ["--prompts", "{prompts}", "--reward", "{reward}", "--response-length", "{tokens}",
-                         "--batch-size", "8", "--gradient-accumulation-steps", "1", "--num-ppo-epochs", "2"]),  # fmt: skip
-    "ppo-rm": ("ppo", ["--prompts", "{prompts}", "--reward-model", "{rm}", "--response-length", "{tokens}",
-                       "--batch-size", "8", "--gradient-accumulation-steps", "1", "--num-ppo-epochs", "2"]),  # fmt: skip
-    "iterate": ("iterate", ["--prompts", "{prompts}", "--by", "{reward}", "--preset", "iterate-cpu",
-                            "--eval-prompts", "{held}", "--eval-by", "{metric}"]),  # fmt: skip
+    "kto": (
+        "kto",
+        [
+            "--data",
+            "{data}",
+            "--lr",
+            "2e-4",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "3",
+            "--max-length",
+            "256",
+            "--set",
+            "use_peft=true",
+        ],
+    ),
+    "online-dpo-rule": (
+        "online-dpo",
+        [
+            "--prompts",
+            "{prompts}",
+            "--reward",
+            "{reward}",
+            "--lr",
+            "3e-4",
+            "--set",
+            "use_peft=true",
+            "--max-new-tokens",
+            "{tokens}",
+        ],
+    ),
+    "online-dpo-rm": (
+        "online-dpo",
+        [
+            "--prompts",
+            "{prompts}",
+            "--reward",
+            "rm:{rm}",
+            "--lr",
+            "3e-4",
+            "--set",
+            "use_peft=true",
+            "--max-new-tokens",
+            "{tokens}",
+        ],
+    ),
+    "grpo-rule": (
+        "grpo",
+        [
+            "--prompts",
+            "{prompts}",
+            "--reward",
+            "{reward}",
+            "--lr",
+            "3e-4",
+            "--num-generations",
+            "4",
+            "--max-completion-length",
+            "{tokens}",
+            "--batch-size",
+            "8",
+            "--set",
+            "use_peft=true",
+            "--set",
+            "use_vllm=false",
+        ],
+    ),
+    "ppo-rule": (
+        "ppo",
+        [
+            "--prompts",
+            "{prompts}",
+            "--reward",
+            "{reward}",
+            "--response-length",
+            "{tokens}",
+            "--batch-size",
+            "8",
+            "--gradient-accumulation-steps",
+            "1",
+            "--num-ppo-epochs",
+            "2",
+        ],
+    ),
+    "ppo-rm": (
+        "ppo",
+        [
+            "--prompts",
+            "{prompts}",
+            "--reward-model",
+            "{rm}",
+            "--response-length",
+            "{tokens}",
+            "--batch-size",
+            "8",
+            "--gradient-accumulation-steps",
+            "1",
+            "--num-ppo-epochs",
+            "2",
+        ],
+    ),
+    "iterate": (
+        "iterate",
+        [
+            "--prompts",
+            "{prompts}",
+            "--by",
+            "{reward}",
+            "--preset",
+            "iterate-cpu",
+            "--eval-prompts",
+            "{held}",
+            "--eval-by",
+            "{metric}",
+        ],
+    ),
 }
 ARITH_METHODS = ["dpo", "grpo-rule", "online-dpo-rule", "ppo-rule"]
 
@@ -98,17 +200,67 @@ def plan(out: Path, tasks: list[str], methods: list[str], seeds: list[int], budg
     for task in tasks:
         t = TASKS[task]
         d = out / task
-        jobs.append(Job(f"{task}/collect", ["collect", "-p", t["train"], "-m", MODEL, "-n", "4", "--temperature",
-                                            "1.0", "--max-new-tokens", str(t["tokens"]), "-o", d / "candidates.jsonl"]))  # fmt: skip
-        jobs.append(Job(f"{task}/label", ["label", "--candidates", d / "candidates.jsonl", "--by", t["reward"],
-                                          "-o", d / "prefs.jsonl"], [f"{task}/collect"]))  # fmt: skip
+        jobs.append(
+            Job(
+                f"{task}/collect",
+                [
+                    "collect",
+                    "-p",
+                    t["train"],
+                    "-m",
+                    MODEL,
+                    "-n",
+                    "4",
+                    "--temperature",
+                    "1.0",
+                    "--max-new-tokens",
+                    str(t["tokens"]),
+                    "-o",
+                    d / "candidates.jsonl",
+                ],
+            )
+        )
+        jobs.append(
+            Job(
+                f"{task}/label",
+                ["label", "--candidates", d / "candidates.jsonl", "--by", t["reward"], "-o", d / "prefs.jsonl"],
+                [f"{task}/collect"],
+            )
+        )
         chosen = [m for m in methods if task == "qa" or m in ARITH_METHODS]
         if any(m.endswith("-rm") for m in chosen):
-            jobs.append(Job(f"{task}/rm", ["train-rm", "--data", d / "prefs.jsonl", "-m", MODEL, "--lr", "1e-4",
-                                           "--epochs", "2", "--set", "max_length=256", "--set", "eval_split=0.2",
-                                           "-o", d / "rm"], [f"{task}/label"]))  # fmt: skip
-        fill = {"data": d / "prefs.jsonl", "prompts": t["train"], "reward": t["reward"], "rm": d / "rm",
-                "tokens": t["tokens"], "held": t["held"], "metric": t["metric"]}  # fmt: skip
+            jobs.append(
+                Job(
+                    f"{task}/rm",
+                    [
+                        "train-rm",
+                        "--data",
+                        d / "prefs.jsonl",
+                        "-m",
+                        MODEL,
+                        "--lr",
+                        "1e-4",
+                        "--epochs",
+                        "2",
+                        "--set",
+                        "max_length=256",
+                        "--set",
+                        "eval_split=0.2",
+                        "-o",
+                        d / "rm",
+                    ],
+                    [f"{task}/label"],
+                )
+            )
+        fill = {
+            "data": d / "prefs.jsonl",
+            "prompts": t["train"],
+            "reward": t["reward"],
+            "rm": d / "rm",
+            "tokens": t["tokens"],
+            "held": t["held"],
+            "metric": t["metric"],
+        }
         for seed in seeds:
             for m in chosen:
                 stage, args = METHODS[m]
@@ -121,12 +273,21 @@ def plan(out: Path, tasks: list[str], methods: list[str], seeds: list[int], budg
                 if m == "iterate":
                     model = model / "round-2" / "model"
                 ev = ["eval", "-m", model, "-p", t["held"], "--by", t["metric"], "--max-new-tokens", "64"]
-                jobs.append(Job(f"{task}/{m}-s{seed}/eval-base", [*ev, "-b", MODEL, "-o", d / f"{m}-s{seed}.eval-base"],
-                                [f"{task}/{m}-s{seed}"]))  # fmt: skip
+                jobs.append(
+                    Job(
+                        f"{task}/{m}-s{seed}/eval-base",
+                        [*ev, "-b", MODEL, "-o", d / f"{m}-s{seed}.eval-base"],
+                        [f"{task}/{m}-s{seed}"],
+                    )
+                )
                 if m != "dpo" and "dpo" in chosen:
-                    jobs.append(Job(f"{task}/{m}-s{seed}/eval-dpo",
-                                    [*ev, "-b", d / f"dpo-s{seed}", "-o", d / f"{m}-s{seed}.eval-dpo"],
-                                    [f"{task}/{m}-s{seed}", f"{task}/dpo-s{seed}"]))  # fmt: skip
+                    jobs.append(
+                        Job(
+                            f"{task}/{m}-s{seed}/eval-dpo",
+                            [*ev, "-b", d / f"dpo-s{seed}", "-o", d / f"{m}-s{seed}.eval-dpo"],
+                            [f"{task}/{m}-s{seed}", f"{task}/dpo-s{seed}"],
+                        )
+                    )
     return jobs
 
 
@@ -149,15 +310,23 @@ def run_jobs(jobs: list[Job], out: Path, parallel: int, dry_run: bool) -> None:
             return {"job": job.name, "command": line, "rc": 0}
         log = logs / (job.name.replace("/", "__") + ".log")
         t0 = time.time()
-        wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); print('__PEAK_RSS_KB__', "
-                   "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)")  # fmt: skip
+        wrapper = (
+            "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); print('__PEAK_RSS_KB__', "
+            "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+        )
         with open(log, "w") as fh:
             rc = subprocess.call([sys.executable, "-c", wrapper, *cmd], stdout=fh, stderr=subprocess.STDOUT, env=env)
         text = log.read_text(errors="replace")
         peak = int(text.rsplit("__PEAK_RSS_KB__", 1)[1].split()[0]) if "__PEAK_RSS_KB__" in text else 0
-        row = {"job": job.name, "command": line, "rc": rc, "seconds": round(time.time() - t0, 1),
-               "peak_rss_mb": round(peak / 1024), "up_to_date": "up to date" in text,
-               "ended": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+        row = {
+            "job": job.name,
+            "command": line,
+            "rc": rc,
+            "seconds": round(time.time() - t0, 1),
+            "peak_rss_mb": round(peak / 1024),
+            "up_to_date": "up to date" in text,
+            "ended": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         with open(record, "a") as fh:
             fh.write(json.dumps(row) + "\n")
         status = "ok" if rc == 0 else f"FAILED (exit {rc}, log {log})"

@@ -108,14 +108,18 @@ def row_for(out: Path, task: str, held: Path, method: str, seed: int) -> dict[st
 
 
 def markdown(rows: list[dict], task: str) -> list[str]:
-    head = ("| method | seed | held-out reward [95% CI] | W / T / L vs base | W / T / L vs dpo | win rate vs base "
-            "(length-controlled) | correct | words | KL to base | steps (stopped by) | train s | peak RSS MB |")  # fmt: skip
+    head = (
+        "| method | seed | held-out reward [95% CI] | W / T / L vs base | W / T / L vs dpo | win rate vs base "
+        "(length-controlled) | correct | words | KL to base | steps (stopped by) | train s | peak RSS MB |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     if rows and rows[0]["base"] is not None:
         r = rows[0]
         ci = f" ± {r['base_ci']:.3f}" if r["base_ci"] is not None else ""
-        lines.append(f"| base ({task}) | | {r['base']:.3f}{ci} | | | | {_f(r['base_correct'])} | "
-                     f"{_f(r['base_words'], 1)} | | | | |")  # fmt: skip
+        lines.append(
+            f"| base ({task}) | | {r['base']:.3f}{ci} | | | | {_f(r['base_correct'])} | "
+            f"{_f(r['base_words'], 1)} | | | | |"
+        )
     for r in rows:
         if not r["done"]:
             lines.append(f"| {r['method']} | {r['seed']} | not run / not finished | | | | | | | | | |")
@@ -123,9 +127,11 @@ def markdown(rows: list[dict], task: str) -> list[str]:
         ci = f" ± {r['ci']:.3f}" if r["ci"] is not None else ""
         lc = f" ({_f(r['lc_win_rate'])})" if r["lc_win_rate"] is not None else ""
         steps = f"{r['steps']}" + (f" ({r['stopped_by']})" if r["stopped_by"] else "")
-        lines.append(f"| {r['method']} | {r['seed']} | {r['reward']:.3f}{ci} | {r['vs_base']} | {r['vs_dpo']} | "
-                     f"{_f(r['win_rate'])}{lc} | {_f(r['correct'])} | {_f(r['words'], 1)} | {_f(r['kl'])} | "
-                     f"{steps} | {_f(r['train_s'], 0)} | {r['peak_mb'] or '—'} |")  # fmt: skip
+        lines.append(
+            f"| {r['method']} | {r['seed']} | {r['reward']:.3f}{ci} | {r['vs_base']} | {r['vs_dpo']} | "
+            f"{_f(r['win_rate'])}{lc} | {_f(r['correct'])} | {_f(r['words'], 1)} | {_f(r['kl'])} | "
+            f"{steps} | {_f(r['train_s'], 0)} | {r['peak_mb'] or '—'} |"
+        )
     return lines
 
 
@@ -140,8 +146,10 @@ def write_table(out: Path, tasks: list[str], methods: list[str], seeds: list[int
         parts += markdown(rows, task) + [""]
         (out / f"{task}.rows.json").write_text(json.dumps(rows, indent=1, default=str))
     jobs = _rows(out / "jobs.jsonl")
-    parts.append(f"This run: {wall / 60:.1f} min wall; all jobs recorded: {sum(j.get('seconds', 0) for j in jobs) / 60:.1f} "
-                 "min of job time (jobs.jsonl, reruns included).")  # fmt: skip
+    parts.append(
+        f"This run: {wall / 60:.1f} min wall; all jobs recorded: {sum(j.get('seconds', 0) for j in jobs) / 60:.1f} "
+        "min of job time (jobs.jsonl, reruns included)."
+    )
     path = out / "results.md"
     path.write_text("\n".join(parts) + "\n")
     return path
