@@ -57,6 +57,12 @@ def test_the_budget_stops_at_the_first_step_that_reaches_it(ten_seconds_a_step):
 
 @pytest.mark.parametrize("stage", ["dpo", "iterate"])
 def test_a_budget_of_zero_is_refused_before_any_model_loads(tmp_path, tiny_lm, cli, monkeypatch, stage):
+    from alignctl import models
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(models, "load_causal_lm", no_loading)
     monkeypatch.chdir(tmp_path)
     write_jsonl(tmp_path / "data.jsonl", toy_preferences(2))
     inputs = ("--data", "data.jsonl") if stage == "dpo" else ("--prompts", "data.jsonl", "--by", "rule:length")
@@ -93,6 +99,37 @@ def test_every_rank_takes_rank_0s_answer():
     for p in procs:
         p.join(timeout=60)
     assert got == {0: False, 1: False}
+
+
+HASTY_RANK_1 = """
+import itertools, os, runpy, sys
+if os.environ.get("RANK") == "1":  # this rank's clock says 1000 s pass at every reading
+    import alignctl.training.budget as budget
+    budget._clock = itertools.count(0.0, 1000.0).__next__
+sys.argv = ["alignctl", *sys.argv[1:]]
+runpy.run_module("alignctl", run_name="__main__")
+"""
+
+
+def test_two_ranks_whose_clocks_disagree_train_the_same_steps(tmp_path, tiny_lm):
+    """`torchrun --nproc_per_node 2` dpo with a 10-minute budget that rank 1's clock spends at step 1:
+    both ranks go on with rank 0's answer to the planned step 3 (a rank that stopped alone would
+    leave the other waiting in its gradient all-reduce until the timeout)."""
+    import os
+    import subprocess
+    import sys
+
+    write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(8))
+    (tmp_path / "hasty.py").write_text(HASTY_RANK_1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "hasty.py"]
+    cmd += ["dpo", "--data", "prefs.jsonl", "--model", str(tiny_lm), "--batch-size", "2", "--max-steps", "3"]
+    cmd += ["--max-minutes", "10", "-o", "out"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = _manifest(tmp_path / "out")
+    assert manifest["world_size"] == 2 and manifest["final_metrics"]["global_step"] == 3
+    assert manifest["training"]["stopped_by"] == "planned_steps"
 
 
 def test_dpo_stops_on_a_real_clock_and_the_rerun_is_up_to_date(tmp_path, tiny_lm, run):
