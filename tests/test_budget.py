@@ -15,7 +15,10 @@ import pytest
 
 from alignctl import stages
 from alignctl.training import budget as budget_mod
+from alignctl.training.budget import BUDGET
 from tiny import toy_preferences, write_jsonl
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture
@@ -23,14 +26,9 @@ def ten_seconds_a_step(monkeypatch):
     monkeypatch.setattr(budget_mod, "_clock", itertools.count(0.0, 10.0).__next__)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def spent_at(steps: int, this_run: int) -> dict:
+    """The manifest's `training` record of a run that a 0.5-minute budget stopped after 30 s."""
+    return {"steps": steps, "steps_this_run": this_run, "seconds": 30.0, "max_minutes": 0.5, "stopped_by": BUDGET}
 
 
 def _manifest(out: Path) -> dict:
@@ -41,13 +39,7 @@ def test_the_budget_stops_at_the_first_step_that_reaches_it(ten_seconds_a_step):
     b = budget_mod.Budget(0.5)  # 30 s: the clock reads 0 at the start, then 10, 20, 30, ...
     b.begin_step(4)  # resumed after step 4: only this run's steps and seconds count
     assert [b.end_step(step) for step in (5, 6, 7)] == [False, False, True]
-    assert b.summary() == {
-        "steps": 7,
-        "steps_this_run": 3,
-        "seconds": 30.0,
-        "max_minutes": 0.5,
-        "stopped_by": "max_minutes",
-    }
+    assert b.summary() == spent_at(7, 3)
     planned = budget_mod.Budget(0.01)  # spent at once, but the run's last planned step ends it anyway
     assert planned.end_step(1, last=True) is False and planned.summary()["stopped_by"] == "planned_steps"
     unlimited = budget_mod.Budget(None)
@@ -188,19 +180,32 @@ def test_every_trl_stage_stops_when_its_budget_is_spent(tmp_path, tiny_lm, cli, 
     code, stdout, err = cli(*args, "--set", "save_steps=3")  # step 3's checkpoint: skipped, the final save follows
     assert code == 0, err[-2000:]
     manifest = _manifest(tmp_path / "out")
-    assert manifest["training"] == {
-        "steps": 3,
-        "steps_this_run": 3,
-        "seconds": 30.0,
-        "max_minutes": 0.5,
-        "stopped_by": "max_minutes",
-    }
+    assert manifest["training"] == spent_at(3, 3)
     assert manifest["final_metrics"]["global_step"] == 3 and manifest["final_metrics"]["train_seconds"] == 30.0
     assert not list((tmp_path / "out").glob("checkpoint-*"))
     rows = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
     assert any(r["step"] == 3 and "loss" in r for r in rows)  # the last step is logged, whatever logging_steps
     code, _, err = cli(*args, "--set", "save_steps=3")
     assert code == 0 and "up to date" in err
+
+
+def test_a_resumed_run_counts_only_its_own_steps_and_time(tmp_path, tiny_lm, run, monkeypatch):
+    """Killed after checkpoint 2 (the budget far away), resumed with the 10-s clock: the resumed
+    run's budget starts at its own first step, so it stops after step 5, three steps later."""
+    import signal
+
+    from alignctl.stages import dpo
+
+    data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(8))
+    sets = ["max_steps=10", "max_minutes=0.5", "per_device_train_batch_size=2", "save_steps=2"]
+    args = ["dpo", "--data", data, "--model", tiny_lm, "-o", tmp_path / "out"]
+    for item in sets:
+        args += ["--set", item]
+    killed = run(*args, env={"ALIGNCTL_CRASH_AFTER_STEP": "2", "OMP_NUM_THREADS": "1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    monkeypatch.setattr(budget_mod, "_clock", itertools.count(0.0, 10.0).__next__)
+    out = dpo.run(stages.resolve("dpo", sets=sets), data, str(tiny_lm), tmp_path / "out", resume=True)
+    assert _manifest(out)["training"] == spent_at(5, 3)
 
 
 def test_max_steps_first_ends_the_run_as_planned(tmp_path, tiny_lm, ten_seconds_a_step):
