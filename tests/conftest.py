@@ -75,3 +75,15 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 @pytest.fixture
 def run():
     return run_cli
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny models gain nothing from a second torch thread, and on a busy 2-core machine OpenMP
+    threads spin at barriers (several times slower): one thread, then restore."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

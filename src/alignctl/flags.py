@@ -100,6 +100,15 @@ TRAINING = (
     ),
     Common("seed", ("--seed",), int | None, "Random seed.", key="seed"),
     Common("max_steps", ("--max-steps",), int | None, "Stop after this many optimizer steps.", key="max_steps"),
+    Common(
+        "max_minutes",
+        ("--max-minutes",),
+        float | None,
+        "Stop at the end of the first optimizer step at which this many minutes of training have passed "
+        "(from the first step: loading not counted), then save as usual; with --max-steps, whichever comes "
+        "first. The steps done then depend on the machine's speed.",
+        key="max_minutes",
+    ),
     Common("epochs", ("--epochs",), float | None, "num_train_epochs.", key="num_train_epochs"),
     Common("learning_rate", ("--learning-rate", "--lr"), float | None, "learning_rate.", key="learning_rate"),
     Common(

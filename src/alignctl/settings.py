@@ -42,6 +42,7 @@ class TRLSettings:
     gradient_accumulation_steps: int = 1
     num_train_epochs: float = 1.0
     max_steps: int = -1
+    max_minutes: float | None = setting(None, "Training time budget in minutes (training/budget.py); None: none.")
     optim: str = "adamw_torch"
     warmup_steps: int = 0
     lr_scheduler_type: str = "linear"

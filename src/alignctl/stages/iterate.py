@@ -62,6 +62,9 @@ class Settings:
     seed: int = setting(42, "Seed; round N samples with seed + N - 1.", flag=True)
     # the common training options reach each round's trainer; unset, the trainer's preset decides
     max_steps: int | None = setting(None, "Optimizer steps of each round's training (default: the trainer preset's).")
+    max_minutes: float | None = setting(
+        None, "Training time budget of each round's trainer, per round (not sampling, labelling or eval)."
+    )
     num_train_epochs: float | None = setting(None, "Epochs of each round's training (default: the trainer preset's).")
     learning_rate: float | None = setting(None, "Learning rate of each round's training (default: the preset's).")
     per_device_train_batch_size: int | None = setting(None, "Batch of each round's training (default: the preset's).")

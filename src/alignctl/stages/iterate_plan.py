@@ -21,7 +21,14 @@ from alignctl.errors import InputError, OutputError
 
 NAME = "iterate"  # the stage whose runs plan() prepares (iterate.py takes its name from here)
 # iterate's common training options that go to each round's trainer when given
-TRAINER_KEYS = ("max_steps", "num_train_epochs", "learning_rate", "per_device_train_batch_size", "report_to")
+TRAINER_KEYS = (
+    "max_steps",
+    "max_minutes",
+    "num_train_epochs",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "report_to",
+)
 DEFAULT_EVAL_SPLIT = 0.1
 TRAINERS = ("dpo", "kto", "online-dpo")  # what trains each round (design.md: one stage each)
 
@@ -56,6 +63,9 @@ def stage_settings(stage: str, *, preset: str | None, sets: list[str] | None, fl
 
 
 def check(resolved: Resolved) -> None:
+    from alignctl.training import budget
+
+    budget.check(resolved["max_minutes"])  # each round's trainer checks it too, but only in its round
     problems = []
     if resolved["rounds"] < 1:
         problems.append(f"rounds must be >= 1, got {resolved['rounds']}")

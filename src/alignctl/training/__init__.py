@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from alignctl.console import note
 from alignctl.runs import Run, is_main_process
+from alignctl.training.callbacks import budget_of
 from alignctl.training.callbacks import callbacks as callbacks
 from alignctl.training.callbacks import trim_metrics_for_resume as trim_metrics_for_resume
 from alignctl.training.fit import begin_on_prefs as begin_on_prefs
@@ -121,6 +122,9 @@ def finish(trainer, tokenizer, run: Run, *, merge: bool, evaluate=None, extra: d
     if evaluate is not None:
         final.update(evaluate(trainer))
     save_final(trainer, tokenizer, run, merge=merge)
+    budget = budget_of(trainer)
+    if budget is not None:
+        extra = {**(extra or {}), "training": budget.summary()}
     return run.finish(final, extra=extra)
 
 
@@ -164,6 +168,9 @@ def train(trainer, run: Run) -> dict[str, float]:
         final.update({k: v for k, v in row.items() if isinstance(v, int | float) and k not in ("step", "epoch")})
     final.update({k: v for k, v in (result.metrics or {}).items() if isinstance(v, int | float)})
     final["global_step"] = trainer.state.global_step
+    budget = budget_of(trainer)
+    if budget is not None:  # training time as --max-minutes counts it (budget.py), beside TRL's train_runtime
+        final["train_seconds"] = round(budget.seconds, 3)
     return final
 
 

@@ -1,5 +1,6 @@
 """transformers callbacks for the TRL-backed stages: metrics.jsonl, a rich progress bar, no wasted
-final checkpoint, and the crash-injection test aid; plus trimming metrics on resume."""
+final checkpoint, the time budget (--max-minutes), and the crash-injection test aid; plus trimming
+metrics on resume."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 
 from alignctl.console import console
 from alignctl.runs import Run, is_main_process
+from alignctl.training.budget import Budget
 
 
 def callbacks(run: Run) -> list:
@@ -78,7 +80,25 @@ def callbacks(run: Run) -> list:
                 control.should_save = False
             return control
 
-    out = [MetricsFile(), Progress(), NoFinalCheckpoint()]
+    class TimeBudget(TrainerCallback):
+        """`--max-minutes` (budget.py): ends training after the step at which the budget is spent,
+        with no checkpoint (the final save follows) and that step's metrics logged. It also times
+        every run, budget or not, for the manifest's `training` record."""
+
+        def __init__(self) -> None:
+            self.budget = Budget(run.resolved.get("max_minutes") if run.resolved else None)
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.budget.begin_step(state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.budget.end_step(state.global_step, last=state.global_step >= state.max_steps):
+                control.should_training_stop = True
+                control.should_save = False
+                control.should_log = True
+            return control
+
+    out = [MetricsFile(), Progress(), NoFinalCheckpoint(), TimeBudget()]
     if os.environ.get("ALIGNCTL_CRASH_AFTER_STEP"):
         out.append(_crash_injection(TrainerCallback, int(os.environ["ALIGNCTL_CRASH_AFTER_STEP"])))
     return out
@@ -108,3 +128,9 @@ def trim_metrics_for_resume(run: Run) -> None:
         ln for ln in run.metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step
     ]
     run.metrics_path.write_text("".join(k + "\n" for k in keep))
+
+
+def budget_of(trainer) -> Budget | None:
+    """The TimeBudget callback's clock of a trainer made by `training.make_trainer`."""
+    clocks = (getattr(cb, "budget", None) for cb in trainer.callback_handler.callbacks)
+    return next((b for b in clocks if isinstance(b, Budget)), None)

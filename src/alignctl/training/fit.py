@@ -53,7 +53,9 @@ def begin_run(
     """Open a training stage's run (runs.begin): every input file (or a source's description) and
     the model fingerprinted, the parent model recorded; says "up to date" when the run is."""
     from alignctl import models, runs
+    from alignctl.training import budget
 
+    budget.check(resolved.get("max_minutes"))  # before any model loads
     prints = {k: v if isinstance(v, dict) else runs.input_fingerprint(v) for k, v in inputs.items()}
     run = runs.begin(
         stage,

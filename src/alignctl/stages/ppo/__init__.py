@@ -74,6 +74,7 @@ class Settings:
     )
     num_train_epochs: float = 1.0
     max_steps: int = setting(-1, "Stop after this many PPO updates (-1: total_episodes decides).")
+    max_minutes: float | None = setting(None, "Stop after the PPO update at which this many minutes have passed.")
     local_rollout_forward_batch_size: int = setting(
         64, "Rows per generate/forward call during rollout (memory vs speed).", flag=True, panel=PPO
     )
@@ -231,6 +232,8 @@ def run(
     from accelerate import Accelerator
     from transformers import set_seed
 
+    from alignctl.training.budget import Budget
+
     from . import roles as roles_mod
     from . import rollout, trainer
 
@@ -254,14 +257,15 @@ def run(
     for m in (roles.policy, roles.critic, roles.value_head):
         m.to(acc.device)
     tok = rollout.Tokens(tokenizer, stop_id, int(tokenizer.pad_token_id))
-    final = trainer.train(acc, roles, encoded, records, resolved.values, tok, run_, source=source)
+    budget = Budget(resolved["max_minutes"])
+    final = trainer.train(acc, roles, encoded, records, resolved.values, tok, run_, source=source, budget=budget)
     acc.wait_for_everyone()
     acc.end_training()  # closes the --report-to trackers and the process group (every rank exits clean)
     if runs.is_main_process():
         training.remove_checkpoints(run_)
         roles_mod.save_value(roles, run_.work / "value", tokenizer, merge=merge)
         models.save_model(roles.policy, tokenizer, run_.work, merge=merge)
-    extra = {"records": {"prompts": len(records)}, "value_model": "value"}
+    extra = {"records": {"prompts": len(records)}, "value_model": "value", "training": budget.summary()}
     return run_.finish(final, extra=extra)
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from alignctl.console import console, warn
 from alignctl.runs import Run
+from alignctl.training.budget import Budget
 
 from . import roles as roles_mod
 from . import rollout
@@ -262,8 +263,10 @@ def train(
     run: Run,
     *,
     source=None,
+    budget: Budget | None = None,
 ) -> dict[str, Any]:
-    """Run every update (continuing from `run.resume_from`); returns the final metrics."""
+    """Run every update (continuing from `run.resume_from`) or until `budget` (--max-minutes) is
+    spent; returns the final metrics."""
     import torch
     from transformers import get_scheduler
 
@@ -308,8 +311,11 @@ def train(
     row: dict[str, Any] = {}
     started = time.perf_counter()
     warned = False
+    budget = budget or Budget(None)
+    done = start
     try:
         for update in range(start + 1, plan.num_updates + 1):
+            budget.begin_step(update - 1)
             t0 = time.perf_counter()
             _seed(int(s["seed"]), update, rank)
             idx = rollout.batch_indices(update - 1, plan.batch_size, len(prompt_ids), int(s["seed"]))
@@ -341,8 +347,10 @@ def train(
                     acc.log({k: v for k, v in _finite(row).items() if v is not None}, step=update)
                 bar.update(update, row)
             del exp
+            done = update
+            stop = budget.end_step(update, last=update == plan.num_updates)  # the same answer on every rank
             save_steps = s.get("save_steps")
-            if save_steps and update % int(save_steps) == 0 and update < plan.num_updates:
+            if save_steps and update % int(save_steps) == 0 and update < plan.num_updates and not stop:
                 if main:
                     state = {
                         "update": update,
@@ -354,13 +362,16 @@ def train(
                     save_checkpoint(run.work, update, both, optimizer, scheduler, state, s.get("save_total_limit"))
                 acc.wait_for_everyone()
                 _crash_injection(update)
+            if stop:
+                break
     finally:
         bar.close()
     final = {k: v for k, v in row.items() if k != "step" and isinstance(v, int | float) and math.isfinite(v)}
     final.update(
-        updates=plan.num_updates,
-        episodes=plan.num_updates * plan.batch_size,
+        updates=done,
+        episodes=done * plan.batch_size,
         global_step=steps,
         train_runtime=round(time.perf_counter() - started, 3),
+        train_seconds=round(budget.seconds, 3),
     )
     return final
