@@ -92,6 +92,8 @@ METHODS: dict[str, tuple[str, list[str]]] = {
             "use_peft=true",
             "--max-new-tokens",
             "{tokens}",
+            "--epochs",
+            "3",
         ],
     ),
     "online-dpo-rm": (
@@ -107,6 +109,8 @@ METHODS: dict[str, tuple[str, list[str]]] = {
             "use_peft=true",
             "--max-new-tokens",
             "{tokens}",
+            "--epochs",
+            "3",
         ],
     ),
     "grpo-rule": (
@@ -266,7 +270,8 @@ def plan(out: Path, tasks: list[str], methods: list[str], seeds: list[int], budg
                 stage, args = METHODS[m]
                 after = [f"{task}/label"] + ([f"{task}/rm"] if "{rm}" in " ".join(args) else [])
                 argv = [stage, *[a.format(**{k: str(v) for k, v in fill.items()}) for a in args]]
-                argv += ["-m", MODEL, "--seed", str(seed), "--max-minutes", f"{budget:g}", "-o", d / f"{m}-s{seed}"]
+                minutes = budget / 2 if m == "iterate" else budget  # iterate: the budget split over its 2 rounds
+                argv += ["-m", MODEL, "--seed", str(seed), "--max-minutes", f"{minutes:g}", "-o", d / f"{m}-s{seed}"]
                 jobs.append(Job(f"{task}/{m}-s{seed}", argv, after))
             for m in chosen:
                 model = d / f"{m}-s{seed}"

@@ -71,3 +71,28 @@ def test_demo_script_help():
 
     proc = subprocess.run([sys.executable, str(EXAMPLES / "demo.py"), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--force" in proc.stdout
+
+
+def test_compare_commands_parse_and_their_settings_resolve(tmp_path):
+    """Every command `make compare` runs is a valid alignctl command line, and its preset and
+    --set values resolve (a typo would otherwise surface an hour into the run)."""
+    import sys
+
+    from alignctl.stages import resolve
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import compare
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    jobs = compare.plan(tmp_path, list(compare.TASKS), list(compare.METHODS), [1, 2], 10.0)
+    stages = {job.argv[0] for job in jobs}
+    assert stages == {"collect", "label", "train-rm", "dpo", "kto", "online-dpo", "grpo", "ppo", "iterate", "eval"}
+    for job in jobs:
+        args = [str(a) for a in job.argv]
+        _parse(args)
+        sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+        preset = args[args.index("--preset") + 1] if "--preset" in args else None
+        resolve(args[0], preset=preset, sets=sets)
+        if args[0] not in ("collect", "label", "eval", "train-rm"):
+            assert args[args.index("--max-minutes") + 1] == ("5" if args[0] == "iterate" else "10"), job.name
