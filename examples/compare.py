@@ -293,6 +293,10 @@ def plan(out: Path, tasks: list[str], methods: list[str], seeds: list[int], budg
                             [f"{task}/{m}-s{seed}", f"{task}/dpo-s{seed}"],
                         )
                     )
+        # the training curves of every run of the task against training minutes
+        runs = [d / f"{m}-s{seed}" for seed in seeds for m in chosen]
+        trainings = [f"{task}/{m}-s{seed}" for seed in seeds for m in chosen]
+        jobs.append(Job(f"{task}/report", ["report", *runs, "--x", "time", "-o", d / "report"], trainings))
     return jobs
 
 

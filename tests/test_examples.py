@@ -87,10 +87,24 @@ def test_compare_commands_parse_and_their_settings_resolve(tmp_path):
         sys.path.remove(str(EXAMPLES))
     jobs = compare.plan(tmp_path, list(compare.TASKS), list(compare.METHODS), [1, 2], 10.0)
     stages = {job.argv[0] for job in jobs}
-    assert stages == {"collect", "label", "train-rm", "dpo", "kto", "online-dpo", "grpo", "ppo", "iterate", "eval"}
+    assert stages == {
+        "collect",
+        "label",
+        "train-rm",
+        "dpo",
+        "kto",
+        "online-dpo",
+        "grpo",
+        "ppo",
+        "iterate",
+        "eval",
+        "report",
+    }
     for job in jobs:
         args = [str(a) for a in job.argv]
         _parse(args)
+        if args[0] == "report":
+            continue
         sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
         preset = args[args.index("--preset") + 1] if "--preset" in args else None
         resolve(args[0], preset=preset, sets=sets)
