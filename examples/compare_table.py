@@ -16,7 +16,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-KL_KEYS = ("objective/kl", "kl")  # ppo (summed over the answer), grpo (per token, TRL)
+# The KL to the reference each method logs: ppo and online-dpo (TRL's k1 estimate summed over the
+# answer), grpo (per token). kto's logged "kl" is its reference point z_ref, not a distance to base.
+KL_KEYS = {"ppo": "objective/kl", "online-dpo": "objective/kl", "grpo": "kl", "iterate": None}
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -39,10 +41,11 @@ def correctness(task: str, held: Path, rows: list[dict], side: str) -> float | N
 
     if not rows:
         return None
-    gold = {r.get("id", i): r["answer"] for i, r in enumerate(_rows(held))}
+    gold = {json.dumps(r["prompt"]): r["answer"] for r in _rows(held)}  # eval rows keep the prompt
     right = []
     for row in rows:
-        answers = gold[row["id"]] if isinstance(gold[row["id"]], list) else [gold[row["id"]]]
+        answers = gold[json.dumps(row["prompt"])]
+        answers = answers if isinstance(answers, list) else [answers]
         text = row[side]
         if task == "arith":
             right.append(accuracy([None], [text], answer=[answers])[0])
@@ -51,14 +54,12 @@ def correctness(task: str, held: Path, rows: list[dict], side: str) -> float | N
     return statistics.mean(right)
 
 
-def _kl(run: Path) -> float | None:
-    lines = _rows(run / "metrics.jsonl")
-    for key in KL_KEYS:
-        values = [r[key] for r in lines if isinstance(r.get(key), (int, float))]
-        if values:
-            tail = values[-max(1, len(values) // 5) :]  # the last fifth of training
-            return statistics.mean(tail)
-    return None
+def _kl(run: Path, method: str) -> float | None:
+    key = next((k for prefix, k in KL_KEYS.items() if method.startswith(prefix)), None)
+    values = [r[key] for r in _rows(run / "metrics.jsonl") if key and isinstance(r.get(key), (int, float))]
+    if not values:
+        return None
+    return statistics.mean(values[-max(1, len(values) // 5) :])  # the last fifth of training
 
 
 def _peak(out: Path, job: str) -> int | None:
@@ -80,8 +81,8 @@ def row_for(out: Path, task: str, held: Path, method: str, seed: int) -> dict[st
     base_eval = _json(d / f"{method}-s{seed}.eval-base" / "eval.json")
     dpo_eval = _json(d / f"{method}-s{seed}.eval-dpo" / "eval.json")
     rows = _rows(d / f"{method}-s{seed}.eval-base" / "eval.rows.jsonl")
-    manifest = _json(run / "alignctl.json") or {}
-    final = manifest.get("final_metrics") or {}
+    trained = [run / f"round-{n}" / "model" for n in (1, 2)] if method == "iterate" else [run]
+    blocks = [(_json(t / "alignctl.json") or {}).get("training") or {} for t in trained]
     lc = (base_eval or {}).get("length_controlled") or {}
     return {
         "method": method,
@@ -98,10 +99,10 @@ def row_for(out: Path, task: str, held: Path, method: str, seed: int) -> dict[st
         "base_correct": correctness(task, held, rows, "baseline"),
         "words": base_eval and base_eval["model"]["mean_length"],
         "base_words": base_eval and base_eval["baseline"]["mean_length"],
-        "kl": _kl(run),
-        "steps": final.get("global_step") or final.get("steps") or final.get("updates"),
-        "train_s": final.get("train_runtime") or final.get("training_seconds"),
-        "stopped_by": final.get("stopped_by") or manifest.get("stopped_by"),
+        "kl": _kl(run, method),
+        "steps": "+".join(str(b.get("steps", "?")) for b in blocks) if any(blocks) else None,
+        "train_s": sum(b.get("seconds") or 0 for b in blocks) if any(blocks) else None,
+        "stopped_by": ", ".join(sorted({b["stopped_by"] for b in blocks if b.get("stopped_by")})) or None,
         "peak_mb": _peak(out, f"{task}/{method}-s{seed}"),
         "done": base_eval is not None,
     }
