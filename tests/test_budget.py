@@ -197,7 +197,7 @@ def test_a_resumed_run_counts_only_its_own_steps_and_time(tmp_path, tiny_lm, run
     from alignctl.stages import dpo
 
     data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(8))
-    sets = ["max_steps=10", "max_minutes=0.5", "per_device_train_batch_size=2", "save_steps=2"]
+    sets = ["max_steps=10", "max_minutes=0.5", "per_device_train_batch_size=2", "save_steps=2", "logging_steps=1"]
     args = ["dpo", "--data", data, "--model", tiny_lm, "-o", tmp_path / "out"]
     for item in sets:
         args += ["--set", item]
@@ -206,6 +206,25 @@ def test_a_resumed_run_counts_only_its_own_steps_and_time(tmp_path, tiny_lm, run
     monkeypatch.setattr(budget_mod, "_clock", itertools.count(0.0, 10.0).__next__)
     out = dpo.run(stages.resolve("dpo", sets=sets), data, str(tiny_lm), tmp_path / "out", resume=True)
     assert _manifest(out)["training"] == spent_at(5, 3)
+    # metrics.jsonl's elapsed goes on from the checkpoint's (docs/formats.md), not from 0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    before = next(r["elapsed"] for r in rows if r["step"] == 2 and "loss" in r)
+    resumed = [(r["step"], r["elapsed"]) for r in rows if r["step"] > 2 and "loss" in r]
+    assert resumed == [(s, pytest.approx(before + 10.0 * (s - 2))) for s in (3, 4, 5)]
+
+
+def test_every_metrics_line_carries_the_budgets_clock(tmp_path, tiny_lm, ten_seconds_a_step):
+    """dpo, 3 steps at 10 s a step, logged at every step: each line's `elapsed` is the budget's
+    seconds at the end of its step (seconds, not minutes), so the last equals the manifest's."""
+    from alignctl.stages import dpo
+
+    data = write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(6))
+    resolved = stages.resolve("dpo", sets=["max_steps=3", "per_device_train_batch_size=2", "logging_steps=1"])
+    out = dpo.run(resolved, data, str(tiny_lm), tmp_path / "out")
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["elapsed"]) for r in rows if "loss" in r] == [(1, 10.0), (2, 20.0), (3, 30.0)]
+    elapsed = [r["elapsed"] for r in rows]  # every line, TRL's end-of-training summary included
+    assert elapsed == sorted(elapsed) and elapsed[-1] == _manifest(out)["training"]["seconds"] == 30.0
 
 
 def test_max_steps_first_ends_the_run_as_planned(tmp_path, tiny_lm, ten_seconds_a_step):
@@ -236,7 +255,9 @@ def test_ppo_stops_after_the_update_that_spends_the_budget(tmp_path, tiny_lm, ti
     assert manifest["training"]["steps"] == 3 and manifest["training"]["stopped_by"] == "max_minutes"
     final = manifest["final_metrics"]
     assert (final["updates"], final["episodes"], final["global_step"], final["train_seconds"]) == (3, 6, 3, 30.0)
-    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["elapsed"]) for r in rows] == [(1, 10.0), (2, 20.0), (3, 30.0)]  # the budget's clock
+    assert "elapsed" not in final  # a time axis, not a metric (train_seconds is the total)
     assert not list(out.glob("checkpoint-*")) and (out / "value" / "model.safetensors").is_file()
     AutoModelForCausalLM.from_pretrained(out)
     stamp = (out / "alignctl.json").stat().st_mtime_ns

@@ -7,6 +7,7 @@ with the episode count continuing, and runs as two torchrun ranks with rank 0 wr
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -201,7 +202,7 @@ def test_first_update_ratio_is_one_and_full_finetuning_with_a_reward_model(tmp_p
     assert value.score.weight.shape == rm_head.shape and not torch.equal(value.score.weight.data, rm_head)
 
 
-def test_resume_after_kill_continues_the_episode_count(tmp_path, peaked_lm, task, run, one_thread):
+def test_resume_after_kill_continues_the_episode_count(tmp_path, peaked_lm, task, run, one_thread, monkeypatch):
     """SIGKILL after checkpoint 2 of 5; `--resume` runs updates 3-5 and ends where an uninterrupted
     run ends (per-update seeds and a pure prompt order: nothing else to restore)."""
     from alignctl.stages import ppo
@@ -220,6 +221,9 @@ def test_resume_after_kill_continues_the_episode_count(tmp_path, peaked_lm, task
     assert state["episode"] == 32 and state["update"] == 2
     assert [r["step"] for r in _rows(partial)] == [1, 2]
 
+    from alignctl.training import budget
+
+    monkeypatch.setattr(budget, "_clock", itertools.count(0.0, 10.0).__next__)  # 10 s an update from here
     resumed = ppo.run(
         stages.resolve("ppo", sets=sets), prompts, str(peaked_lm), tmp_path / "cut", reward=reward, resume=True
     )
@@ -227,6 +231,8 @@ def test_resume_after_kill_continues_the_episode_count(tmp_path, peaked_lm, task
     a, b = _rows(whole), _rows(resumed)
     assert [r["step"] for r in b] == [1, 2, 3, 4, 5]
     assert [r["episode"] for r in b] == [16, 32, 48, 64, 80]
+    # elapsed goes on from the checkpoint's (docs/formats.md): update 2's, then 10 s an update
+    assert [r["elapsed"] for r in b[2:]] == [pytest.approx(b[1]["elapsed"] + 10.0 * k) for k in (1, 2, 3)]
     for ra, rb in zip(a, b, strict=True):
         assert rb["objective/scores"] == pytest.approx(ra["objective/scores"], abs=1e-5)
         assert rb["loss/policy_avg"] == pytest.approx(ra["loss/policy_avg"], abs=1e-4)

@@ -221,3 +221,97 @@ def test_run_labels_disambiguate() -> None:
 
     paths = [Path("/x/a"), Path("/y/a"), Path("/x/a"), Path("/z/b")]
     assert _labels(paths) == ["x/a", "y/a", "x/a (2)", "b"]
+
+
+# ---------------------------------------------------------------- --x time
+
+
+def timed(run: Path, seconds_per_step: float) -> Path:
+    """Give every line of a run's metrics.jsonl the `elapsed` a training stage now writes."""
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    write_jsonl(run / "metrics.jsonl", [{**r, "elapsed": r["step"] * seconds_per_step} for r in rows])
+    return run
+
+
+def plotted_lines(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list, str | None]]:
+    """Record what every metric plot hands matplotlib: (x data, legend label) per line drawn."""
+    from matplotlib.axes import Axes
+
+    drawn: list[tuple[list, str | None]] = []
+    plot = Axes.plot
+
+    def spy(self, xs, ys, *args, **kwargs):
+        drawn.append((list(xs), kwargs.get("label")))
+        return plot(self, xs, ys, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", spy)
+    return drawn
+
+
+def test_time_axis_is_training_minutes_from_elapsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from alignctl.tools.report_runs import load_run, xy_segments
+
+    run = timed(make_dpo(tmp_path), 6.0)  # step 10 ends at 60 s: 1 minute
+    assert "elapsed" not in load_metrics(run / "metrics.jsonl")
+    [(xs, ys)] = xy_segments(load_run(run), "loss", "time")
+    assert xs == pytest.approx([i * 1.0 for i in range(1, 31)]) and len(ys) == 30
+    [(steps, _)] = xy_segments(load_run(run), "loss", "step")
+    assert steps == [10.0 * i for i in range(1, 31)]
+
+    drawn = plotted_lines(monkeypatch)
+    index = run_report([run], tmp_path / "out", x="time").read_text()
+    loss_lines = [xs for xs, _ in drawn if len(xs) == 30]
+    assert loss_lines and all(xs == pytest.approx(list(range(1, 31))) for xs in loss_lines)
+    series = json.loads((tmp_path / "out" / "series.json").read_text())
+    assert series["x"] == "time" and series["runs"]["dpo-b0.1"]["time"] == "logged"
+    assert series["runs"]["dpo-b0.1"]["points"]["loss"] == 30
+    assert "training minutes" in index and "estimated" not in index
+    for x in ("step", "time"):  # an axis, never a metric of its own
+        run_report([run], tmp_path / x, x=x)
+        assert not (tmp_path / x / "elapsed.png").exists()
+        assert "elapsed" not in json.loads((tmp_path / x / "series.json").read_text())["plots"]
+
+
+def test_time_of_older_runs_is_estimated_from_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    old = make_dpo(tmp_path, "old")  # metrics.jsonl without elapsed
+    manifest = json.loads((old / "alignctl.json").read_text())
+    manifest["training"] = {"steps": 300, "steps_this_run": 300, "seconds": 600.0, "stopped_by": "planned_steps"}
+    (old / "alignctl.json").write_text(json.dumps(manifest))
+    bare = make_dpo(tmp_path, "bare")  # no elapsed, no training record: left out, one line says so
+    new = timed(make_dpo(tmp_path, "new"), 6.0)
+
+    drawn = plotted_lines(monkeypatch)
+    index = run_report([old, bare, new], tmp_path / "out", x="time").read_text()
+    assert "bare: no elapsed in its metrics" in capsys.readouterr().err
+    loss = {label: xs for xs, label in drawn if len(xs) == 30 and label}
+    estimated = "old (time estimated from mean step time)"
+    assert loss[estimated] == pytest.approx([10 * i * 2.0 / 60 for i in range(1, 31)])  # 2 s a step
+    assert loss["new"] == pytest.approx(list(range(1, 31)))
+    assert not any(label and label.startswith("bare") for _, label in drawn)
+    series = json.loads((tmp_path / "out" / "series.json").read_text())
+    assert series["runs"]["bare"]["points"] == {} and series["runs"]["bare"]["time"] is None
+    assert series["runs"]["old"]["time"] == "estimated"
+    assert "old: time estimated from mean step time" in index and "Not plotted" in index and "bare" in index
+
+
+def test_iterate_rounds_follow_each_other_in_time(tmp_path: Path) -> None:
+    from alignctl.tools.report_runs import load_run, xy_segments
+
+    it = make_iterate(tmp_path)
+    for r in (1, 2):
+        timed(it / f"round-{r}" / "model", 15.0)  # 8 steps a round, 2 minutes
+    segments = xy_segments(load_run(it), "loss", "time")
+    assert [xs for xs, _ in segments] == [[s / 4 for s in range(1, 9)], [2 + s / 4 for s in range(1, 9)]]
+
+
+def test_cli_x_option(tmp_path: Path) -> None:
+    from alignctl.cli import app
+
+    run = timed(make_dpo(tmp_path), 6.0)
+    result = CliRunner().invoke(app, ["report", str(run), "--x", "time", "-o", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "series.json").read_text())["x"] == "time"
+    bad = CliRunner().invoke(app, ["report", str(run), "--x", "minutes", "-o", str(tmp_path / "b")])
+    assert bad.exit_code != 0 and not (tmp_path / "b").exists()

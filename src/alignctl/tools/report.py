@@ -5,7 +5,8 @@
 Reads what every training stage leaves behind (`metrics.jsonl`, `alignctl.json`; for `iterate`
 runs also `round-N/model/metrics.jsonl` and `round-N/eval.json`) and writes into the output dir:
 
-- `<metric>.png`, one per metric logged at two or more steps, one line per run (file names are
+- `<metric>.png`, one per metric logged at two or more steps, one line per run, over logging steps
+  or (`--x time`) training minutes from each line's `elapsed` (file names are
   the metric names with `/` and other odd characters turned into `_`: `rewards_margins.png`),
 - `<run>_rounds.png` per iterate run: mean reward (model vs baseline), mean length, and win rate
   with its interval, round by round,
@@ -29,7 +30,18 @@ import typer
 from alignctl.console import info
 from alignctl.errors import InputError, OutputError
 from alignctl.tools.report_plots import _wtl, plot_metric, plot_rounds, write_bytes
-from alignctl.tools.report_runs import EVAL_KEYS, SMOOTH_ABOVE, Run, _metric_key, _number, _unique, load_run, sanitize
+from alignctl.tools.report_runs import (
+    ESTIMATE_NOTE,
+    ESTIMATED,
+    EVAL_KEYS,
+    SMOOTH_ABOVE,
+    Run,
+    _metric_key,
+    _number,
+    _unique,
+    load_run,
+    sanitize,
+)
 
 Series = list[tuple[int, float]]
 # ---------------------------------------------------------------- writing
@@ -169,7 +181,28 @@ def _round_rows(run: Run) -> list[list[object]]:
     return rows
 
 
-def _page(runs: list[Run], figures: list[tuple[str, str, dict[str, int]]], round_files: dict[str, str]) -> list[Block]:
+X_AXES = ("step", "time")
+
+
+def _x_legend(runs: list[Run], x: str, untimed: list[Run]) -> str:
+    if x != "time":
+        return "x axis: logging step."
+    text = "x axis: training minutes (each metrics line's `elapsed`: the --max-minutes clock)."
+    if estimated := [r.label for r in runs if r.time_source == ESTIMATED]:
+        text += f" {', '.join(estimated)}: {ESTIMATE_NOTE} (alignctl.json `training`: seconds / steps)"
+        text += ", as its metrics.jsonl predates `elapsed`."
+    if untimed:
+        text += f" Not plotted (no `elapsed`, no `training` record): {', '.join(r.label for r in untimed)}."
+    return text
+
+
+def _page(
+    runs: list[Run],
+    figures: list[tuple[str, str, dict[str, int]]],
+    round_files: dict[str, str],
+    x: str = "step",
+    untimed: list[Run] | None = None,
+) -> list[Block]:
     overview = [
         [
             r.label,
@@ -201,7 +234,7 @@ def _page(runs: list[Run], figures: list[tuple[str, str, dict[str, int]]], round
         blocks.append(("p", "No metric was logged at two or more steps: no plots."))
         return blocks
     blocks.append(("h2", "Metrics"))
-    legend = f"x axis: logging step. Series with more than {SMOOTH_ABOVE} points show "
+    legend = f"{_x_legend(runs, x, untimed or [])} Series with more than {SMOOTH_ABOVE} points show "
     legend += "the raw points (faint) and an EMA (solid)."
     blocks.append(("p", legend))
     for metric, file, counts in figures:
@@ -210,11 +243,13 @@ def _page(runs: list[Run], figures: list[tuple[str, str, dict[str, int]]], round
     return blocks
 
 
-def run_report(run_dirs: list[Path], out_dir: Path) -> Path:
-    """Read every run dir (all checks before any write), plot, write the index; returns
-    the path of `index.md`."""
+def run_report(run_dirs: list[Path], out_dir: Path, x: str = "step") -> Path:
+    """Read every run dir (all checks before any write), plot over `x` ("step" or "time"), write
+    the index; returns the path of `index.md`."""
     if not run_dirs:
         raise InputError("report: give at least one run directory")
+    if x not in X_AXES:
+        raise InputError(f"report: --x must be one of {', '.join(X_AXES)}, got {x!r}")
     paths = [Path(p) for p in run_dirs]
     runs = [load_run(p, label) for p, label in zip(paths, _labels(paths), strict=True)]
     out_dir = Path(out_dir)
@@ -225,10 +260,14 @@ def run_report(run_dirs: list[Path], out_dir: Path) -> Path:
     except OSError as exc:
         raise OutputError(f"{out_dir}: cannot create: {exc}") from None
 
+    untimed = [r for r in runs if x == "time" and r.lines and r.time_source is None]
+    for r in untimed:
+        info(f"report: {r.label}: no elapsed in its metrics, no training record in alignctl.json; not in time plots")
+    plottable = [r for r in runs if r not in untimed]
     metrics = sorted({m for r in runs for m in r.series}, key=_metric_key)
     # A metric logged once (train_runtime, total_flos...) would make a near-empty plot; it
     # shows in the final-metrics tables instead.
-    plotted = [m for m in metrics if any(len(r.series.get(m, [])) >= 2 for r in runs)]
+    plotted = [m for m in metrics if any(len(r.series.get(m, [])) >= 2 for r in plottable)]
     used: set[str] = set()
     per_run: dict[str, dict[str, Any]] = {r.label: {"dir": str(r.path), "stage": r.stage, "points": {}} for r in runs}
     for r in runs:
@@ -237,8 +276,8 @@ def run_report(run_dirs: list[Path], out_dir: Path) -> Path:
     figures: list[tuple[str, str, dict[str, int]]] = []
     for metric in plotted:
         file = _unique(sanitize(metric), used)
-        having = [(i, r) for i, r in enumerate(runs) if r.series.get(metric)]
-        counts = plot_metric(metric, having, out_dir / file)
+        having = [(i, r) for i, r in enumerate(runs) if r.series.get(metric) and r in plottable]
+        counts = plot_metric(metric, having, out_dir / file, x)
         for label, n in counts.items():
             per_run[label]["points"][metric] = n
         figures.append((metric, file, counts))
@@ -248,8 +287,11 @@ def run_report(run_dirs: list[Path], out_dir: Path) -> Path:
             round_files[r.label] = _unique(f"{sanitize(r.label)}_rounds", used)
             plot_rounds(r, out_dir / round_files[r.label])
 
-    blocks = _page(runs, figures, round_files)
-    series = {"runs": per_run, "plots": {m: f for m, f, _ in figures}}
+    blocks = _page(runs, figures, round_files, x, untimed)
+    if x == "time":
+        for r in runs:
+            per_run[r.label]["time"] = r.time_source
+    series = {"x": x, "runs": per_run, "plots": {m: f for m, f, _ in figures}}
     write_bytes(out_dir / "series.json", (json.dumps(series, indent=2) + "\n").encode())
     write_bytes(out_dir / "index.html", _to_html(blocks).encode())
     summary = out_dir / "index.md"
@@ -266,6 +308,14 @@ def command(
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the PNGs and index.")] = Path("report"),
+    x: Annotated[
+        str,
+        typer.Option(
+            "--x",
+            help="x axis of the metric plots: step (logging step) or time (training minutes, from each "
+            "metrics line's `elapsed`; estimated from alignctl.json for runs logged before it existed).",
+        ),
+    ] = "step",
 ) -> None:
     """Plot training metrics of one or more runs and write a summary page (index.md; its path on stdout)."""
-    typer.echo(str(run_report(run_dirs, output)))
+    typer.echo(str(run_report(run_dirs, output, x)))

@@ -9,7 +9,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alignctl.io import atomic_path
-from alignctl.tools.report_runs import NEVER_SMOOTH, SMOOTH_ABOVE, Run, _number, _segments, _span, ema
+from alignctl.tools.report_runs import (
+    ESTIMATE_NOTE,
+    ESTIMATED,
+    NEVER_SMOOTH,
+    SMOOTH_ABOVE,
+    Run,
+    _number,
+    _span,
+    ema,
+    xy_segments,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,22 +42,27 @@ def _save(fig: Figure, path: Path) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def plot_metric(metric: str, runs: list[tuple[int, Run]], path: Path) -> dict[str, int]:
-    """One metric, one line per run (colour fixed by the run's position on the command line).
-    Returns the number of points plotted per run label."""
+def plot_metric(metric: str, runs: list[tuple[int, Run]], path: Path, x: str = "step") -> dict[str, int]:
+    """One metric, one line per run (colour fixed by the run's position on the command line), over
+    logging steps (x="step") or training minutes (x="time", `xy_segments`). Returns the number of
+    points plotted per run label."""
     from matplotlib.ticker import MaxNLocator
 
     fig = _figure(8.0, 4.5)
     ax = fig.add_subplot()
     plotted: dict[str, int] = {}
-    smoothed = False
+    smoothed = estimated = False
     for index, run in runs:
         color, label = f"C{index % 10}", run.label
+        if x == "time" and run.time_source == ESTIMATED:
+            label, estimated = f"{label} ({ESTIMATE_NOTE})", True
         smooth = len(run.series[metric]) > SMOOTH_ABOVE and metric not in NEVER_SMOOTH
         smoothed |= smooth
+        plotted[run.label] = 0
         # Each iterate round is a fresh training run: its metrics restart, so the line breaks
         # at the boundary instead of drawing a misleading jump, and the EMA restarts too.
-        for steps, values in _segments(run.series[metric], run.boundaries):
+        for steps, values in xy_segments(run, metric, x):
+            plotted[run.label] += len(values)
             if smooth:
                 ax.plot(steps, values, color=color, alpha=0.3, lw=0.8, marker=".", ms=3)
                 smooth_values = ema(values, _span(len(values)))
@@ -57,10 +72,13 @@ def plot_metric(metric: str, runs: list[tuple[int, Run]], path: Path) -> dict[st
                 ax.plot(steps, values, color=color, label=label, **style)
             label = None  # one legend entry per run
         for start, number in run.boundaries[1:]:
-            ax.axvline(start + 0.5, color=color, ls=":", lw=1, alpha=0.7)
+            if x == "time" and start not in run.seconds:
+                continue
+            at = run.seconds[start] / 60.0 if x == "time" else start + 0.5
+            ax.axvline(at, color=color, ls=":", lw=1, alpha=0.7)
             ax.annotate(
                 f"round {number}",
-                (start + 0.5, 1.0),
+                (at, 1.0),
                 xycoords=("data", "axes fraction"),
                 xytext=(3, -3),
                 textcoords="offset points",
@@ -68,13 +86,13 @@ def plot_metric(metric: str, runs: list[tuple[int, Run]], path: Path) -> dict[st
                 fontsize=8,
                 color=color,
             )
-        plotted[run.label] = len(run.series[metric])
     ax.set_title(metric if len(runs) == 1 else f"{metric} ({len(runs)} runs)")
-    ax.set_xlabel("step")
+    ax.set_xlabel("training time (minutes)" if x == "time" else "step")
     ax.set_ylabel(metric)
     ax.grid(True, alpha=0.35)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if len(runs) > 1 or smoothed:
+    if x != "time":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(runs) > 1 or smoothed or estimated:
         title = "faint: raw, solid: EMA" if smoothed else None
         ax.legend(title=title, title_fontsize=8, fontsize=9, loc="best")
     _save(fig, path)

@@ -17,8 +17,10 @@ from alignctl.errors import InputError
 Series = list[tuple[int, float]]
 
 
-# Not metrics: the x axis itself, and the epoch counter TRL logs next to every metric.
-AXIS_KEYS = frozenset({"step", "epoch"})
+# Not metrics: the x axes themselves (`--x step|time`), and the epoch counter TRL logs next to every metric.
+AXIS_KEYS = frozenset({"step", "epoch", "elapsed"})
+LOGGED, ESTIMATED = "logged", "estimated"  # where a run's time axis comes from
+ESTIMATE_NOTE = "time estimated from mean step time"
 # Metrics people look at first come first in the report; anything else follows alphabetically.
 METRIC_ORDER = ("loss", "eval_loss", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected")
 METRIC_ORDER += ("objective/scores", "objective/kl", "reward", "kl", "completions/mean_length")
@@ -43,6 +45,8 @@ class Run:
     boundaries: list[tuple[int, int]] = field(default_factory=list)  # (first step, round no.)
     rounds: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (round no., eval)
     round_points: dict[str, dict[str, int]] = field(default_factory=dict)
+    seconds: dict[int, float] = field(default_factory=dict)  # step -> training seconds (`elapsed`)
+    time_source: str | None = None  # LOGGED, ESTIMATED, or None: no time axis
 
 
 def load_metrics(path: Path) -> dict[str, Series]:
@@ -55,7 +59,7 @@ def load_metrics(path: Path) -> dict[str, Series]:
     return _read_metrics(path)[0]
 
 
-def _read_metrics(path: Path) -> tuple[dict[str, Series], int, float | None]:
+def _read_metrics(path: Path) -> tuple[dict[str, Series], int, float | None, dict[int, float]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -63,6 +67,7 @@ def _read_metrics(path: Path) -> tuple[dict[str, Series], int, float | None]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None
     series: dict[str, Series] = {}
+    seconds: dict[int, float] = {}
     lines = 0
     last_epoch: float | None = None
     for lineno, line in enumerate(text.splitlines(), start=1):
@@ -84,11 +89,34 @@ def _read_metrics(path: Path) -> tuple[dict[str, Series], int, float | None]:
         epoch = record.get("epoch")
         if _number(epoch) is not None:
             last_epoch = float(epoch)
+        if (elapsed := _number(record.get("elapsed"))) is not None:
+            seconds.setdefault(step, elapsed)  # an eval line at the same step carries the same value
         for key, value in record.items():
             number = _number(value)
             if key not in AXIS_KEYS and number is not None:
                 series.setdefault(key, []).append((step, number))
-    return series, lines, last_epoch
+    return series, lines, last_epoch, seconds
+
+
+def time_axis(
+    seconds: dict[int, float], manifest: dict[str, Any], steps: set[int]
+) -> tuple[dict[int, float], str | None]:
+    """Training seconds per step: as logged (`elapsed`), or, for metrics written before `elapsed`
+    existed, step x the mean step time of the manifest's `training` record; ({}, None) if neither."""
+    if seconds:
+        return seconds, LOGGED
+    training = manifest.get("training")
+    training = training if isinstance(training, dict) else {}
+    total = _number(training.get("seconds"))
+    # A resumed run's seconds are its own steps' only (budget.py).
+    count = _number(training.get("steps_this_run", training.get("steps")))
+    if total is None or not count:
+        return {}, None
+    return {step: step * total / count for step in steps}, ESTIMATED
+
+
+def _steps(series: dict[str, Series]) -> set[int]:
+    return {step for points in series.values() for step, _ in points}
 
 
 def _number(value: object) -> float | None:
@@ -128,7 +156,9 @@ def load_run(path: Path, label: str | None = None) -> Run:
     metrics_path = path / "metrics.jsonl"
     if not metrics_path.is_file() and (path / "model" / "metrics.jsonl").is_file():
         metrics_path = path / "model" / "metrics.jsonl"  # a single iterate round dir
-    run.series, run.lines, run.last_epoch = _read_metrics(metrics_path)
+    run.series, run.lines, run.last_epoch, logged = _read_metrics(metrics_path)
+    model_manifest = manifest if metrics_path.parent == path else runs.read_manifest(metrics_path.parent) or {}
+    run.seconds, run.time_source = time_axis(logged, model_manifest, _steps(run.series))
     if not run.lines:
         warn(f"{metrics_path}: empty, nothing logged; the run is listed but not plotted")
     return run
@@ -151,13 +181,21 @@ def _round_dirs(run: Run) -> list[tuple[int, Path, dict[str, Any]]]:
 
 
 def _load_rounds(run: Run) -> None:
-    """Concatenate the rounds' metrics on one step axis: round k starts after round k-1 ended."""
+    """Concatenate the rounds' metrics on one step axis: round k starts after round k-1 ended;
+    likewise in time, where every round's source must give one (else the run has no time axis)."""
+    from alignctl import runs
+
     offset = 0
+    clock, sources = 0.0, set()
     for number, round_dir, entry in _round_dirs(run):
         if not round_dir.is_dir():
             raise InputError(f"{round_dir}: round {number} directory not found")
         metrics_path = round_dir / "model" / "metrics.jsonl"
-        series, lines, epoch = _read_metrics(metrics_path)
+        series, lines, epoch, logged = _read_metrics(metrics_path)
+        seconds, source = time_axis(logged, runs.read_manifest(round_dir / "model") or {}, _steps(series))
+        sources.add(source)
+        run.seconds.update({offset + s: clock + t for s, t in seconds.items()})
+        clock = max([clock, *(clock + t for t in seconds.values())])
         if not lines:
             warn(f"{metrics_path}: empty, nothing logged in round {number}")
         run.lines += lines
@@ -169,6 +207,7 @@ def _load_rounds(run: Run) -> None:
             run.series.setdefault(key, []).extend((offset + s, v) for s, v in points)
             last = max([last, *(offset + s for s, _ in points)])
         offset = last
+        run.time_source = None if None in sources else ESTIMATED if ESTIMATED in sources else LOGGED
         eval_path = round_dir / "eval.json"
         evaluation = _read_json(eval_path) if eval_path.is_file() else entry.get("eval")
         if isinstance(evaluation, dict):
@@ -218,6 +257,19 @@ def _segments(points: Series, boundaries: list[tuple[int, int]]) -> list[tuple[l
     for step, value in sorted(points, key=lambda p: p[0]):
         groups.setdefault(sum(step > s for s in starts), []).append((step, value))
     return [([s for s, _ in g], [v for _, v in g]) for _, g in sorted(groups.items())]
+
+
+def xy_segments(run: Run, metric: str, x: str) -> list[tuple[list[float], list[float]]]:
+    """What one run's line in a metric plot is drawn from: `_segments`, with the x axis in steps
+    (x="step") or in training minutes (x="time"; points of steps with no time are left out)."""
+    out: list[tuple[list[float], list[float]]] = []
+    for steps, values in _segments(run.series[metric], run.boundaries):
+        if x == "time":
+            kept = [(run.seconds[s] / 60.0, v) for s, v in zip(steps, values, strict=True) if s in run.seconds]
+            out.append(([t for t, _ in kept], [v for _, v in kept]))
+        else:
+            out.append(([float(s) for s in steps], values))
+    return [(xs, ys) for xs, ys in out if xs]
 
 
 def _span(n: int) -> float:

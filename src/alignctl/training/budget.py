@@ -10,6 +10,8 @@ to the end of the current one, so in-training sampling (grpo, online-dpo, ppo), 
 and checkpoint saves count; model loading, data preparation, TRL's reference log-prob precompute,
 the final held-out evaluation and the final save do not (they cost every method about the same and
 are not training). A resumed run counts only its own time, from its first step after the checkpoint.
+Every metrics.jsonl line carries this clock as `elapsed` (callbacks.elapsed; a resumed run's lines
+continue from the checkpoint's, docs/formats.md), the x axis of `alignctl report --x time`.
 
 Every run's manifest records what happened under `training` (`summary()`): steps, seconds, the
 budget, and `stopped_by`: "max_minutes" when the budget ended it, "planned_steps" when it ran every

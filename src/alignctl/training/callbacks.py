@@ -18,12 +18,21 @@ def callbacks(run: Run) -> list:
     from transformers import TrainerCallback
 
     class MetricsFile(TrainerCallback):
-        """One JSON line per logging step in `<run>/metrics.jsonl` (what `report` plots)."""
+        """One JSON line per logging step in `<run>/metrics.jsonl` (what `report` plots), with
+        `elapsed` from the budget's clock (see `elapsed`)."""
+
+        def __init__(self, budget: Budget) -> None:
+            self.budget = budget
+            self.before = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.before = elapsed_before_resume(run)  # after `train` trimmed the file
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
                 return
             row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+            row["elapsed"] = elapsed(self.budget, self.before)
             for k, v in logs.items():
                 if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
                     row[k] = v
@@ -98,7 +107,8 @@ def callbacks(run: Run) -> list:
                 control.should_log = True
             return control
 
-    out = [MetricsFile(), Progress(), NoFinalCheckpoint(), TimeBudget()]
+    clock = TimeBudget()
+    out = [MetricsFile(clock.budget), Progress(), NoFinalCheckpoint(), clock]
     if os.environ.get("ALIGNCTL_CRASH_AFTER_STEP"):
         out.append(_crash_injection(TrainerCallback, int(os.environ["ALIGNCTL_CRASH_AFTER_STEP"])))
     return out
@@ -128,6 +138,25 @@ def trim_metrics_for_resume(run: Run) -> None:
         ln for ln in run.metrics_path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step
     ]
     run.metrics_path.write_text("".join(k + "\n" for k in keep))
+
+
+def elapsed(budget: Budget, before: float) -> float:
+    """A metrics line's `elapsed`: the budget's training seconds at the end of the line's step (no
+    clock reading of its own, so the budget and the plots agree to the step), plus `before`."""
+    return round(before + budget.seconds, 3)
+
+
+def elapsed_before_resume(run: Run) -> float:
+    """Where a resumed run's `elapsed` continues from: the last `elapsed` kept in metrics.jsonl
+    after `trim_metrics_for_resume` (0 for a fresh run, or a file written before `elapsed` was)."""
+    if not run.resume_from or not run.metrics_path.exists():
+        return 0.0
+    last = 0.0
+    for ln in run.metrics_path.read_text().splitlines():
+        value = json.loads(ln).get("elapsed") if ln.strip() else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            last = float(value)
+    return last
 
 
 def budget_of(trainer) -> Budget | None:

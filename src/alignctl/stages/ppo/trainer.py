@@ -30,6 +30,7 @@ from typing import Any
 from alignctl.console import console, warn
 from alignctl.runs import Run
 from alignctl.training.budget import Budget
+from alignctl.training.callbacks import elapsed, elapsed_before_resume
 
 from . import roles as roles_mod
 from . import rollout
@@ -297,10 +298,12 @@ def train(
     # One micro-batch per mini-batch and one mini-batch: the first PPO step's critic forward is the
     # whole local batch at the rollout's weights, so the rollout computes it once, with gradients.
     fuse = critic if plan.accum == 1 and plan.mini_batches == 1 else None
+    before = 0.0  # a resumed run's elapsed continues from its checkpoint's (docs/formats.md)
     if main:
         from alignctl.training import trim_metrics_for_resume
 
         trim_metrics_for_resume(run)
+        before = elapsed_before_resume(run)
         console.print(
             f"ppo: {plan.num_updates} updates x {plan.batch_size} episodes "
             f"({plan.world} process{'es' if plan.world > 1 else ''}, {plan.local_batch} prompts each; "
@@ -337,6 +340,8 @@ def train(
             t2 = time.perf_counter()
             row = {"step": update, "episode": update * plan.batch_size, "lr": lr_now, **metrics}
             row.update({"time/rollout": t1 - t0, "time/update": t2 - t0})
+            stop = budget.end_step(update, last=update == plan.num_updates)  # the same answer on every rank
+            row["elapsed"] = elapsed(budget, before)  # after end_step: the update's end, as TRL stages
             if main:
                 if not warned and not all(math.isfinite(v) for v in metrics.values()):
                     warn(f"non-finite metrics at update {update} (written as null): lower the learning rate?")
@@ -348,7 +353,6 @@ def train(
                 bar.update(update, row)
             del exp
             done = update
-            stop = budget.end_step(update, last=update == plan.num_updates)  # the same answer on every rank
             save_steps = s.get("save_steps")
             if save_steps and update % int(save_steps) == 0 and update < plan.num_updates and not stop:
                 if main:
@@ -366,7 +370,9 @@ def train(
                 break
     finally:
         bar.close()
-    final = {k: v for k, v in row.items() if k != "step" and isinstance(v, int | float) and math.isfinite(v)}
+    final = {
+        k: v for k, v in row.items() if k not in ("step", "elapsed") and isinstance(v, int | float) and math.isfinite(v)
+    }
     final.update(
         updates=done,
         episodes=done * plan.batch_size,
