@@ -60,130 +60,23 @@ TASKS = {
 # {reward}, {rm}, {tokens} are filled per task. Learning rates are CPU-budget rates (LoRA starts
 # at zero and needs a larger rate than the chapter's full fine-tuning ones; design.md, "What
 # learns in a CPU budget"); everything else is the stage's preset.
+ONLINE_DPO = "--lr 3e-4 --set use_peft=true --max-new-tokens {tokens} --epochs 3"
+PPO = "--response-length {tokens} --batch-size 8 --gradient-accumulation-steps 1 --num-ppo-epochs 2"
 METHODS: dict[str, tuple[str, list[str]]] = {
-    "dpo": ("dpo", ["--data", "{data}", "--preset", "dpo-cpu"]),
-    "kto": (
-        "kto",
-        [
-            "--data",
-            "{data}",
-            "--lr",
-            "2e-4",
-            "--batch-size",
-            "4",
-            "--epochs",
-            "3",
-            "--max-length",
-            "256",
-            "--set",
-            "use_peft=true",
-        ],
-    ),
-    "online-dpo-rule": (
-        "online-dpo",
-        [
-            "--prompts",
-            "{prompts}",
-            "--reward",
-            "{reward}",
-            "--lr",
-            "3e-4",
-            "--set",
-            "use_peft=true",
-            "--max-new-tokens",
-            "{tokens}",
-            "--epochs",
-            "3",
-        ],
-    ),
-    "online-dpo-rm": (
-        "online-dpo",
-        [
-            "--prompts",
-            "{prompts}",
-            "--reward",
-            "rm:{rm}",
-            "--lr",
-            "3e-4",
-            "--set",
-            "use_peft=true",
-            "--max-new-tokens",
-            "{tokens}",
-            "--epochs",
-            "3",
-        ],
-    ),
-    "grpo-rule": (
-        "grpo",
-        [
-            "--prompts",
-            "{prompts}",
-            "--reward",
-            "{reward}",
-            "--lr",
-            "3e-4",
-            "--num-generations",
-            "4",
-            "--max-completion-length",
-            "{tokens}",
-            "--batch-size",
-            "8",
-            "--set",
-            "use_peft=true",
-            "--set",
-            "use_vllm=false",
-        ],
-    ),
-    "ppo-rule": (
-        "ppo",
-        [
-            "--prompts",
-            "{prompts}",
-            "--reward",
-            "{reward}",
-            "--response-length",
-            "{tokens}",
-            "--batch-size",
-            "8",
-            "--gradient-accumulation-steps",
-            "1",
-            "--num-ppo-epochs",
-            "2",
-        ],
-    ),
-    "ppo-rm": (
-        "ppo",
-        [
-            "--prompts",
-            "{prompts}",
-            "--reward-model",
-            "{rm}",
-            "--response-length",
-            "{tokens}",
-            "--batch-size",
-            "8",
-            "--gradient-accumulation-steps",
-            "1",
-            "--num-ppo-epochs",
-            "2",
-        ],
-    ),
-    "iterate": (
-        "iterate",
-        [
-            "--prompts",
-            "{prompts}",
-            "--by",
-            "{reward}",
-            "--preset",
-            "iterate-cpu",
-            "--eval-prompts",
-            "{held}",
-            "--eval-by",
-            "{metric}",
-        ],
-    ),
-}
+    name: (stage, args.split())
+    for name, stage, args in [
+        ("dpo", "dpo", "--data {data} --preset dpo-cpu"),
+        ("kto", "kto", "--data {data} --lr 2e-4 --batch-size 4 --epochs 3 --max-length 256 --set use_peft=true"),
+        ("online-dpo-rule", "online-dpo", "--prompts {prompts} --reward {reward} " + ONLINE_DPO),
+        ("online-dpo-rm", "online-dpo", "--prompts {prompts} --reward rm:{rm} " + ONLINE_DPO),
+        ("grpo-rule", "grpo", "--prompts {prompts} --reward {reward} --lr 3e-4 --num-generations 4 "
+         "--max-completion-length {tokens} --batch-size 8 --set use_peft=true --set use_vllm=false"),
+        ("ppo-rule", "ppo", "--prompts {prompts} --reward {reward} " + PPO),
+        ("ppo-rm", "ppo", "--prompts {prompts} --reward-model {rm} " + PPO),
+        ("iterate", "iterate", "--prompts {prompts} --by {reward} --preset iterate-cpu "
+         "--eval-prompts {held} --eval-by {metric}"),
+    ]
+}  # fmt: skip
 ARITH_METHODS = ["dpo", "grpo-rule", "online-dpo-rule", "ppo-rule"]
 
 

@@ -10,17 +10,7 @@ from alignctl import comparison
 from alignctl.stages import eval as ev
 from tiny import write_jsonl
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine torch's OpenMP
-    threads spin at barriers (several times slower): one thread, then restore."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest: one torch thread
 
 
 def test_pointwise_aggregation_by_hand():
