@@ -11,7 +11,8 @@ backoff (`max_retries`, `request_timeout`); when they are spent, one line names 
 went wrong. The API key is read from the environment variable `api_key_env` names and is never
 written to a manifest, a journal or a log line (a server that echoes it back is redacted).
 Whether the same seed gives the same text on rerun is the server's promise: vLLM keeps it per
-request (the tests check it against `vllm serve`); hosted APIs call it best effort.
+request when requests are computed alike, i.e. one in flight (the tests check it against `vllm
+serve`); with several in flight its batches follow arrival timing, and hosted APIs call it best effort.
 """
 
 from __future__ import annotations
