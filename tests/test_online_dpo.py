@@ -56,6 +56,28 @@ def test_judge_reward_maps_verdicts_to_trls_pairs():
     assert reward.stats() == {"judge_pairs": 3, "judge_tie_rate": pytest.approx(1 / 3)}
 
 
+def test_logged_kl_counts_the_answers_tokens_not_the_padding(tiny_lm):
+    """TRL 1.16 logs objective/kl summed over padding after EOS too (huggingface/trl#6803): the
+    trainer we use zeroes log-probs there, so a sum over a row is a sum over its answer's tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from alignctl import training
+
+    trainer_cls = training.online_dpo()[1]
+    trainer = object.__new__(trainer_cls)  # _forward needs only max_length from the trainer
+    trainer.max_length = 64
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    prompt = torch.tensor([[5, 6, 7], [5, 6, 7]])
+    answers = torch.tensor([[8, 9, 10, 11], [8, 9, 0, 0]])
+    answer_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with torch.no_grad():
+        logprobs = trainer._forward(model, prompt, torch.ones_like(prompt), answers, answer_mask)
+    assert logprobs.shape == (2, 4)
+    assert torch.equal(logprobs[1, 2:], torch.zeros(2))  # padding: nothing
+    assert bool((logprobs[:, :2] < 0).all()) and bool((logprobs[0] < 0).all())  # the answers' tokens: their log-probs
+
+
 def test_judge_run_chooses_the_judged_winner_and_learns(tmp_path, tiny_lm):
     """The judge prefers shorter answers. Every pair TRL trained on has the judge's pick as chosen,
     and the policy's answers get shorter (measured: 29 -> 16 characters, first vs last 4 steps)."""

@@ -73,7 +73,17 @@ def online_dpo() -> tuple[type, type]:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
-    return OnlineDPOConfig, OnlineDPOTrainer
+    class MaskedStatsOnlineDPOTrainer(OnlineDPOTrainer):
+        """TRL's trainer with its logged objective/kl and objective/entropy over the answers' own
+        tokens: TRL 1.16 sums them over the padding after EOS too (huggingface/trl#6803), which made
+        the KL we logged swing from -10 to +110 with the amount of padding in a batch. Zero log-probs
+        at padding; the loss masks padding itself, so training is unchanged."""
+
+        def _forward(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask, *rest, **kw):
+            logprobs = super()._forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, *rest, **kw)
+            return logprobs * completion_mask.to(logprobs.dtype)
+
+    return OnlineDPOConfig, MaskedStatsOnlineDPOTrainer
 
 
 def trl_classes(name: str) -> tuple[type, type]:
