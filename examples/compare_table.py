@@ -35,12 +35,10 @@ def _rows(path: Path) -> list[dict]:
         return []
 
 
-def correctness(task: str, held: Path, rows: list[dict], side: str) -> float | None:
-    """Share of held-out answers that are right, whatever their length."""
+def _right(task: str, held: Path, rows: list[dict], side: str) -> list[bool]:
+    """Per held-out question: is `side`'s answer right, whatever its length."""
     from alignctl.rewards.answers import accuracy, contains_word
 
-    if not rows:
-        return None
     gold = {json.dumps(r["prompt"]): r["answer"] for r in _rows(held)}  # eval rows keep the prompt
     right = []
     for row in rows:
@@ -48,10 +46,25 @@ def correctness(task: str, held: Path, rows: list[dict], side: str) -> float | N
         answers = answers if isinstance(answers, list) else [answers]
         text = row[side]
         if task == "arith":
-            right.append(accuracy([None], [text], answer=[answers])[0])
+            right.append(accuracy([None], [text], answer=[answers])[0] == 1.0)
         else:
-            right.append(float(any(contains_word(text, str(a)) for a in answers)))
-    return statistics.mean(right)
+            right.append(any(contains_word(text, str(a)) for a in answers))
+    return right
+
+
+def correctness(task: str, held: Path, rows: list[dict], side: str) -> float | None:
+    """Share of held-out answers that are right, whatever their length."""
+    return statistics.mean(_right(task, held, rows, side)) if rows else None
+
+
+def right_changes(task: str, held: Path, rows: list[dict]) -> str | None:
+    """Right answers against the base model's, per question: kept / lost / new."""
+    if not rows:
+        return None
+    pairs = list(zip(_right(task, held, rows, "baseline"), _right(task, held, rows, "model"), strict=True))
+    kept = sum(b and m for b, m in pairs)
+    lost = sum(b and not m for b, m in pairs)
+    return f"{kept} / {lost} / {sum(m and not b for b, m in pairs)}"
 
 
 def _kl(run: Path, method: str) -> float | None:
@@ -97,6 +110,7 @@ def row_for(out: Path, task: str, held: Path, method: str, seed: int) -> dict[st
         "lc_win_rate": lc.get("win_rate"),
         "correct": correctness(task, held, rows, "model"),
         "base_correct": correctness(task, held, rows, "baseline"),
+        "right_changes": right_changes(task, held, rows),
         "words": base_eval and base_eval["model"]["mean_length"],
         "base_words": base_eval and base_eval["baseline"]["mean_length"],
         "kl": _kl(run, method),
@@ -111,7 +125,7 @@ def row_for(out: Path, task: str, held: Path, method: str, seed: int) -> dict[st
 def markdown(rows: list[dict], task: str) -> list[str]:
     head = (
         "| method | seed | held-out reward [95% CI] | W / T / L vs base | W / T / L vs dpo | win rate vs base "
-        "(length-controlled) | correct | words | KL to base | steps (stopped by) | train s | peak RSS MB |"
+        "(length-controlled) | correct (kept / lost / new) | words | KL to base | steps (stopped by) | train s | peak RSS MB |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     if rows and rows[0]["base"] is not None:
@@ -130,8 +144,27 @@ def markdown(rows: list[dict], task: str) -> list[str]:
         steps = f"{r['steps']}" + (f" ({r['stopped_by']})" if r["stopped_by"] else "")
         lines.append(
             f"| {r['method']} | {r['seed']} | {r['reward']:.3f}{ci} | {r['vs_base']} | {r['vs_dpo']} | "
-            f"{_f(r['win_rate'])}{lc} | {_f(r['correct'])} | {_f(r['words'], 1)} | {_f(r['kl'])} | "
+            f"{_f(r['win_rate'])}{lc} | {_f(r['correct'])} ({r['right_changes']}) | {_f(r['words'], 1)} | {_f(r['kl'])} | "
             f"{steps} | {_f(r['train_s'], 0)} | {r['peak_mb'] or '—'} |"
+        )
+    return lines
+
+
+def by_method(rows: list[dict]) -> list[str]:
+    """One line per method over its seeds: the mean and the spread (lowest - highest)."""
+    lines = [
+        "| method | seeds | held-out reward: mean (lowest - highest) | correct: mean | words: mean |",
+        "|---|---|---|---|---|",
+    ]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        done = [r for r in rows if r["method"] == method and r["done"]]
+        if not done:
+            continue
+        rewards = [r["reward"] for r in done]
+        spread = f" ({min(rewards):.3f} - {max(rewards):.3f})" if len(done) > 1 else ""
+        lines.append(
+            f"| {method} | {len(done)} | {statistics.mean(rewards):.3f}{spread} | "
+            f"{_f(statistics.mean(r['correct'] for r in done))} | {statistics.mean(r['words'] for r in done):.1f} |"
         )
     return lines
 
@@ -145,6 +178,8 @@ def write_table(out: Path, tasks: list[str], methods: list[str], seeds: list[int
         rows = [row_for(out, task, TASKS[task]["held"], m, s) for m in chosen for s in seeds]
         parts += [f"## {task} (eval: {TASKS[task]['metric']}, greedy, {TASKS[task]['held'].name})", ""]
         parts += markdown(rows, task) + [""]
+        if len(seeds) > 1:
+            parts += ["Over the seeds:", "", *by_method(rows), ""]
         (out / f"{task}.rows.json").write_text(json.dumps(rows, indent=1, default=str))
     jobs = _rows(out / "jobs.jsonl")
     parts.append(

@@ -110,3 +110,32 @@ def test_compare_commands_parse_and_their_settings_resolve(tmp_path):
         resolve(args[0], preset=preset, sets=sets)
         if args[0] not in ("collect", "label", "eval", "train-rm"):
             assert args[args.index("--max-minutes") + 1] == ("5" if args[0] == "iterate" else "10"), job.name
+
+
+def test_compare_table_counts_right_answers_kept_lost_and_new_and_the_spread_over_seeds(tmp_path):
+    """Correctness apart from brevity, per question against the base, and each method's seeds summarised."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import compare_table
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    held = tmp_path / "held.jsonl"
+    questions = [("Capital of France?", ["Paris"]), ("Two plus two?", ["four", "4"]), ("Largest ocean?", ["Pacific"])]
+    held.write_text("".join(json.dumps({"prompt": q, "answer": a}) + "\n" for q, a in questions))
+    base = ["It is Paris, a city of art and food and many other things.", "Five.", "The Pacific."]
+    trained = {1: ["Lyon.", "Five.", "Atlantic."], 2: ["Paris.", "Four.", "Pacific."]}
+    for seed, answers in trained.items():
+        ev = tmp_path / "qa" / f"grpo-rule-s{seed}.eval-base"
+        ev.mkdir(parents=True)
+        rows = [{"prompt": q, "model": m, "baseline": b} for (q, _), m, b in zip(questions, answers, base, strict=True)]
+        (ev / "eval.rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        stats = {"mean_reward": 0.5 + seed / 10, "mean_length": 1.0, "reward_ci": 0.1}
+        (ev / "eval.json").write_text(json.dumps({"model": stats, "baseline": stats, "wins": 1, "ties": 1, "losses": 1}))
+    rows = [compare_table.row_for(tmp_path, "qa", held, "grpo-rule", seed) for seed in (1, 2)]
+    assert [r["right_changes"] for r in rows] == ["0 / 2 / 0", "2 / 0 / 1"]  # kept / lost / new
+    assert rows[0]["correct"] == 0.0 and rows[1]["correct"] == 1.0 and rows[0]["base_correct"] == pytest.approx(2 / 3)
+    summary = compare_table.by_method(rows)
+    assert summary[-1] == "| grpo-rule | 2 | 0.650 (0.600 - 0.700) | 0.500 | 1.0 |"
