@@ -125,7 +125,8 @@ def row_for(out: Path, task: str, held: Path, method: str, seed: int) -> dict[st
 def markdown(rows: list[dict], task: str) -> list[str]:
     head = (
         "| method | seed | held-out reward [95% CI] | W / T / L vs base | W / T / L vs dpo | win rate vs base "
-        "(length-controlled) | correct (kept / lost / new) | words | KL to base | steps (stopped by) | train s | peak RSS MB |"
+        "(length-controlled) | correct (kept / lost / new) | words | KL to base | steps (stopped by) | train s | "
+        "peak RSS MB |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     if rows and rows[0]["base"] is not None:
@@ -144,7 +145,8 @@ def markdown(rows: list[dict], task: str) -> list[str]:
         steps = f"{r['steps']}" + (f" ({r['stopped_by']})" if r["stopped_by"] else "")
         lines.append(
             f"| {r['method']} | {r['seed']} | {r['reward']:.3f}{ci} | {r['vs_base']} | {r['vs_dpo']} | "
-            f"{_f(r['win_rate'])}{lc} | {_f(r['correct'])} ({r['right_changes']}) | {_f(r['words'], 1)} | {_f(r['kl'])} | "
+            f"{_f(r['win_rate'])}{lc} | {_f(r['correct'])} ({r['right_changes']}) | {_f(r['words'], 1)} | "
+            f"{_f(r['kl'])} | "
             f"{steps} | {_f(r['train_s'], 0)} | {r['peak_mb'] or '—'} |"
         )
     return lines

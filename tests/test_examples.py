@@ -133,7 +133,8 @@ def test_compare_table_counts_right_answers_kept_lost_and_new_and_the_spread_ove
         rows = [{"prompt": q, "model": m, "baseline": b} for (q, _), m, b in zip(questions, answers, base, strict=True)]
         (ev / "eval.rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         stats = {"mean_reward": 0.5 + seed / 10, "mean_length": 1.0, "reward_ci": 0.1}
-        (ev / "eval.json").write_text(json.dumps({"model": stats, "baseline": stats, "wins": 1, "ties": 1, "losses": 1}))
+        outcome = {"model": stats, "baseline": stats, "wins": 1, "ties": 1, "losses": 1}
+        (ev / "eval.json").write_text(json.dumps(outcome))
     rows = [compare_table.row_for(tmp_path, "qa", held, "grpo-rule", seed) for seed in (1, 2)]
     assert [r["right_changes"] for r in rows] == ["0 / 2 / 0", "2 / 0 / 1"]  # kept / lost / new
     assert rows[0]["correct"] == 0.0 and rows[1]["correct"] == 1.0 and rows[0]["base_correct"] == pytest.approx(2 / 3)
