@@ -2,7 +2,7 @@
 
     python examples/compare.py                   # everything, into runs/compare/
     python examples/compare.py --dry-run         # print the alignctl commands, run nothing
-    python examples/compare.py --methods dpo grpo-rule --seeds 1 2
+    python examples/compare.py --methods dpo grpo-rule --seeds 1
 
 Two tasks (examples/qa/README.md, examples/arith/README.md):
 - qa: the demo's 102 training / 40 held-out factual questions; trained on `rule:qa` (right, and
@@ -261,7 +261,7 @@ def main() -> int:
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/compare"))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[1])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--budget", type=float, default=10.0, help="minutes of training per method (10)")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at a time, one thread each (2)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
