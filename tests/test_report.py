@@ -190,6 +190,15 @@ def test_empty_metrics_is_a_warning(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "nothing to plot" in index or "no plots" in index
 
 
+def test_every_run_of_a_large_compare_has_its_own_look() -> None:
+    """`make compare` plots 16 runs in one figure: colours repeat after ten, so the look must not."""
+    from alignctl.tools.report_plots import line_look
+
+    looks = [line_look(i) for i in range(40)]
+    assert len(set(looks)) == 40
+    assert looks[0] == ("C0", "-") and looks[13] == ("C3", "--")
+
+
 def test_sanitize_and_ema() -> None:
     assert sanitize("rewards/margins") == "rewards_margins"
     assert sanitize("objective/kl") == "objective_kl"

@@ -42,8 +42,17 @@ def _save(fig: Figure, path: Path) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def line_look(index: int) -> tuple[str, str]:
+    """(colour, line style) of the run at `index` on the command line: ten colours, then the same
+    ten dashed, and so on, so up to 40 runs in one plot stay apart."""
+    return f"C{index % 10}", LINE_STYLES[index // 10 % len(LINE_STYLES)]
+
+
 def plot_metric(metric: str, runs: list[tuple[int, Run]], path: Path, x: str = "step") -> dict[str, int]:
-    """One metric, one line per run (colour fixed by the run's position on the command line), over
+    """One metric, one line per run (its look fixed by its position on the command line), over
     logging steps (x="step") or training minutes (x="time", `xy_segments`). Returns the number of
     points plotted per run label."""
     from matplotlib.ticker import MaxNLocator
@@ -53,7 +62,7 @@ def plot_metric(metric: str, runs: list[tuple[int, Run]], path: Path, x: str = "
     plotted: dict[str, int] = {}
     smoothed = estimated = False
     for index, run in runs:
-        color, label = f"C{index % 10}", run.label
+        (color, dashes), label = line_look(index), run.label
         if x == "time" and run.time_source == ESTIMATED:
             label, estimated = f"{label} ({ESTIMATE_NOTE})", True
         smooth = len(run.series[metric]) > SMOOTH_ABOVE and metric not in NEVER_SMOOTH
@@ -66,9 +75,9 @@ def plot_metric(metric: str, runs: list[tuple[int, Run]], path: Path, x: str = "
             if smooth:
                 ax.plot(steps, values, color=color, alpha=0.3, lw=0.8, marker=".", ms=3)
                 smooth_values = ema(values, _span(len(values)))
-                ax.plot(steps, smooth_values, color=color, lw=2, label=label)
+                ax.plot(steps, smooth_values, color=color, lw=2, ls=dashes, label=label)
             else:
-                style = {"lw": 1.5, "marker": "o", "ms": 4}
+                style = {"lw": 1.5, "ls": dashes, "marker": "o", "ms": 4}
                 ax.plot(steps, values, color=color, label=label, **style)
             label = None  # one legend entry per run
         for start, number in run.boundaries[1:]:
