@@ -102,7 +102,7 @@ def plot_metric(metric: str, runs: list[tuple[int, Run]], path: Path, x: str = "
     if x != "time":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(runs) > 1 or smoothed or estimated:
-        title = "faint: raw, solid: EMA" if smoothed else None
+        title = "faint: raw, thick: EMA" if smoothed else None
         ax.legend(title=title, title_fontsize=8, fontsize=9, loc="best")
     _save(fig, path)
     return plotted
