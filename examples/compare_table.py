@@ -52,16 +52,11 @@ def _right(task: str, held: Path, rows: list[dict], side: str) -> list[bool]:
     return right
 
 
-def correctness(task: str, held: Path, rows: list[dict], side: str) -> float | None:
-    """Share of held-out answers that are right, whatever their length."""
-    return statistics.mean(_right(task, held, rows, side)) if rows else None
-
-
-def right_changes(task: str, held: Path, rows: list[dict]) -> str | None:
+def right_changes(base: list[bool], model: list[bool]) -> str | None:
     """Right answers against the base model's, per question: kept / lost / new."""
-    if not rows:
+    if not base:
         return None
-    pairs = list(zip(_right(task, held, rows, "baseline"), _right(task, held, rows, "model"), strict=True))
+    pairs = list(zip(base, model, strict=True))
     kept = sum(b and m for b, m in pairs)
     lost = sum(b and not m for b, m in pairs)
     return f"{kept} / {lost} / {sum(m and not b for b, m in pairs)}"
@@ -94,6 +89,7 @@ def row_for(out: Path, task: str, held: Path, method: str, seed: int) -> dict[st
     base_eval = _json(d / f"{method}-s{seed}.eval-base" / "eval.json")
     dpo_eval = _json(d / f"{method}-s{seed}.eval-dpo" / "eval.json")
     rows = _rows(d / f"{method}-s{seed}.eval-base" / "eval.rows.jsonl")
+    model_right, base_right = (_right(task, held, rows, side) for side in ("model", "baseline"))
     trained = [run / f"round-{n}" / "model" for n in (1, 2)] if method == "iterate" else [run]
     blocks = [(_json(t / "alignctl.json") or {}).get("training") or {} for t in trained]
     lc = (base_eval or {}).get("length_controlled") or {}
@@ -108,9 +104,9 @@ def row_for(out: Path, task: str, held: Path, method: str, seed: int) -> dict[st
         "vs_dpo": _wtl(dpo_eval) if method != "dpo" else "(itself)",
         "win_rate": base_eval and base_eval.get("win_rate"),
         "lc_win_rate": lc.get("win_rate"),
-        "correct": correctness(task, held, rows, "model"),
-        "base_correct": correctness(task, held, rows, "baseline"),
-        "right_changes": right_changes(task, held, rows),
+        "correct": statistics.mean(model_right) if rows else None,  # right, whatever the length
+        "base_correct": statistics.mean(base_right) if rows else None,
+        "right_changes": right_changes(base_right, model_right),
         "words": base_eval and base_eval["model"]["mean_length"],
         "base_words": base_eval and base_eval["baseline"]["mean_length"],
         "kl": _kl(run, method),
