@@ -20,9 +20,10 @@ questions against the base model and against dpo of the same seed. Reruns skip w
 date (alignctl's own manifests). Every command is printed and logged (runs/compare/logs/).
 
 The table (runs/compare/results.md): held-out mean reward with its 95% interval, wins / ties /
-losses vs base and vs dpo, the length-controlled win rate vs base, correctness and length apart
-from the combined reward, the KL to the base where the method logs it, training steps done in
-the budget, and peak memory (RSS of the whole process).
+losses vs base and vs dpo, the length-controlled win rate vs base, correctness (with the base
+model's right answers kept / lost and the new ones) and length apart from the combined reward,
+the KL to the base where the method logs it, training steps done in the budget, and peak memory
+(RSS of the whole process); with several seeds, each method's mean and spread over them.
 """
 
 from __future__ import annotations
