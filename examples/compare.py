@@ -60,7 +60,9 @@ TASKS = {
 # What each method runs, as alignctl arguments after `alignctl <stage>`. {data}, {prompts},
 # {reward}, {rm}, {tokens} are filled per task. Learning rates are CPU-budget rates (LoRA starts
 # at zero and needs a larger rate than the chapter's full fine-tuning ones; design.md, "What
-# learns in a CPU budget"); everything else is the stage's preset.
+# learns in a CPU budget"); everything else is the stage's preset. grpo takes 16 completions per
+# update (4 prompts x 4 samples): with 8 (2 prompts) its updates were noisier and it lost more of
+# the base model's right answers on QA (docs/results.md, the tuning runs).
 ONLINE_DPO = "--lr 3e-4 --set use_peft=true --max-new-tokens {tokens} --epochs 3"
 PPO = "--response-length {tokens} --batch-size 8 --gradient-accumulation-steps 1 --num-ppo-epochs 2"
 METHODS: dict[str, tuple[str, list[str]]] = {
@@ -71,7 +73,7 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         ("online-dpo-rule", "online-dpo", "--prompts {prompts} --reward {reward} " + ONLINE_DPO),
         ("online-dpo-rm", "online-dpo", "--prompts {prompts} --reward rm:{rm} " + ONLINE_DPO),
         ("grpo-rule", "grpo", "--prompts {prompts} --reward {reward} --lr 3e-4 --num-generations 4 "
-         "--max-completion-length {tokens} --batch-size 8 --set use_peft=true --set use_vllm=false"),
+         "--max-completion-length {tokens} --batch-size 16 --set use_peft=true --set use_vllm=false"),
         ("ppo-rule", "ppo", "--prompts {prompts} --reward {reward} " + PPO),
         ("ppo-rm", "ppo", "--prompts {prompts} --reward-model {rm} " + PPO),
         ("iterate", "iterate", "--prompts {prompts} --by {reward} --preset iterate-cpu "
