@@ -238,3 +238,19 @@ def test_text_length_counts_cjk_characters():
 def test_bad_ids_are_refused_whatever_the_prompt(tmp_path, rec):
     with pytest.raises(InputError, match='"id" must be a non-empty string or an integer'):
         io.load(write_jsonl(tmp_path / "p.jsonl", [rec]), "prompts")
+
+
+def test_read_text_says_what_is_wrong_in_one_line(tmp_path):
+    from alignctl.files import read_text
+
+    (tmp_path / "ok.yaml").write_text("a: 1\n", encoding="utf-8")
+    assert read_text(tmp_path / "ok.yaml", "config") == "a: 1\n"
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    for path, said in [
+        (tmp_path / "absent.yaml", "absent.yaml: file not found (config)"),
+        (tmp_path, f"{tmp_path}: is a directory, not a file (config)"),
+        (tmp_path / "latin1.txt", "latin1.txt: cannot read config: 'utf-8' codec"),
+    ]:
+        with pytest.raises(InputError) as exc:
+            read_text(path, "config")
+        assert said in str(exc.value) and "\n" not in str(exc.value)

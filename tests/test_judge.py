@@ -175,7 +175,7 @@ def test_template_file_and_missing_placeholders(tmp_path):
     bad.write_text("{prompt} and {answer_a} only")
     with pytest.raises(InputError, match=rf"{bad}: missing placeholder\(s\) \{{answer_b\}}"):
         load_template(bad)
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match=r"absent\.txt: file not found \(judge template\)"):
         load_template(tmp_path / "absent.txt")
     with pytest.raises(InputError, match=r"\{prompt\}"):
         PairwiseJudge(always_a, template="{answer_a} {answer_b}")

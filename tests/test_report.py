@@ -173,11 +173,11 @@ def test_missing_inputs(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="run directory not found"):
         run_report([tmp_path / "nope"], tmp_path / "out")
     (tmp_path / "empty-run").mkdir()
-    with pytest.raises(InputError, match=r"metrics\.jsonl: no such file"):
+    with pytest.raises(InputError, match=r"metrics\.jsonl: file not found"):
         run_report([tmp_path / "empty-run"], tmp_path / "out")
     it = make_iterate(tmp_path)
     (it / "round-2" / "model" / "metrics.jsonl").unlink()
-    with pytest.raises(InputError, match=r"round-2/model/metrics\.jsonl: no such file"):
+    with pytest.raises(InputError, match=r"round-2/model/metrics\.jsonl: file not found"):
         run_report([it], tmp_path / "out")
 
 

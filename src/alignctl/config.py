@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from alignctl.errors import InputError
+from alignctl.files import read_text
 
 
 def presets_dir() -> Path:
@@ -186,12 +187,7 @@ def defaults(stage: Any) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path, what: str) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{what} {path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{what} {path}: cannot read: {exc}") from None
+    text = read_text(path, what)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

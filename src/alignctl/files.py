@@ -1,4 +1,5 @@
-"""Writing files: atomically (temp file + rename), and the fsynced journal of resumable stages.
+"""Files: writing atomically (temp file + rename), the fsynced journal of resumable stages, and
+reading a text input with one clear line when it cannot be read.
 
 Outputs are always JSONL or JSON (docs/formats.md), whatever format the inputs came in.
 `io` re-exports these names, so `io.write_jsonl` and `files.write_jsonl` are the same function.
@@ -18,7 +19,7 @@ from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
-from alignctl.errors import OutputError
+from alignctl.errors import InputError, OutputError
 
 
 def dumps(rec: dict) -> str:
@@ -150,3 +151,16 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A UTF-8 input file's text; a missing or unreadable file is one InputError line naming `what`
+    (`runs/x/metrics.jsonl: file not found (every training stage writes one)`)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found ({what})") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a file ({what})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc}") from None

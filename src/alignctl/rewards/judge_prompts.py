@@ -9,6 +9,7 @@ import unicodedata
 from pathlib import Path
 
 from alignctl.errors import InputError
+from alignctl.files import read_text
 
 PLACEHOLDERS = ("prompt", "answer_a", "answer_b")
 #: how a verdict is read: auto = next-token scores of A/B for a local judge on the default
@@ -80,13 +81,7 @@ def load_template(path: str | Path) -> str:
     p = Path(path)
     if str(path) in TEMPLATES and not p.is_file():
         return TEMPLATES[str(path)]
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file (judge template)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read judge template: {exc}") from None
-    return check_template(text, str(path))
+    return check_template(read_text(p, "judge template"), str(path))
 
 
 def render(template: str, prompt: str, answer_a: str, answer_b: str) -> str:

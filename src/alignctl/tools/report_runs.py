@@ -13,6 +13,7 @@ from typing import Any
 
 from alignctl.console import warn
 from alignctl.errors import InputError
+from alignctl.files import read_text
 
 Series = list[tuple[int, float]]
 
@@ -60,12 +61,7 @@ def load_metrics(path: Path) -> dict[str, Series]:
 
 
 def _read_metrics(path: Path) -> tuple[dict[str, Series], int, float | None, dict[int, float]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file (every training stage writes one)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read: {exc}") from None
+    text = read_text(path, "every training stage writes one")
     series: dict[str, Series] = {}
     seconds: dict[int, float] = {}
     lines = 0
