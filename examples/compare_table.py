@@ -12,6 +12,7 @@ says so instead of a number.
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,15 @@ def _kl(run: Path, method: str) -> float | None:
     return statistics.mean(values[-max(1, len(values) // 5) :])  # the last fifth of training
 
 
-def _peak(out: Path, job: str) -> int | None:
-    peaks = [r["peak_rss_mb"] for r in _rows(out / "jobs.jsonl") if r["job"] == job and not r.get("up_to_date")]
-    return peaks[-1] if peaks else None
+def _peak(out: Path, job: str, run: Path) -> int | None:
+    """The peak RSS of the job that wrote `run`: the last record of that job with the run's own
+    command (a job run again with other arguments, then set back, leaves records of both)."""
+    records = [r for r in _rows(out / "jobs.jsonl") if r["job"] == job and not r.get("up_to_date")]
+    command = (_json(run / "alignctl.json") or {}).get("command")
+    if command:
+        same = [r for r in records if shlex.split(r["command"])[1:] == [str(c) for c in command[1:]]]
+        records = same or records
+    return records[-1]["peak_rss_mb"] if records else None
 
 
 def _wtl(ev: dict | None) -> str:
@@ -113,7 +120,7 @@ def row_for(out: Path, task: str, held: Path, method: str, seed: int) -> dict[st
         "steps": "+".join(str(b.get("steps", "?")) for b in blocks) if any(blocks) else None,
         "train_s": sum(b.get("seconds") or 0 for b in blocks) if any(blocks) else None,
         "stopped_by": ", ".join(sorted({b["stopped_by"] for b in blocks if b.get("stopped_by")})) or None,
-        "peak_mb": _peak(out, f"{task}/{method}-s{seed}"),
+        "peak_mb": _peak(out, f"{task}/{method}-s{seed}", run),
         "done": base_eval is not None,
     }
 

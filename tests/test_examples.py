@@ -140,3 +140,27 @@ def test_compare_table_counts_right_answers_kept_lost_and_new_and_the_spread_ove
     assert rows[0]["correct"] == 0.0 and rows[1]["correct"] == 1.0 and rows[0]["base_correct"] == pytest.approx(2 / 3)
     summary = compare_table.by_method(rows)
     assert summary[-1] == "| grpo-rule | 2 | 0.650 (0.600 - 0.700) | 0.500 | 1.0 |"
+
+
+def test_compare_table_takes_the_peak_memory_of_the_command_that_wrote_the_run(tmp_path):
+    """A job run again with other arguments and then set back: the row is the run on disk's."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import compare_table
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    run = tmp_path / "qa" / "grpo-rule-s1"
+    run.mkdir(parents=True)
+    (run / "alignctl.json").write_text(json.dumps({"command": ["/x/__main__.py", "grpo", "--lr", "3e-4"]}))
+    records = [
+        {"job": "qa/grpo-rule-s1", "command": "alignctl grpo --lr 3e-4", "peak_rss_mb": 4000},
+        {"job": "qa/grpo-rule-s1", "command": "alignctl grpo --lr 6e-4", "peak_rss_mb": 5000},
+        {"job": "qa/grpo-rule-s1", "command": "alignctl grpo --lr 3e-4", "peak_rss_mb": 1, "up_to_date": True},
+    ]
+    (tmp_path / "jobs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    held = tmp_path / "held.jsonl"
+    held.write_text("")
+    assert compare_table.row_for(tmp_path, "qa", held, "grpo-rule", 1)["peak_mb"] == 4000
