@@ -136,13 +136,3 @@ def test_preset_name_wins_over_a_directory_of_that_name(tmp_path, monkeypatch, c
     own = tmp_path / "mine"  # a YAML file without a suffix is still a file path
     own.write_text("beta: 0.3\n")
     assert config.find_preset("mine").resolve() == own
-
-
-def test_eval_steps_without_eval_data_is_noted_only_when_the_user_set_it():
-    from alignctl.training.fit import idle_eval_steps
-
-    preset = stages.resolve("dpo", preset="dpo-cpu")  # the chapter's eval_steps 500 comes with it
-    assert preset["eval_steps"] == 500 and idle_eval_steps(preset, has_eval=False) is None
-    mine = stages.resolve("dpo", preset="dpo-cpu", sets=["eval_steps=20"])
-    assert "eval_steps=20 does nothing without eval data" in idle_eval_steps(mine, has_eval=False)
-    assert idle_eval_steps(mine, has_eval=True) is None

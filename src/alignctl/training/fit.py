@@ -73,17 +73,6 @@ def begin_run(
     return run
 
 
-def idle_eval_steps(resolved: Resolved, has_eval: bool) -> str | None:
-    """The note for an `eval_steps` the user set that cannot act: there is no eval data.
-
-    A preset's value (the chapter's 500) is not the user's choice, so it is not worth a line.
-    """
-    source = resolved.sources.get("eval_steps", "default")
-    if has_eval or not resolved.get("eval_steps") or source.startswith(("preset", "default")):
-        return None
-    return f"eval_steps={resolved['eval_steps']} does nothing without eval data (--eval-split 0.1 or a file)"
-
-
 def begin_on_prefs(
     stage: str,
     resolved: Resolved,
@@ -105,8 +94,8 @@ def begin_on_prefs(
 
     records = read(data, split=split)
     train_recs, eval_recs = split_records(records, resolved["eval_split"], resolved["seed"], read)
-    if idle := idle_eval_steps(resolved, bool(eval_recs)):
-        note(idle)
+    if not eval_recs and resolved.get("eval_steps"):
+        note(f"eval_steps={resolved['eval_steps']} does nothing without eval data (--eval-split 0.1 or a file)")
     model_path = models.resolve_model(model)
     inputs: dict[str, Any] = {"data": readers.fingerprint(data, split)}
     if resolved["eval_split"] and Path(str(resolved["eval_split"])).exists():
