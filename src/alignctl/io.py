@@ -242,6 +242,13 @@ def guess_kind(rec: dict) -> str:
     return "prompts"
 
 
+def wrong_kind(rec: dict, kind: str) -> str:
+    """A record of `kind` where prompts are wanted: what the file holds and what is wanted instead."""
+    has = ", ".join(f'"{k}"' for k in ("chosen", "rejected", "completions", "completion", "label") if k in rec)
+    what = {"preferences": "preference pairs", "candidates": "collect's candidates", "unpaired": "unpaired answers"}
+    return f'a file of {what[kind]} (its records have {has}), but this input takes prompts: {{"prompt": ...}}'
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading
 
@@ -270,6 +277,9 @@ def read(
                 rec = whole
                 result.normalised += 1
         err = CHECKS[result.kind](rec)
+        if not err and result.kind == "prompts" and (other := guess_kind(rec)) != "prompts":
+            result.problem(pos, wrong_kind(rec, other))  # accepted, it would train on the wrong text
+            break
         if err:
             if err.endswith("is missing") and result.columns:  # likely a data set of another shape
                 err += f" (its columns: {', '.join(result.columns)})"

@@ -70,7 +70,11 @@ class Settings:
     )
     human_mode: str = setting(
         "auto",
-        "--by human: best-worst (one screen per prompt), rank, pairwise, or auto (best-worst above 2 answers).",
+        "--by human: best-worst (one screen per prompt: press the best answer's number, then the worst's; "
+        "after the best, e opens $EDITOR to write a better answer, which becomes the chosen one), rank "
+        "(press the numbers best first), pairwise (two answers at a time: a, b, t for a tie), or auto "
+        "(best-worst above 2 answers, else pairwise). v shows every answer in full (best-worst, rank); "
+        "u undoes, s skips, q stops (a rerun resumes).",
         flag=True,
     )
 
@@ -122,6 +126,7 @@ def check(resolved: Resolved) -> None:
 
 
 def print_summary(stats: dict[str, Any], min_margin: float) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     names = {
@@ -139,7 +144,7 @@ def print_summary(stats: dict[str, Any], min_margin: float) -> None:
     table.add_column(style="bold")
     table.add_column(justify="right")
     for k, v in stats.items():
-        table.add_row(names[k], "-" if v is None else str(v))
+        table.add_row(names[k], "-" if v is None else escape(str(v)))
     console.print(table)
     chosen, rejected = stats["mean_chosen_words"], stats["mean_rejected_words"]
     if chosen and rejected and chosen > 1.5 * rejected:
@@ -183,6 +188,7 @@ def run(
         max_length=resolved["max_length"],
         trust_remote_code=trust_remote_code,
     )
+    rewards.check_columns([source], records, candidates)
     if hasattr(source, "check_terminal"):
         source.check_terminal()
     forms = {r["id"]: training_form(r) for r in records}
@@ -325,7 +331,11 @@ def command(
     ],
     by: Annotated[
         str,
-        typer.Option("--by", help="Reward source: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL or human."),
+        typer.Option(
+            "--by",
+            help="Reward source: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL, or human (you, at the "
+            "terminal: see --human-mode).",
+        ),
     ],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Preferences JSONL to write (never overwritten without --overwrite).")

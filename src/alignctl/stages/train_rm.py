@@ -24,6 +24,10 @@ from alignctl.settings import PairSettings, setting
 
 NAME = "train-rm"
 TRAINER = "Reward"  # TRL's RewardTrainer: the other RewardConfig fields are settings too
+MODEL_HELP = (
+    "Base model the reward model starts from (it gets a new one-output score head): a HF model dir, "
+    "a hub id, or the alias smollm2-135m (default)."
+)
 
 
 @dataclass

@@ -162,6 +162,7 @@ def fit_online(
     *,
     reward_funcs,
     described: list[dict],
+    sources: list = (),
     strict: bool = False,
     trust_remote_code: bool = False,
     stats=None,
@@ -170,15 +171,18 @@ def fit_online(
 ) -> Path:
     """A whole run of a policy that samples answers while it trains (grpo, online-dpo): the prompts
     read, rendered and cut to max_prompt_length (prompts.prepare), the run opened, TRL's trainer
-    given `reward_funcs(run)`, trained and saved. `stats()` adds metrics of the reward functions."""
+    given `reward_funcs(run)`, trained and saved. `stats()` adds metrics of the reward functions;
+    the columns `sources` read (rule:accuracy: `answer`) are checked on the records first."""
     from alignctl import models, readers
     from alignctl.config import adjust_for_device
     from alignctl.generation import vllm_installed
     from alignctl.prompts import prepare, prompts_dataset, read_prompts
+    from alignctl.rewards import check_columns
     from alignctl.training import adjust_checkpointing, finish, make_trainer
 
     switches = SWITCHES | switches
     records = read_prompts(prompts, split)
+    check_columns(sources, records, prompts)
     model_path = models.resolve_model(model)
     torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)

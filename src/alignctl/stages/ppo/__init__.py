@@ -211,10 +211,12 @@ def run(
     switches = training.fit.SWITCHES | switches
     merge = switches["merge"]
     from alignctl.prompts import prepare, prompt_ids, read_prompts
+    from alignctl.rewards import check_columns
 
     check(resolved)
     records = read_prompts(prompts, split)
     rm_path, source = reward_source(reward_model, reward)
+    check_columns([source] if source else [], records, prompts)
     model_path = models.resolve_model(model)
     run_ = training.begin_run(
         NAME,
