@@ -33,7 +33,8 @@ TOOLS = {"report": "report", "validate": "validate", "presets": "presets"}
 # Two changes to typer's help screens, for every command. typer 0.2x shows Python's annotations as
 # the type (`<bool>` on a flag, `<list[str]>`): words instead, none for a flag. And rich narrows
 # every column of the options table alike, so at 80 columns a long option name was cut with the
-# help beside it (`--local-rollout-forward-batch…`): only the help column wraps now.
+# help beside it (`--local-rollout-forward-batch…`): only the help column wraps now, and folds a
+# word too long for it.
 TYPE_WORDS = {int: "INTEGER", float: "FLOAT", str: "TEXT", Path: "PATH"}
 
 
@@ -53,12 +54,16 @@ def _type_label(param: Any, ctx: Any = None) -> str | None:
 
 def _help_table() -> type:
     from rich.table import Table
+    from rich.text import Text
 
     class HelpTable(Table):
         def add_row(self, *renderables: Any, **kwargs: Any) -> None:
             super().add_row(*renderables, **kwargs)
             for column in self.columns[:-1]:
                 column.no_wrap = True
+            for item in getattr(renderables[-1], "renderables", renderables[-1:]) if renderables else ():
+                if isinstance(item, Text):  # a long word (a URL) in the help folds rather than being cut
+                    item.overflow = "fold"
 
     return HelpTable
 

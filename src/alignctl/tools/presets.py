@@ -80,8 +80,8 @@ def show_cmd(
         return
     table = Table(title=escape(f"{stage} (preset: {resolved.preset or 'none'})"), show_lines=False)
     table.add_column("key", style="bold", no_wrap=True)
-    table.add_column("value")
-    table.add_column("source")
+    table.add_column("value", overflow="fold")
+    table.add_column("source", overflow="fold")
     for key, value in resolved.values.items():
         src = resolved.sources[key]
         style = "dim" if src == "default" else ""
