@@ -1,4 +1,4 @@
-"""`alignctl ppo` vs TRL 1.12's experimental PPOTrainer on the same work (issue 5).
+"""`alignctl ppo` vs TRL 1.12's experimental PPOTrainer on the same work.
 
 The chapter's setup, shrunk to CPU: SmolLM2-135M as the SFT policy, a reward model built from it
 (`AutoModelForSequenceClassification`, one label, score head seeded), LoRA r16 / alpha 16 on all
@@ -22,7 +22,7 @@ other jobs, two OpenMP threads per process oversubscribe the cores and spin, and
 then measures the neighbours. TRL 1.12 lives in its own venv, bench/.venv-trl112 (TRL 1.13+ has
 no PPOTrainer), created here on first use.
 
-Targets (issue 5): time per update <= 0.8x TRL's, peak memory <= 0.6x.
+Targets: time per update <= 0.8x TRL's, peak memory <= 0.6x.
 """
 
 from __future__ import annotations

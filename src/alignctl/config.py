@@ -1,6 +1,6 @@
 """Presets and configuration: load, merge, validate, and remember where every value came from.
 
-Precedence (design.md, "Presets"): built-in defaults < `--preset NAME|PATH` < `--config FILE` <
+Precedence (docs/design.md, "Presets"): built-in defaults < `--preset NAME|PATH` < `--config FILE` <
 `--set key=value` < explicit flags. The default preset of a stage is the file named after it in
 `presets/` (the chapter's values). Field names are TRL's config names. Unknown keys are errors
 with a suggestion; every value's source is kept so `presets show` and `alignctl.json` can say it.

@@ -1,6 +1,6 @@
 """Data records: their shapes, the checks that name `path:line`, and the text helpers.
 
-What a record must look like (design.md, "Data contracts"); where records come from (JSONL,
+What a record must look like (docs/design.md, "Data contracts"); where records come from (JSONL,
 Parquet, JSON arrays, saved or hub datasets) is `readers`, writing is `files` (re-exported here).
 Field names are TRL's, so TRL-format files feed alignctl and alignctl's files feed TRL.
 

@@ -135,7 +135,7 @@ def device() -> str:
 
 
 def materialise_alias(alias: str) -> Path:
-    """The alias's HF dir, built once from the GGUF file (design.md, "The embedded default model")."""
+    """The alias's HF dir, built once from the GGUF file (docs/design.md, "The embedded default model")."""
     package, gguf_name = ALIASES[alias]
     target = alignctl_home() / "models" / alias
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
@@ -207,7 +207,7 @@ def setup_torch() -> Any:
     """Import torch with the CPU settings that matter; returns the torch module.
 
     `set_flush_denormal(True)` has to happen before torch starts its worker threads: without it
-    batched generation and training on CPU run 7-14x slower after the first batch (design.md).
+    batched generation and training on CPU run 7-14x slower after the first batch (docs/design.md).
     """
     global _TORCH_READY
     import torch

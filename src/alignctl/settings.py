@@ -56,7 +56,7 @@ class TRLSettings:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     bf16: bool = False
-    gradient_checkpointing: bool = setting(False, "Off by default: on CPU it makes steps slower (design.md).")
+    gradient_checkpointing: bool = setting(False, "Off by default: on CPU it makes steps slower (docs/design.md).")
     logging_steps: int = 10
     save_steps: int | None = 500
     save_total_limit: int | None = 2

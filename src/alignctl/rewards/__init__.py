@@ -1,6 +1,6 @@
 """Reward sources: one idea serving `label`, `grpo`, `online-dpo`, `ppo` and `eval`.
 
-See design.md ("One idea of a reward source"): a reward model dir, a rule
+See docs/design.md ("One idea of a reward source"): a reward model dir, a rule
 (`rules.py`: built-ins or a user's `file.py:func`), a pairwise LLM judge (`judge.py`), or a
 human. Nothing heavy is imported here; models load on first use.
 

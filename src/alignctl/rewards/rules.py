@@ -1,6 +1,6 @@
 """Rule rewards: built-in scoring functions and a user's own `path/to/file.py:func`.
 
-One of the four kinds of reward source in design.md ("One idea of a reward source"). Every
+One of the four kinds of reward source in docs/design.md ("One idea of a reward source"). Every
 rule has TRL's reward-function signature, so the same object serves `grpo` (as a `reward_funcs`
 entry), `online-dpo`, `label` and `eval`::
 

@@ -30,7 +30,7 @@ TRAINER_KEYS = (
     "report_to",
 )
 DEFAULT_EVAL_SPLIT = 0.1
-TRAINERS = ("dpo", "kto", "online-dpo")  # what trains each round (design.md: one stage each)
+TRAINERS = ("dpo", "kto", "online-dpo")  # what trains each round (docs/design.md: one stage each)
 
 
 def split_prompts(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:

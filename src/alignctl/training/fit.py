@@ -184,7 +184,7 @@ def fit_online(
     records = read_prompts(prompts, split)
     check_columns(sources, records, prompts)
     model_path = models.resolve_model(model)
-    torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
+    torch = models.setup_torch()  # flush-denormal before torch starts any thread (docs/design.md)
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     truncated = prepare(records, tokenizer, resolved, strict=strict, path=prompts)
     dataset = prompts_dataset(records, prompts)
