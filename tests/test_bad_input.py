@@ -501,7 +501,7 @@ def test_file_output_that_is_a_directory(tmp_path, cli):
         (["--set", "use_peft=maybe"], "use_peft must be true/false"),
         (["--preset", "dpo-cpx"], "--preset dpo-cpx: no such preset; did you mean 'dpo-cpu'?"),
         (["--preset", "grpo"], "--preset grpo: it is a preset for 'grpo', not 'dpo'"),
-        (["--eval-split", "1.5"], "--eval-split: eval_split must be in (0, 1) or a file that exists, got '1.5'"),
+        (["--eval-split", "1.5"], "--eval-split: eval_split must be in [0, 1) or a file that exists, got '1.5'"),
         (["--eval-split", "held-out.jsonl"], "held-out.jsonl: file not found"),
         # each setting against its domain (domains.py), before any model loads
         (["--beta", "-1"], "--beta: beta must be > 0, got -1.0"),

@@ -25,7 +25,7 @@ The domains, by TRL name (one table for every stage and every TRL field `--set` 
 [0, 0.5)           label_smoothing
 [0, 4294967295]    seed, data_seed
 [1, 65535]         vllm_server_port
-(0, 1) or a file   eval_split
+[0, 1) or a file   eval_split
 a model            ref_model
 a file             deepspeed, fsdp_config, accelerator_config
 a dir              resume_from_checkpoint
@@ -83,7 +83,7 @@ LISTED = {
     "label_smoothing": "[0, 0.5)",
     **dict.fromkeys(["seed", "data_seed"], "[0, 4294967295]"),
     "vllm_server_port": "[1, 65535]",
-    "eval_split": "(0, 1) or a file",
+    "eval_split": "[0, 1) or a file",
     "ref_model": "a model",
     **dict.fromkeys(["deepspeed", "fsdp_config", "accelerator_config"], "a file"),
     "resume_from_checkpoint": "a dir",
@@ -103,6 +103,7 @@ CHOICES = {  # (stage, key) -> a value that is not one of them, and one that is
     ("grpo", "loss_type"): ("ppo", "dr_grpo"),
     ("grpo", "scale_rewards"): ("std", "batch"),
     ("grpo", "vllm_mode"): ("remote", "server"),
+    ("ppo", "kl_estimator"): ("k2", "k3"),
     ("dpo", "optim"): ("adam", "adamw_torch"),  # transformers' OptimizerNames
     ("train-rm", "lr_scheduler_type"): ("cosin", "cosine"),  # transformers' SchedulerType
     ("dpo", "truncation_mode"): ("keep_middle", "keep_end"),  # a TRL field only --set reaches
@@ -205,7 +206,7 @@ OUTSIDE = {
     "[0, 0.5)": lambda i: st.one_of(_numbers(i, hi=-EPS), _numbers(i, lo=0.5)),
     "[0, 4294967295]": lambda i: st.one_of(_numbers(i, hi=-1), _numbers(i, lo=4294967296)),
     "[1, 65535]": lambda i: st.one_of(_numbers(i, hi=0), _numbers(i, lo=65536)),
-    "(0, 1) or a file": lambda i: st.one_of(_numbers(False, hi=0), _numbers(False, lo=1), _not_numbers()),
+    "[0, 1) or a file": lambda i: st.one_of(_numbers(False, hi=-EPS), _numbers(False, lo=1), _not_numbers()),
     "a model": lambda i: _not_numbers().map(lambda s: f"./{s}"),
     "a file": lambda i: _not_numbers().map(lambda s: f"{s}.json"),
     "a dir": lambda i: _not_numbers(),
@@ -223,7 +224,7 @@ INSIDE = {
     "[0, 0.5)": lambda i: _numbers(i, lo=0, hi=0.5 - EPS),
     "[0, 4294967295]": lambda i: _numbers(True, lo=0, hi=4294967295),
     "[1, 65535]": lambda i: _numbers(True, lo=1, hi=65535),
-    "(0, 1) or a file": lambda i: _numbers(False, lo=EPS, hi=1 - EPS),
+    "[0, 1) or a file": lambda i: _numbers(False, lo=0, hi=1 - EPS),
     "a model": lambda i: st.sampled_from(["smollm2-135m", "some-org/some-model"]),
 }
 

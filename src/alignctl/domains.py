@@ -119,7 +119,7 @@ DOMAINS: dict[str, str] = {
     "vllm_server_port": "[1, 65535]",
     "vllm_server_timeout": POSITIVE,
     # paths and references
-    "eval_split": "(0, 1) or a file",
+    "eval_split": "[0, 1) or a file",  # the fraction held out (0 or null: none), or a file of them
     "ref_model": "a model",
     "deepspeed": "a file",
     "fsdp_config": "a file",
@@ -194,7 +194,7 @@ def _reference_ok(kind: str, value: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class Domain:
-    """The values a setting accepts, as its text (`> 0`, `(0, 1) or a file`, ...) or its choices."""
+    """The values a setting accepts, as its text (`> 0`, `[0, 1) or a file`, ...) or its choices."""
 
     text: str = ""
     choices: tuple[Any, ...] = ()
