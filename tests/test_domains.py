@@ -185,7 +185,9 @@ def _numbers(integer: bool, lo: float | None = None, hi: float | None = None):
         return st.integers(min_value=None if lo is None else int(lo), max_value=None if hi is None else int(hi)).filter(
             lambda v: abs(v) < 10**12
         )
-    return st.floats(min_value=lo, max_value=hi, allow_nan=False, allow_infinity=False).filter(lambda v: abs(v) < 1e12)
+    return st.floats(min_value=lo, max_value=hi, allow_nan=False, allow_infinity=False, allow_subnormal=False).filter(
+        lambda v: abs(v) < 1e12
+    )
 
 
 def _not_numbers():
