@@ -209,6 +209,9 @@ def _quiet_libraries() -> None:
     # numpy's finfo notices our flush-denormal setting (setup_torch) and says so once per dtype
     warnings.filterwarnings("ignore", message="The value of the smallest subnormal")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from alignctl.generation.vllm import warnings_to_log
+
+    warnings_to_log()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -36,6 +36,7 @@ MANAGED = {
     "save_strategy": "set save_steps (null: no checkpoints)",
     "logging_first_step": "alignctl always logs the first step",
     "use_cpu": "alignctl sets it from the machine",
+    "use_vllm": "use --backend vllm (on CUDA it turns TRL's use_vllm on)",
 }
 # settings that are ours (LoRA, data split, ...) and never go into a TRL config
 OWN_KEYS = {
@@ -95,16 +96,24 @@ def trl_classes(name: str) -> tuple[type, type]:
     return getattr(trl, f"{name}Config"), getattr(trl, f"{name}Trainer")
 
 
-def make_trainer(name: str, run: Run, resolved: Resolved, model, tokenizer, train_data, eval_data=None, **kwargs):
+def make_trainer(
+    name: str, run: Run, resolved: Resolved, model, tokenizer, train_data, eval_data=None, *, engine=None, **kwargs
+):
     """TRL's `<name>Trainer`, its config built from the resolved settings, with our callbacks.
 
     `train_data` / `eval_data`: records (lists of dicts) or datasets. Periodic evaluation runs every
     `eval_steps` when there is eval data and eval_steps is set. LoRA comes from the settings
-    unless `peft_config` is given (train-rm's score head needs its own).
+    unless `peft_config` is given (train-rm's score head needs its own). `engine`: alignctl's
+    rollout engine samples instead of transformers (engine_hooks.py).
     """
     from datasets import Dataset
 
     config_cls, trainer_cls = trl_classes(name)
+    if engine is not None:
+        from alignctl.training.engine_hooks import plug
+
+        trainer_cls, hooks = plug(trainer_cls, engine)
+        kwargs.update(hooks)
 
     def dataset(data):
         return Dataset.from_list(data) if isinstance(data, list) else data
