@@ -115,7 +115,7 @@ class OnlineSettings(TRLSettings, RolloutSettings):
     )
     gradient_checkpointing: bool = setting(False, "Off by default: on CPU TRL then generates without the KV cache.")
     logging_steps: int = 1
-    vllm_mode: str = setting("colocate", "--backend vllm on CUDA (TRL's use_vllm): colocate (in the trainer) or server.")
+    vllm_mode: str = setting("colocate", "--backend vllm on CUDA (TRL's use_vllm): colocate (in the trainer), server.")
     vllm_server_base_url: str | None = setting(None, "vllm_mode=server: the `trl vllm-serve` URL (else host and port).")
     vllm_server_host: str = "0.0.0.0"
     vllm_server_port: int = 8000

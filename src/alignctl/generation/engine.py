@@ -145,8 +145,8 @@ class RolloutEngine:
         self.asleep = False
         if not self.cuda:
             gib = self.settings.kv_cache_gib
-            os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(gib) if gib else os.environ.get(
-                "VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = (
+                str(gib) if gib else os.environ.get("VLLM_CPU_KVCACHE_SPACE", CPU_KVCACHE_GIB)
             )
         quiet_vllm()
         kwargs: dict[str, Any] = {
@@ -177,7 +177,8 @@ class RolloutEngine:
                 self.llm = LLM(**kwargs)
         except Exception as exc:  # vLLM raises many types; the message is what the user needs
             where = f" (vLLM's log: {log})" if log else ""
-            raise ModelError(f"{model_path}: the vLLM rollout engine could not start: {type(exc).__name__}: {exc}{where}") from exc
+            what = f"{type(exc).__name__}: {exc}{where}"
+            raise ModelError(f"{model_path}: the vLLM rollout engine could not start: {what}") from exc
         finally:
             torch.set_num_threads(threads)  # the trainer keeps the threads it was given
 

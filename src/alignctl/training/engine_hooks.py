@@ -175,7 +175,8 @@ class Sampler:
                 trust_remote_code=trust_remote_code,
             )
             d = self.engine.describe()
-            info(f"sampler: [bold]vllm[/] (alignctl's rollout engine in this process on {d['device']}, {d['dtype']}; {self.why})")
+            where = f"{d['device']}, {d['dtype']}"
+            info(f"sampler: [bold]vllm[/] (alignctl's rollout engine in this process on {where}; {self.why})")
         elif self.trl_vllm:
             info(f"sampler: [bold]vllm[/] (TRL's use_vllm, {resolved.get('vllm_mode')} mode; {self.why})")
         else:
