@@ -109,7 +109,8 @@ def test_weights_reach_the_engine_after_an_update(engine_and_policy, lora):
     if lora:
         from peft import LoraConfig, get_peft_model
 
-        policy = get_peft_model(policy, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"]))
+        lora_config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"])
+        policy = get_peft_model(policy, lora_config)
     engine.sync(base)  # start from the base weights (the other parametrization may have run first)
     _one_update(policy, prompts, lr=5.0 if lora else 1.0)
     before = _engine_greedy(engine, prompts, 12)
