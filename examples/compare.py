@@ -73,7 +73,7 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         ("online-dpo-rule", "online-dpo", "--prompts {prompts} --reward {reward} " + ONLINE_DPO),
         ("online-dpo-rm", "online-dpo", "--prompts {prompts} --reward rm:{rm} " + ONLINE_DPO),
         ("grpo-rule", "grpo", "--prompts {prompts} --reward {reward} --lr 3e-4 --num-generations 4 "
-         "--max-completion-length {tokens} --batch-size 16 --set use_peft=true --set use_vllm=false"),
+         "--max-completion-length {tokens} --batch-size 16 --set use_peft=true --backend hf"),
         ("ppo-rule", "ppo", "--prompts {prompts} --reward {reward} " + PPO),
         ("ppo-rm", "ppo", "--prompts {prompts} --reward-model {rm} " + PPO),
         ("iterate", "iterate", "--prompts {prompts} --by {reward} --preset iterate-cpu "
