@@ -53,6 +53,13 @@ def vllm_lm(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def vllm_flat_lm(tmp_path_factory):
+    """The same shape at its random init: a near-uniform policy, so sampled answers differ and a
+    stage's rewards (and gradients) are not all equal."""
+    return tiny.build_causal_lm(tmp_path_factory.mktemp("models") / "tiny-vllm-flat", head_dim=32)
+
+
+@pytest.fixture(scope="module")
 def engine_and_policy(vllm_lm):
     from alignctl import models
     from alignctl.generation.engine import RolloutEngine
@@ -169,29 +176,29 @@ PPO_SMALL = ["response_length=4", "per_device_train_batch_size=4", "gradient_acc
              "total_episodes=32", "save_steps=2", "seed=1"]  # fmt: skip
 
 
-def _ppo_args(vllm_lm, prompts, reward, out):
-    args = ["ppo", "--prompts", prompts, "-m", vllm_lm, "--reward", reward, "--backend", "vllm", "-o", out]
+def _ppo_args(model, prompts, reward, out):
+    args = ["ppo", "--prompts", prompts, "-m", model, "--reward", reward, "--backend", "vllm", "-o", out]
     for item in PPO_SMALL:
         args += ["--set", item]
     return args
 
 
-def test_ppo_trains_on_the_engine_and_resumes_after_sigkill(tmp_path, run, vllm_lm):
+def test_ppo_trains_on_the_engine_and_resumes_after_sigkill(tmp_path, run, vllm_flat_lm):
     """ppo --backend vllm: four updates, the engine synced after each but the last, the policy's
     log-probs from the engine (same dtype), the first update's ratio 1; killed after update 2 and
     resumed, it ends with the uninterrupted run's weights (vLLM's per-request seeds + the
     checkpoint's weights pushed into the new engine)."""
     prompts, reward = _tiny_task(tmp_path)
-    whole = run(*_ppo_args(vllm_lm, prompts, reward, tmp_path / "whole"), env=ENV)
+    whole = run(*_ppo_args(vllm_flat_lm, prompts, reward, tmp_path / "whole"), env=ENV)
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "sampler: vllm (alignctl's rollout engine in this process on cpu, float32" in whole.stderr
     m = _manifest(tmp_path / "whole")
     assert m["sampler"]["by"] == "alignctl rollout engine" and m["sampler"]["logprobs"] == "engine"
     assert m["final_metrics"]["sampler/weight_syncs"] == 3 and m["final_metrics"]["updates"] == 4
     rows = [json.loads(x) for x in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
-    assert _changed(vllm_lm, tmp_path / "whole")
+    assert _changed(vllm_flat_lm, tmp_path / "whole")
 
-    args = _ppo_args(vllm_lm, prompts, reward, tmp_path / "cut")
+    args = _ppo_args(vllm_flat_lm, prompts, reward, tmp_path / "cut")
     killed = run(*args, env={**ENV, "ALIGNCTL_CRASH_AFTER_STEP": "2"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     resumed = run(*args, "--resume", env=ENV)
@@ -207,7 +214,7 @@ def test_ppo_trains_on_the_engine_and_resumes_after_sigkill(tmp_path, run, vllm_
 
 
 @pytest.mark.parametrize("stage", ["grpo", "online-dpo"])
-def test_trl_stages_sample_through_the_engine(tmp_path, run, vllm_lm, stage):
+def test_trl_stages_sample_through_the_engine(tmp_path, run, vllm_flat_lm, stage):
     """grpo and online-dpo on CPU with --backend vllm: TRL's use_vllm off, alignctl's engine samples
     (one line says so), the weights are pushed after every optimizer step, the policy changes."""
     prompts, reward = _tiny_task(tmp_path)
@@ -216,7 +223,7 @@ def test_trl_stages_sample_through_the_engine(tmp_path, run, vllm_lm, stage):
         if stage == "grpo"
         else ["--batch-size", "4", "--max-new-tokens", "6"]
     )
-    res = run(stage, "--prompts", prompts, "-m", vllm_lm, "--reward", reward, "--backend", "vllm", "--max-steps", "3",
+    res = run(stage, "--prompts", prompts, "-m", vllm_flat_lm, "--reward", reward, "--backend", "vllm", "--max-steps", "3",
               "--lr", "1e-2", *sizes, "-o", tmp_path / "out", env=ENV)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert "sampler: vllm (alignctl's rollout engine in this process on cpu, float32" in res.stderr
@@ -225,7 +232,7 @@ def test_trl_stages_sample_through_the_engine(tmp_path, run, vllm_lm, stage):
     assert m["sampler"]["by"] == "alignctl rollout engine"
     assert m["config"]["use_vllm"] == {"value": False, "source": "auto: --backend vllm"}
     assert m["final_metrics"]["sampler/weight_syncs"] == 2  # before steps 2 and 3
-    assert _changed(vllm_lm, tmp_path / "out")
+    assert _changed(vllm_flat_lm, tmp_path / "out")
 
 
 def test_smollm2_online_stages_on_the_engine(tmp_path, run):
