@@ -152,14 +152,14 @@ def test_a_causal_lm_is_not_a_reward_model(tmp_path, tiny_lm, cli):
 
 
 def test_generation_batch_is_fixed_up_with_a_note(capsys):
-    from alignctl.stages import grpo
+    from alignctl.training.fit import whole_groups
 
     r = stages.resolve("grpo", sets=["per_device_train_batch_size=6"])  # 6 is not a multiple of 8 generations
-    grpo.fix_batch_sizes(r)
+    whole_groups(r, "grpo", world_size=1)
     assert r["generation_batch_size"] == 24 and r.sources["generation_batch_size"].startswith("auto")
     assert "generation_batch_size 6 -> 24" in capsys.readouterr().err
     r = stages.resolve("grpo", sets=["per_device_train_batch_size=4", "num_generations=4"])
-    grpo.fix_batch_sizes(r)
+    whole_groups(r, "grpo", world_size=1)
     assert r["generation_batch_size"] is None  # already whole groups: untouched
 
 

@@ -115,9 +115,9 @@ def test_rule_builtin_best_worst_all_and_margin(tmp_path, cands, cli):
     assert (rows[0]["score_chosen"], rows[0]["score_rejected"]) == (-0.01, -0.07)
     assert rows[0]["label"]["kind"] == "rule" and rows[0]["label"]["source"]["name"] == "length"
     assert "pairs written" in err and "mean chosen length (words)" in err
-    from alignctl.stages import dpo
+    from alignctl.training.data import read_prefs
 
-    assert len(dpo.read_prefs(out)) == 2  # dpo reads the file as it is
+    assert len(read_prefs(out)) == 2  # dpo reads the file as it is
 
     code, _, err = cli("label", "-c", cands, "--by", "rule:length", "--pairs", "all", "-o", tmp_path / "all.jsonl")
     assert code == 0, err

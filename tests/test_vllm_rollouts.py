@@ -223,8 +223,8 @@ def test_trl_stages_sample_through_the_engine(tmp_path, run, vllm_flat_lm, stage
         if stage == "grpo"
         else ["--batch-size", "4", "--max-new-tokens", "6"]
     )
-    res = run(stage, "--prompts", prompts, "-m", vllm_flat_lm, "--reward", reward, "--backend", "vllm", "--max-steps", "3",
-              "--lr", "1e-2", *sizes, "-o", tmp_path / "out", env=ENV)  # fmt: skip
+    res = run(stage, "--prompts", prompts, "-m", vllm_flat_lm, "--reward", reward, "--backend", "vllm",
+              "--max-steps", "3", "--lr", "1e-2", *sizes, "-o", tmp_path / "out", env=ENV)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert "sampler: vllm (alignctl's rollout engine in this process on cpu, float32" in res.stderr
     assert "TRL currently supports vLLM" not in res.stderr and "Traceback" not in res.stderr

@@ -64,7 +64,7 @@ class TRLSettings:
 
 @dataclass
 class PairSettings(TRLSettings):
-    """Stages that train on a file of pairs or labelled answers (train-rm, dpo, kto)."""
+    """Stages that train on a file of records: pairs, labelled answers, prompts with their answers."""
 
     max_length: int | None = setting(1024, "Max tokens of prompt+answer.", flag=True)
     per_device_eval_batch_size: int = 8

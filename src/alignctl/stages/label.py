@@ -39,7 +39,7 @@ from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import console, info, warn
 from alignctl.errors import InputError
-from alignctl.flags import JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts, Split
+from alignctl.flags import By, JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts, Split
 from alignctl.prompts import training_form
 from alignctl.rewards.pairs import (
     State,
@@ -323,10 +323,7 @@ def command(
             "--candidates", "-c", help="Candidates (from collect): JSONL, Parquet, JSON array, dataset dir, hub id."
         ),
     ],
-    by: Annotated[
-        str,
-        typer.Option("--by", help="Reward source: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL or human."),
-    ],
+    by: By,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Preferences JSONL to write (never overwritten without --overwrite).")
     ] = Path("prefs.jsonl"),

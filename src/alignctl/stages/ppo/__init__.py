@@ -32,7 +32,7 @@ import typer
 
 from alignctl.config import Resolved
 from alignctl.errors import InputError
-from alignctl.flags import Opts, Split
+from alignctl.flags import Opts, Prompts, Rewards, Split
 from alignctl.settings import RolloutSettings, setting
 
 NAME = "ppo"
@@ -289,25 +289,19 @@ def run(
 
 
 def command(
-    prompts: Annotated[
-        Path,
-        typer.Option(
-            "--prompts",
-            "-p",
-            help="Prompts ({'prompt': ...}): JSONL, Parquet, JSON array, dataset dir, hub id with --split.",
-        ),
-    ],
+    prompts: Prompts,
     reward_model: Annotated[
-        str | None, typer.Option("--reward-model", "-r", help="Reward model dir (e.g. train-rm's output).")
+        str | None,
+        typer.Option("--reward-model", help="Reward model dir (e.g. train-rm's output); the same as --reward rm:DIR."),
     ] = None,
-    reward: Annotated[
-        str | None, typer.Option("--reward", help="Instead of a reward model: rule:NAME, rule:file.py:func, rm:DIR.")
-    ] = None,
+    reward: Rewards = None,
     split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
 ) -> Path:
     """Train a policy with PPO against a reward model or a rule."""
-    rewards = {"reward_model": reward_model, "reward": reward}
+    if reward and len(reward) > 1:
+        raise InputError(f"ppo takes one --reward (its score at the answer's end), got {len(reward)}")
+    rewards = {"reward_model": reward_model, "reward": reward[0] if reward else None}
     return run(resolved, prompts, opts.model, opts.output, split=split, **rewards, **opts.switches())
