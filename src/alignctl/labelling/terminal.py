@@ -151,12 +151,11 @@ class LabelApp(App[str]):
         else:
             names = ["best", "worst"] if view.question.mode == "best-worst" else [f"#{k + 1}" for k in range(9)]
             marks = dict(zip(self.picked, names, strict=False))
-            await box.mount_all(
-                _panel(
-                    text, f"{n + 1}" + (f"  [{marks[n]}]" if n in marks else ""), *(["picked"] if n in marks else [])
-                )
-                for n, text in enumerate(view.answers)
-            )
+            panels = []
+            for n, text in enumerate(view.answers):
+                title = f"{n + 1} ({marks[n]})" if n in marks else f"{n + 1}"
+                panels.append(_panel(text, title, *(["picked"] if n in marks else [])))
+            await box.mount_all(panels)
         self.query_one("#hint", Static).update(self.hint())
         self.refresh_bindings()
 

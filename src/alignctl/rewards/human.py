@@ -21,11 +21,8 @@ class HumanSource:
     pairwise = True
     kind = "human"
 
-    def __init__(self, stdin_fd: int | None = None) -> None:
-        self.fd = sys.stdin.fileno() if stdin_fd is None else stdin_fd
-
     def check_terminal(self) -> None:
-        if not (os.isatty(self.fd) and os.isatty(sys.__stderr__.fileno())):  # Textual draws on stderr
+        if not (os.isatty(sys.__stdin__.fileno()) and os.isatty(sys.__stderr__.fileno())):  # Textual draws on stderr
             raise InputError(
                 "--by human needs an interactive terminal (stdin or stderr is not a TTY); "
                 "--serve labels in a web page instead"
