@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from alignctl import io
-from alignctl.stages import resolve
 from alignctl.labelling.core import Stopped
 from alignctl.labelling.terminal import ConfirmWritten, LabelApp
 from alignctl.rewards.human import HumanSource
-from alignctl.stages import label
+from alignctl.stages import label, resolve
 from tiny import write_jsonl
 
 # the "editor": prefixes what it was given, so the test sees both the prefill and the edit
@@ -155,7 +154,9 @@ def test_ranking_and_a_long_answer_scrolls_inside_its_panel(tmp_path, at_termina
 
 def test_comparisons_keys_in_the_footer_and_the_rest(tmp_path, at_terminal):
     """Two answers: the comparison screen. a, undo, b, tie, skip; keys not of this screen do nothing."""
-    cands = [{"id": f"h{i}", "prompt": f"Question {i}?", "completions": [f" first {i}", f" second {i}"]} for i in range(4)]
+    cands = [
+        {"id": f"h{i}", "prompt": f"Question {i}?", "completions": [f" first {i}", f" second {i}"]} for i in range(4)
+    ]
     write_jsonl(tmp_path / "c.jsonl", cands)
     keys = []
 
