@@ -5,13 +5,16 @@ requests answered 4xx with the journals whole)."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import re
+import signal
 import subprocess
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -188,7 +191,9 @@ def test_off_loopback_every_request_needs_the_token(tmp_path):
     assert Person(app, base="http://10.1.2.3:8765").page.status_code == 403
 
 
-def test_the_command_prints_a_token_off_loopback_and_refuses_requests_without_it(tmp_path):
+def test_the_command_off_loopback_needs_its_token_and_ctrl_c_writes_what_was_answered(tmp_path):
+    """The real server: --host prints a token URL; without the token, 403; with it, an answer;
+    Ctrl-C ends the server, which writes the prefs from the journal (exit 0)."""
     write_jsonl(tmp_path / "c.jsonl", CANDS)
     argv = [sys.executable, "-m", "alignctl", "label", "-c", "c.jsonl", "--by", "human", "--serve", "--host", "0.0.0.0"]
     proc = subprocess.Popen([*argv, "--port", "0", "-o", "p.jsonl"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
@@ -197,20 +202,32 @@ def test_the_command_prints_a_token_off_loopback_and_refuses_requests_without_it
         while "labelling page:" not in line:
             line = proc.stderr.readline()
             assert line, "the server said nothing"
-        url = re.search(r"http://\S+", line).group(0)
-        port, token = re.search(r":(\d+)/\?token=(\S+)", url).groups()
+        port, token = re.search(r":(\d+)/\?token=(\S+)", line).groups()
         assert "needs the token" in proc.stderr.readline() + proc.stderr.readline()
+        local = f"http://127.0.0.1:{port}"
         with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
+            urllib.request.urlopen(f"{local}/", timeout=10)
         assert refused.value.code == 403
-        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())  # keeps the token cookie
-        assert browser.open(f"http://127.0.0.1:{port}/?token={token}", timeout=10).status == 200
-        assert browser.open(f"http://127.0.0.1:{port}/style.css", timeout=10).status == 200
-        secrets = tmp_path / "p.jsonl.annotations" / "server.json"
-        assert secrets.stat().st_mode & 0o777 == 0o600
+        jar = http.cookiejar.CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))  # keeps the cookies
+        assert browser.open(f"{local}/?token={token}", timeout=10).status == 200
+        csrf = next(c.value for c in jar if c.name == "alignctl_csrf")
+        page = browser.open(f"{local}/name", urlencode({"csrf": csrf, "name": "Dana"}).encode(), timeout=10).read()
+        q = re.search(rb'name="q" value="(\d+)"', page).group(1).decode()
+        form = {"csrf": csrf, "q": q, "action": "save", "best": "3", "worst": "1"}
+        assert b"Say hi." in browser.open(f"{local}/answer", urlencode(form).encode(), timeout=10).read()
+        assert (tmp_path / "p.jsonl.annotations" / "server.json").stat().st_mode & 0o777 == 0o600
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
     finally:
         proc.kill()
         proc.wait()
+    rows = io.load(tmp_path / "p.jsonl", "preferences")
+    assert [(r["id"], r["chosen"], r["rejected"], r["label"]["votes"]) for r in rows] == [
+        ("p0", " green", " red", {"Dana": "chosen"})
+    ]
+    stats = json.loads((tmp_path / "p.jsonl.alignctl.json").read_text())["final_metrics"]
+    assert (stats["unanswered"], stats["skipped"], stats["annotated"]) == (2, 0, 1)
 
 
 def test_loopback_refuses_other_host_names_and_forged_forms(tmp_path):

@@ -69,6 +69,11 @@ def judgements(comps: list, state: State, pid: str) -> dict[tuple[int, int], int
     return out
 
 
+def touched(states: dict[str, State], pid: str) -> bool:
+    """Whether anyone answered prompt `pid` at all (a skip included)."""
+    return any(pid in s.rankings or s.decisions.get(pid) for s in states.values())
+
+
 def ballots(comps: list, states: dict[str, State], pid: str) -> Units:
     units: Units = {}
     for name, state in states.items():
@@ -106,8 +111,8 @@ def team_pairs(
     if len(idx) < 2:
         out.dropped += 1
         return out
-    if not units:
-        out.skipped += 1
+    if not units:  # skipped by all who saw it; a prompt nobody answered yet counts nowhere
+        out.skipped += touched(states, pid)
         return out
     won = {i: [0.0, 0] for i in idx}
     for (i, j), votes in units.items():

@@ -157,6 +157,7 @@ def print_summary(stats: dict[str, Any], min_margin: float) -> None:
         "mean_chosen_words": "mean chosen length (words)",
         "mean_rejected_words": "mean rejected length (words)",
         "annotated": "prompts with K answers",
+        "unanswered": "prompts nobody answered (yet)",
     }
     table = Table(title="label summary", show_header=False)
     table.add_column(style="bold")
@@ -165,7 +166,7 @@ def print_summary(stats: dict[str, Any], min_margin: float) -> None:
         if k in names:
             table.add_row(names[k], "-" if v is None else str(v))
     for k, what in (("judged", "all judged pairs"), ("written", "pairs written")):
-        if k in stats.get("agreement", {}):
+        if stats.get("agreement", {}).get(k):
             table.add_row(f"agreement, {what}", agreement_line(stats["agreement"][k]))
     console.print(table)
     chosen, rejected = stats["mean_chosen_words"], stats["mean_rejected_words"]

@@ -96,7 +96,10 @@ def together(resolved: Resolved, records: list[dict], forms: dict, questions, ru
     stats: dict[str, Any] = summarize(len(records), outcomes, rows, True)
     stats["disagreed"] = sum(o.disagreed for o in outcomes)
     stats["annotated"] = group.progress()["complete"]
-    stats["agreement"] = {"judged": votes.judged(forms, states), "written": votes.from_records(rows)}
+    stats["unanswered"] = sum(1 for pid in group.pids if not votes.touched(states, pid))
+    judged = votes.judged(forms, states)
+    if group.k > 1 or judged["pairs"]:
+        stats["agreement"] = {"judged": judged, "written": votes.from_records(rows)}
     return rows, stats
 
 
