@@ -115,7 +115,7 @@ def test_best_worst_write_shown_back_undo_across_prompts_and_resume(tmp_path, at
 def test_quit_on_the_first_screen_keeps_nothing_and_says_so(tmp_path, at_terminal):
     """The bug this replaced: quitting before any answer named a `.partial` that did not exist."""
     write_jsonl(tmp_path / "c.jsonl", THREE[:1])
-    app = at_terminal("2", "u", "q")  # a pick taken back on the screen: still no answer
+    app = at_terminal("2", "u", "ctrl+c")  # a pick taken back on the screen: still no answer; Ctrl-C quits too
     assert str(app.out) == f"stopped before any answer: nothing was kept, {tmp_path / 'prefs.jsonl'} was not written"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl", "ed.py"]
     write_jsonl(tmp_path / "c.jsonl", THREE[:2])

@@ -164,8 +164,11 @@ class Session:
         self._check_open(q)
         if q.pair is not None:
             raise BadAnswer("this question is a comparison, not a screen")
-        answer = check_screen(q.mode, len(self.view(q).indices), order, text, skip)
-        idx = self.view(q).indices
+        view = self.view(q)
+        answer = check_screen(q.mode, len(view.indices), order, text, skip)
+        if "text" in answer and answer["text"] == view.answers[answer["order"][0]].strip("\n"):
+            del answer["text"]  # the best answer itself, unchanged: nothing was written
+        idx = view.indices
         if "order" in answer:
             answer["order"] = [idx[k] for k in answer["order"]]  # screen positions -> completion indices
         self.state.rankings[q.pid] = answer
