@@ -154,12 +154,16 @@ def test_a_restarted_page_keeps_people_signed_in_and_their_answers(tmp_path):
     alice.answer(action="save", best="2", worst="1")
     alice.answer(pick="b")
     team.close()
-    again = _team(tmp_path)  # what a restart reads back
+    (journal,) = (tmp_path / "ann").glob("*.jsonl")
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + b'{"t": "cmp", "id": "p2", "i"')  # a kill in the middle of a write
+    again = _team(tmp_path)  # what a restart reads back: the torn line dropped, the file cut back
     alice.c.app = make_app(again, key=KEY, token=None, loopback=True)
     assert alice.question()[1] == "p2" and "you: 2 of 3 prompts" in alice.page.text
     alice.post("/undo")
     assert alice.question()[1] == "p1"  # undo steps back across the restart too
     assert again.states()["Alice"].rankings["p0"]["order"] == [1, 0]
+    assert journal.read_bytes().startswith(whole) and all(json.loads(x) for x in journal.read_text().splitlines())
 
 
 def test_markup_in_prompts_and_answers_is_shown_as_text(tmp_path):
