@@ -172,7 +172,7 @@ def test_presets_show_grpo_prints_the_chapters_values(cli):
     assert code == 0
     flat = " ".join(out.split())
     for key, value in [("num_generations", "8"), ("temperature", "0.9"), ("max_completion_length", "256"),
-                       ("max_prompt_length", "512"), ("beta", "0.04"), ("backend", "auto")]:  # fmt: skip
+                       ("max_prompt_length", "512"), ("beta", "0.04"), ("backend", "'auto'")]:  # fmt: skip
         assert f"{key} │ {value} │ preset grpo: 强化学习 GRPO" in flat, key
 
 
