@@ -26,6 +26,7 @@ class Case:
 
 
 CASES: dict[str, Case] = {
+    "sft": Case("sft.jsonl", ("--data", "sft.jsonl", "--batch-size", "2"), torchrun=True),
     "train-rm": Case("prefs.jsonl", ("--data", "prefs.jsonl", "--batch-size", "2"), torchrun=True),
     "dpo": Case("prefs.jsonl", ("--data", "prefs.jsonl", "--batch-size", "2"), torchrun=True),
     "kto": Case("prefs.jsonl", ("--data", "prefs.jsonl", "--batch-size", "4")),
@@ -43,7 +44,9 @@ CASES: dict[str, Case] = {
 
 
 def write_inputs(directory: Path) -> None:
-    """Every input file a case reads: preference pairs, prompts, a rule file."""
+    """Every input file a case reads: prompts with answers, preference pairs, prompts, a rule file."""
+    answers = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in toy_preferences(8)]
+    write_jsonl(directory / "sft.jsonl", answers)
     write_jsonl(directory / "prefs.jsonl", toy_preferences(8))
     write_jsonl(directory / "p.jsonl", PROMPTS[:4])
     (directory / "rules.py").write_text(SHORT_RULE)

@@ -45,6 +45,7 @@ class Stage:
 REGISTRY: tuple[Stage, ...] = (
     Stage("collect"),
     Stage("label"),
+    Stage("sft", training=True),
     Stage("train-rm", training=True),
     Stage("dpo", training=True),
     Stage("kto", training=True),
