@@ -49,6 +49,7 @@ REGISTRY: tuple[Stage, ...] = (
     Stage("train-rm", training=True),
     Stage("dpo", training=True),
     Stage("kto", training=True),
+    Stage("orpo", training=True),
     Stage("grpo", training=True),
     Stage("online-dpo", training=True),
     Stage("ppo", training=True),
