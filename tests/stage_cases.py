@@ -37,6 +37,12 @@ CASES: dict[str, Case] = {
         + ("--max-completion-length", "4"),
         torchrun=True,
     ),
+    "rloo": Case(
+        "p.jsonl",
+        ("--prompts", "p.jsonl", "--reward", "rule:rules.py:short", "--num-generations", "2", "--batch-size", "2")
+        + ("--max-completion-length", "4"),
+        torchrun=True,
+    ),
     "online-dpo": Case(
         "p.jsonl", ("--prompts", "p.jsonl", "--reward", "rule:length?target=3", "--batch-size", "2")
         + ("--max-new-tokens", "4"),

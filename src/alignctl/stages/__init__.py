@@ -51,6 +51,7 @@ REGISTRY: tuple[Stage, ...] = (
     Stage("kto", training=True),
     Stage("orpo", training=True),
     Stage("grpo", training=True),
+    Stage("rloo", training=True),
     Stage("online-dpo", training=True),
     Stage("ppo", training=True),
     Stage("iterate", training=True),
