@@ -31,6 +31,7 @@ CASES: dict[str, Case] = {
     "dpo": Case("prefs.jsonl", ("--data", "prefs.jsonl", "--batch-size", "2"), torchrun=True),
     "kto": Case("prefs.jsonl", ("--data", "prefs.jsonl", "--batch-size", "4")),
     "orpo": Case("prefs.jsonl", ("--data", "prefs.jsonl", "--batch-size", "2"), torchrun=True),
+    "simpo": Case("prefs.jsonl", ("--data", "prefs.jsonl", "--batch-size", "2"), torchrun=True),
     "grpo": Case(
         "p.jsonl",
         ("--prompts", "p.jsonl", "--reward", "rule:rules.py:short", "--num-generations", "2", "--batch-size", "2")

@@ -50,6 +50,7 @@ REGISTRY: tuple[Stage, ...] = (
     Stage("dpo", training=True),
     Stage("kto", training=True),
     Stage("orpo", training=True),
+    Stage("simpo", training=True),
     Stage("grpo", training=True),
     Stage("rloo", training=True),
     Stage("online-dpo", training=True),
