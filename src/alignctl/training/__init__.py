@@ -50,18 +50,33 @@ def trl_kwargs(config_cls: type, resolved: Resolved, run: Run, **extra: Any) -> 
 
 
 def make_trainer(
-    trainer: TRLTrainer, run: Run, resolved: Resolved, model, tokenizer, train_data, eval_data=None, **kwargs
+    trainer: TRLTrainer,
+    run: Run,
+    resolved: Resolved,
+    model,
+    tokenizer,
+    train_data,
+    eval_data=None,
+    *,
+    engine=None,
+    **kwargs,
 ):
     """The stage's TRL trainer (its declaration: `training.trainers`), its config built from the
     resolved settings, with our callbacks.
 
     `train_data` / `eval_data`: records (lists of dicts) or datasets. Periodic evaluation runs every
     `eval_steps` when there is eval data and eval_steps is set. LoRA comes from the settings
-    unless `peft_config` is given (train-rm's score head needs its own).
+    unless `peft_config` is given (train-rm's score head needs its own). `engine`: alignctl's
+    rollout engine samples instead of transformers (engine_hooks.py).
     """
     from datasets import Dataset
 
     config_cls, trainer_cls = trainer.classes()
+    if engine is not None:
+        from alignctl.training.engine_hooks import plug
+
+        trainer_cls, hooks = plug(trainer_cls, engine)
+        kwargs.update(hooks)
 
     def dataset(data):
         return Dataset.from_list(data) if isinstance(data, list) else data

@@ -222,15 +222,17 @@ def fit_online(
     trainer given `reward_funcs(run)`, trained and saved. `stats()` adds metrics of the reward functions."""
     from alignctl import models, readers
     from alignctl.config import adjust_for_device
-    from alignctl.generation import vllm_installed
     from alignctl.prompts import prepare, prompts_dataset
     from alignctl.training import adjust_checkpointing, finish, make_trainer
     from alignctl.training.data import READERS
+    from alignctl.training.engine_hooks import Sampler
 
     switches = SWITCHES | switches
     records = READERS[trainer.records](prompts, split)
     model_path = models.resolve_model(model)
     torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
+    cuda = torch.cuda.is_available()
+    sampler = Sampler(resolved, cuda=cuda)  # a missing vllm is one line, before any model loads
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     truncated = prepare(records, tokenizer, resolved, strict=strict, path=prompts)
     dataset = prompts_dataset(records, prompts)
@@ -239,22 +241,30 @@ def fit_online(
     run = begin_run(stage, resolved, output, model, model_path, inputs=inputs, extra=extra, **switches)
     if run.up_to_date:
         return run.out
-    cuda = torch.cuda.is_available()
-    adjust_for_device(resolved, cuda=cuda, vllm=vllm_installed())
+    adjust_for_device(resolved, cuda=cuda)
     adjust_checkpointing(resolved, cuda=cuda)
     policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
+    engine = sampler.start(model_path, policy, resolved, trust_remote_code=trust_remote_code)
     ref = reference_model(trainer, resolved, trust_remote_code=trust_remote_code)
-    fitted = make_trainer(trainer, run, resolved, policy, tokenizer, dataset, reward_funcs=reward_funcs(run), **ref)
-    counts = {"prompts": len(records), "truncated": truncated}
-    evaluate = (lambda _: stats()) if stats else None
-    return finish(
-        fitted,
-        tokenizer,
-        run,
-        merge=switches["merge"],
-        evaluate=evaluate,
-        extra={"records": counts, "rewards": described},
+    fitted = make_trainer(
+        trainer, run, resolved, policy, tokenizer, dataset, reward_funcs=reward_funcs(run), engine=engine, **ref
     )
+    counts = {"prompts": len(records), "truncated": truncated}
+
+    def evaluate(_trainer) -> dict:
+        return {**(stats() if stats else {}), **(engine.metrics() if engine is not None else {})}
+
+    try:
+        return finish(
+            fitted,
+            tokenizer,
+            run,
+            merge=switches["merge"],
+            evaluate=evaluate,
+            extra={"records": counts, "rewards": described, "sampler": sampler.describe()},
+        )
+    finally:
+        sampler.close()
 
 
 def fit_on_rewards(

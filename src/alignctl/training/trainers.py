@@ -36,6 +36,7 @@ MANAGED = {
     "save_strategy": "set save_steps (null: no checkpoints)",
     "logging_first_step": "alignctl always logs the first step",
     "use_cpu": "alignctl sets it from the machine",
+    "use_vllm": "use --backend vllm (on CUDA it turns TRL's use_vllm on)",
 }
 # settings that are ours (LoRA, data split, ...) and never go into a TRL config
 OWN_KEYS = {

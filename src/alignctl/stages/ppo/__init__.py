@@ -33,15 +33,16 @@ import typer
 from alignctl.config import Resolved
 from alignctl.errors import InputError
 from alignctl.flags import Opts, Prompts, Rewards, Split
-from alignctl.settings import setting
+from alignctl.settings import RolloutSettings, setting
 
 NAME = "ppo"
 PPO = "PPO"  # help panel
 
 
 @dataclass
-class Settings:
-    """Built-in defaults (TRL 1.12 PPOConfig's names and defaults); the `ppo` preset is the chapter's."""
+class Settings(RolloutSettings):
+    """Built-in defaults (TRL 1.12 PPOConfig's names and defaults); the `ppo` preset is the chapter's.
+    The sampler (`backend`, hf or alignctl's vLLM rollout engine) comes from RolloutSettings."""
 
     response_length: int = setting(53, "Tokens sampled per answer (chapter: 53).", flag=True, panel=PPO)
     temperature: float = setting(
@@ -216,6 +217,9 @@ def run(
     records = read_prompts(prompts, split)
     rm_path, source = reward_source(reward_model, reward)
     model_path = models.resolve_model(model)
+    from alignctl.training.engine_hooks import Sampler
+
+    sampler = Sampler(resolved, cuda=models.has_cuda(), trl=False)  # a missing vllm: one line, before loading
     run_ = training.begin_run(
         NAME,
         resolved,
@@ -258,14 +262,29 @@ def run(
         m.to(acc.device)
     tok = rollout.Tokens(tokenizer, stop_id, int(tokenizer.pad_token_id))
     budget = Budget(resolved["max_minutes"])
-    final = trainer.train(acc, roles, encoded, records, resolved.values, tok, run_, source=source, budget=budget)
+    engine = sampler.start(model_path, roles.policy, resolved, trust_remote_code=trust_remote_code)
+    try:
+        final = trainer.train(
+            acc, roles, encoded, records, resolved.values, tok, run_, source=source, budget=budget, engine=engine
+        )
+    finally:
+        sampler.close()
+    described = sampler.describe()
+    if engine is not None:
+        final.update(engine.metrics())
+        described["logprobs"] = rollout.logprob_source(engine, roles.policy)
     acc.wait_for_everyone()
     acc.end_training()  # closes the --report-to trackers and the process group (every rank exits clean)
     if runs.is_main_process():
         training.remove_checkpoints(run_)
         roles_mod.save_value(roles, run_.work / "value", tokenizer, merge=merge)
         models.save_model(roles.policy, tokenizer, run_.work, merge=merge)
-    extra = {"records": {"prompts": len(records)}, "value_model": "value", "training": budget.summary()}
+    extra = {
+        "records": {"prompts": len(records)},
+        "value_model": "value",
+        "training": budget.summary(),
+        "sampler": described,
+    }
     return run_.finish(final, extra=extra)
 
 
