@@ -26,10 +26,19 @@ class Case:
 
 
 CASES: dict[str, Case] = {
+    "sft": Case("sft.jsonl", ("--data", "sft.jsonl", "--batch-size", "2"), torchrun=True),
     "train-rm": Case("prefs.jsonl", ("--data", "prefs.jsonl", "--batch-size", "2"), torchrun=True),
     "dpo": Case("prefs.jsonl", ("--data", "prefs.jsonl", "--batch-size", "2"), torchrun=True),
     "kto": Case("prefs.jsonl", ("--data", "prefs.jsonl", "--batch-size", "4")),
+    "orpo": Case("prefs.jsonl", ("--data", "prefs.jsonl", "--batch-size", "2"), torchrun=True),
+    "simpo": Case("prefs.jsonl", ("--data", "prefs.jsonl", "--batch-size", "2"), torchrun=True),
     "grpo": Case(
+        "p.jsonl",
+        ("--prompts", "p.jsonl", "--reward", "rule:rules.py:short", "--num-generations", "2", "--batch-size", "2")
+        + ("--max-completion-length", "4"),
+        torchrun=True,
+    ),
+    "rloo": Case(
         "p.jsonl",
         ("--prompts", "p.jsonl", "--reward", "rule:rules.py:short", "--num-generations", "2", "--batch-size", "2")
         + ("--max-completion-length", "4"),
@@ -43,7 +52,9 @@ CASES: dict[str, Case] = {
 
 
 def write_inputs(directory: Path) -> None:
-    """Every input file a case reads: preference pairs, prompts, a rule file."""
+    """Every input file a case reads: prompts with answers, preference pairs, prompts, a rule file."""
+    answers = [{"prompt": p["prompt"], "completion": p["chosen"]} for p in toy_preferences(8)]
+    write_jsonl(directory / "sft.jsonl", answers)
     write_jsonl(directory / "prefs.jsonl", toy_preferences(8))
     write_jsonl(directory / "p.jsonl", PROMPTS[:4])
     (directory / "rules.py").write_text(SHORT_RULE)

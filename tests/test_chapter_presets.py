@@ -87,6 +87,9 @@ CHAPTER = {
     },
 }
 CHAPTER["ppo-full"] = CHAPTER["ppo"]  # the chapter's PPO run with no departure
+# 训练奖励模型: "其它超参数和 SFT 训练是一样的，不过通常只训练一个轮次": the RM command's values are SFT's,
+# but for its one epoch (SFT's command set none: TrainingArguments' default 3)
+CHAPTER["sft"] = {**CHAPTER["train-rm"], "num_train_epochs": 3}
 
 
 def _comparable(expected) -> bool:
@@ -107,7 +110,7 @@ def test_preset_is_the_chapters_run_or_says_why_not(preset):
     assert set(departed) <= set(values), f"{preset}: a departure names an unknown key"
 
 
-@pytest.mark.parametrize("preset", ["dpo", "grpo", "ppo", "train-rm"])
+@pytest.mark.parametrize("preset", ["dpo", "grpo", "ppo", "train-rm", "sft"])
 def test_presets_show_lists_every_value_its_source_and_every_departure(cli, preset):
     code, out, _ = cli("presets", "show", preset, "--json")
     assert code == 0

@@ -12,6 +12,8 @@ Field names are TRL's, so TRL-format files feed alignctl and alignctl's files fe
                score_rejected, label. A record whose chosen/rejected are whole conversations
                repeating the prompt's turns (UltraFeedback-binarized, Tulu 3) is normalised on
                read: the prompt is those turns, the answers what follows (`split_conversation`).
+- unpaired:    {"prompt", "completion", "label": bool} (KTO); completions: {"prompt", "completion"}
+               or {"messages": [..., assistant turn]} (SFT).
 
 Deliberate choices for odd-but-harmless input (docs/formats.md): a UTF-8 BOM and CRLF line ends
 are accepted with one warning each; blank lines are skipped. Everything else that is wrong is an
@@ -42,7 +44,7 @@ from alignctl.files import (  # noqa: F401 (io's writing names, kept for the sta
 from alignctl.readers import Problem, ReadResult, rows  # noqa: F401 (Problem: part of io's API)
 
 ROLES = ("system", "user", "assistant", "tool")
-KINDS = ("prompts", "candidates", "preferences", "unpaired")
+KINDS = ("prompts", "candidates", "preferences", "unpaired", "completions")
 ANSWERS = ("chosen", "rejected", "completion")  # the fields that hold an answer to "prompt"
 # scripts written without spaces between words (Chinese, Japanese kana): one character, one word;
 # their punctuation (、。「」，：？ ...) separates words and is none itself
@@ -224,11 +226,20 @@ def check_unpaired(rec: dict) -> str | None:
     return None
 
 
+def check_completion(rec: dict) -> str | None:
+    """SFT's shapes: a prompt and its answer, or a conversation whose last turn is the answer."""
+    if "messages" in rec and "completion" not in rec:
+        err = check_messages(rec["messages"], "messages", last_role="assistant")
+        return err or (None if len(rec["messages"]) > 1 else '"messages" holds no turn before the answer')
+    return _check_prompt_answers(rec, ("completion",))
+
+
 CHECKS = {
     "prompts": check_prompt,
     "candidates": check_candidates,
     "preferences": check_preference,
     "unpaired": check_unpaired,
+    "completions": check_completion,
 }
 
 
@@ -237,6 +248,8 @@ def guess_kind(rec: dict) -> str:
         return "candidates"
     if "completion" in rec and "label" in rec:
         return "unpaired"
+    if "completion" in rec or "messages" in rec:
+        return "completions"
     if "chosen" in rec or "rejected" in rec:
         return "preferences"
     return "prompts"

@@ -76,7 +76,7 @@ class PairSettings(TRLSettings):
 
 @dataclass
 class RolloutSettings:
-    """The sampler of a stage that samples while it trains (ppo, grpo, online-dpo): `backend` has
+    """The sampler of a stage that samples while it trains (ppo, and every OnlineSettings stage): `backend` has
     collect's meaning; with vllm the rollout engine (generation/engine.py) or, for the TRL stages
     on CUDA, TRL's own `use_vllm` samples, and the trained weights reach it after every update."""
 
@@ -100,7 +100,7 @@ class RolloutSettings:
 
 @dataclass
 class OnlineSettings(TRLSettings, RolloutSettings):
-    """Stages whose policy samples answers while it trains (grpo, online-dpo)."""
+    """Stages whose policy samples answers while it trains, scored by reward sources."""
 
     temperature: float = setting(1.0, "Sampling temperature.", flag=True)
     top_p: float = 1.0

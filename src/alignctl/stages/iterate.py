@@ -13,7 +13,9 @@ worse answers, the pairs join the training data, and training runs again. Each r
    `--by human` the round stops at the labelling screens, and a rerun continues where the person
    left off; with `--retrain-rm` (Llama 3) the reward model is first retrained on every pair of
    the earlier rounds, starting from the last one (round 1 labels with `--by rm:PATH` itself),
-3. the round's pairs are added to those of earlier rounds (`accumulate`, on by default),
+3. the round's pairs are added to those of earlier rounds (`accumulate`, on by default); with
+   `--sft-first` (Llama 3's rejection-sampling step) the policy is first fine-tuned on the round's
+   chosen answers (`sft --from-prefs`, into `round-N/sft/`), and the preference step starts there,
 4. the round's `trainer` from the current policy: `dpo` (default; its reference is the round's
    starting model, or with `reference=initial` the first model), any other stage that trains a
    policy on pairs (`kto`: each pair as a good and a bad answer; a wrong `--trainer` names them
@@ -21,9 +23,10 @@ worse answers, the pairs join the training data, and training runs again. Each r
 5. `eval` of the new model against the previous round's on held-out prompts (`--eval-prompts`,
    or an `eval_split` fraction of `--prompts`), and against the base model.
 
-Layout: `OUT/round-N/{rm/, candidates.jsonl, prefs.jsonl, train.jsonl, model/, eval.json,
-eval-base.json}` (each with its manifest; rm/ with --retrain-rm), and `OUT/alignctl.json`, which records every finished
-round and its results (what `alignctl report OUT` plots). Every step is a stage's own `run()`,
+Layout: `OUT/round-N/{rm/, candidates.jsonl, prefs.jsonl, train.jsonl, sft/, model/, eval.json,
+eval-base.json}` (each with its manifest; rm/ with --retrain-rm, sft/ with --sft-first), and
+`OUT/alignctl.json`, which records every finished round and its results (what `alignctl report
+OUT` plots). Every step is a stage's own `run()`,
 with its own up-to-date check: rerun after a crash or a kill with the same arguments, finished
 stages say "up to date" and are skipped, the interrupted one starts again cleanly. The settings
 of every inner stage are resolved and checked up front (`iterate_plan.py`).
@@ -78,6 +81,11 @@ class Settings:
         "previous", "DPO's reference: previous (the round's starting model) or initial.", flag=True
     )
     retrain_rm: bool = setting(False, "Retrain the --by rm: reward model on all pairs so far each round.", flag=True)
+    sft_first: bool = setting(
+        False, "Each round: fine-tune on the round's chosen answers (sft --from-prefs) before the trainer.", flag=True
+    )
+    sft_preset: str = field(default="sft", metadata={"help": "Preset of the SFT step (--sft-first)."})
+    sft_set: list[str] | None = field(default=None, metadata={"help": "key=value settings of sft (--sft-first)."})
     dpo_preset: str = setting("dpo", "Preset of the DPO step (e.g. dpo-cpu).", flag=True)
     trainer_preset: str | None = field(default=None, metadata={"help": "Preset of a kto / online-dpo trainer."})
     dpo_set: list[str] | None = field(default=None, metadata={"help": "key=value settings of the round's trainer."})
@@ -182,7 +190,7 @@ def train_round(p: Plan, n: int, policy: str, stage, flags: dict, trains: dict) 
     """Round n's sampling, labelling and training; returns its counts and the new model dir. `trains`:
     resume / merge, for the round's trainer."""
     from alignctl import stages
-    from alignctl.stages import collect, label, online_dpo, train_rm
+    from alignctl.stages import collect, label, online_dpo, sft, train_rm
 
     rdir = round_dir(p.out, n)
     if p.trainer == ONLINE:  # samples and labels itself, with the same reward source
@@ -214,6 +222,9 @@ def train_round(p: Plan, n: int, policy: str, stage, flags: dict, trains: dict) 
     cands = stage("collect", collect.run, collect_settings, p.train_prompts, policy, rdir / "candidates.jsonl", **flags)
     prefs = stage("label", label.run, p.label, cands, by, rdir / "prefs.jsonl", **flags)
     train, n_train = accumulate(p.out, n, p.accumulate)
+    if p.sft is not None:  # Llama 3: the round's best answers as SFT data, then the preference step from there
+        tuned = stage("sft", sft.run, _copy(p.sft), prefs, policy, rdir / "sft", from_prefs=True, **flags, **trains)
+        policy = extra["sft"] = str(tuned)
     settings = _copy(p.dpo)
     trainer = stages.load(p.trainer)
     if trainer.TRAINER.records == "unpaired":  # each pair as a desirable and an undesirable answer

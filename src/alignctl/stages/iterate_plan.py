@@ -100,8 +100,9 @@ def check(resolved: Resolved) -> None:
         resolved["trainer"] in known and takes_a_reference(resolved["trainer"])
     ):
         problems.append("reference=initial needs trainer=dpo (the others use their starting model)")
-    if resolved["retrain_rm"] and resolved["trainer"] == ONLINE:
-        problems.append("retrain_rm needs pairs: trainer dpo or kto (online-dpo labels its own samples)")
+    for need_pairs in ("retrain_rm", "sft_first"):
+        if resolved[need_pairs] and resolved["trainer"] == ONLINE:
+            problems.append(f"{need_pairs} needs pairs: a trainer on pairs such as dpo (online-dpo labels its own)")
     if problems:
         raise InputError("iterate: " + "; ".join(problems))
 
@@ -134,6 +135,7 @@ class Plan:
     trainer: str = "dpo"
     reference: str = "previous"
     rm: Resolved | None = None  # train-rm's settings with --retrain-rm
+    sft: Resolved | None = None  # sft's settings with --sft-first
 
 
 def plan(
@@ -172,9 +174,11 @@ def plan(
     own = resolved["dpo_preset"] if trainer == "dpo" else resolved["trainer_preset"] or trainer
     given = {k: resolved[k] for k in TRAINER_KEYS if resolved[k] is not None}  # --learning-rate etc.
     dpo = stage_settings(trainer, preset=own, sets=resolved["dpo_set"], flags={"seed": seed} | given)
-    rm = None
+    rm = sft = None
     if resolved["retrain_rm"]:
         rm = stage_settings("train-rm", preset=resolved["rm_preset"], sets=resolved["rm_set"], flags={"seed": seed})
+    if resolved["sft_first"]:
+        sft = stage_settings("sft", preset=resolved["sft_preset"], sets=resolved["sft_set"], flags={"seed": seed})
     eval_flags = {
         "temperature": resolved["eval_temperature"],
         "max_new_tokens": resolved["eval_max_new_tokens"],
@@ -227,4 +231,5 @@ def plan(
         trainer,
         resolved["reference"],
         rm,
+        sft,
     )

@@ -129,14 +129,19 @@ def file_stats(result: io.ReadResult, lengths: Lengths) -> dict[str, Any]:
         if agreed is not None:
             stats["agreement"] = agreed
     else:
+        if result.kind == "completions":  # as sft reads them: a conversation's answer is its last turn
+            from alignctl.training.data import prompt_completion
+
+            recs = [prompt_completion(r) for r in recs]
         stats["shapes"] = dict(Counter(_prompt_shape(r["prompt"]) for r in recs))
         # unpaired: one prompt has several answers, so a duplicate is the same prompt and answer
         seen = Counter(_canonical([r["prompt"], r.get("completion")]) for r in recs)
         stats["duplicates"] = sum(n - 1 for n in seen.values())  # same prompt text under another id
         stats["lengths"] = {"prompt": summarize(lengths([r["prompt"] for r in recs]))}
+        if result.kind in ("unpaired", "completions"):
+            stats["lengths"]["completion"] = summarize(lengths([r["completion"] for r in recs]))
         if result.kind == "unpaired":
             stats["desirable"] = sum(1 for r in recs if r["label"])
-            stats["lengths"]["completion"] = summarize(lengths([r["completion"] for r in recs]))
         if result.kind == "candidates":
             counts = [len(r["completions"]) for r in recs]
             stats["completions_per_record"] = {"min": min(counts, default=0), "max": max(counts, default=0)}
@@ -249,7 +254,7 @@ def command(
         str | None,
         typer.Option(
             "--kind",
-            help="prompts, candidates, preferences or unpaired (default: guessed from the first record).",
+            help=f"{', '.join(io.KINDS)} (default: guessed from the first record).",
         ),
     ] = None,
     model: Annotated[

@@ -176,7 +176,7 @@ def fit_offline(
     from alignctl import models
     from alignctl.config import adjust_for_device
     from alignctl.console import status
-    from alignctl.training import finish, held_out_metrics, make_trainer
+    from alignctl.training import adjust_checkpointing, finish, held_out_metrics, make_trainer
     from alignctl.training.data import READERS
 
     switches = SWITCHES | switches
@@ -188,6 +188,7 @@ def fit_offline(
         return run.out
     torch = models.setup_torch()
     adjust_for_device(resolved, cuda=torch.cuda.is_available())
+    adjust_checkpointing(resolved, cuda=torch.cuda.is_available())
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
     policy = models.load_causal_lm(model_path, trust_remote_code=trust_remote_code)
     n = len(train) + len(held)
