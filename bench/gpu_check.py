@@ -11,10 +11,12 @@ Steps, each one `alignctl` command as a user runs it, its figure read from the o
    (a machine without network) the step says so and the check goes on with what is installed.
 2. collect, same prompts and settings, `--backend hf` then `--backend vllm`: tokens/s each.
 3. dpo with bf16 (LoRA, the dpo preset's batch): seconds per step.
-4. grpo with `use_vllm` in colocate mode for 10 steps: seconds per step.
+4. grpo with `--backend vllm` (TRL's use_vllm, colocate mode) for 10 steps: seconds per step.
+5. ppo, 10 updates of 8 prompts, `--backend hf` then `--backend vllm` (alignctl's rollout engine,
+   the policy's weights pushed into it after every update): seconds per update after the first.
 Every row goes to the results file (JSON lines) with the GPU's name, and a table is printed.
 --dry-run runs the same commands on CPU at toy size, with `hf` where vLLM would run (no CUDA: the
-stages turn bf16 and use_vllm off with one line), so the script's CPU-only parts are tested.
+stages turn bf16 off and say which sampler runs, one line each), so the script's CPU-only parts are tested.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
-FULL = {"prompts": 128, "samples": 4, "tokens": 128, "pairs": 256, "dpo_steps": 20, "grpo_steps": 10}
-TOY = {"prompts": 4, "samples": 2, "tokens": 8, "pairs": 8, "dpo_steps": 1, "grpo_steps": 1}
+FULL = {"prompts": 128, "samples": 4, "tokens": 128, "pairs": 256, "dpo_steps": 20, "grpo_steps": 10, "ppo_updates": 10}
+TOY = {"prompts": 4, "samples": 2, "tokens": 8, "pairs": 8, "dpo_steps": 1, "grpo_steps": 1, "ppo_updates": 2}
 
 
 def _sh(cmd: list[str], log: Path, env: dict | None = None) -> float:
@@ -111,17 +113,32 @@ def measure(work: Path, model: str, size: dict, dry_run: bool, log: Path) -> lis
     steps = _manifest(out)["final_metrics"].get("global_step") or size["dpo_steps"]
     rows.append({"what": "dpo bf16 (LoRA, dpo preset)", "steps": steps, "s_per_step": round(secs / steps, 2),
                  "wall_s": round(secs, 1)})  # fmt: skip
+    sampler = "hf" if dry_run else "vllm"
     out = work / "grpo"
     secs = _sh([*alignctl, "grpo", "--prompts", str(prompts), "-m", model, "--reward", f"rule:{work}/rules.py:short",
                 "--max-steps", str(size["grpo_steps"]), "--num-generations", "4", "--batch-size", "4",
-                "--max-completion-length", str(size["tokens"]), "--set", "use_vllm=true", "--set", "vllm_mode=colocate",
+                "--max-completion-length", str(size["tokens"]), "--backend", sampler, "--set", "vllm_mode=colocate",
                 "--set", "vllm_gpu_memory_utilization=0.3", "--set", "save_steps=100000",
                 "-o", str(out)], log)  # fmt: skip
     manifest = _manifest(out)
     steps = manifest["final_metrics"].get("global_step") or size["grpo_steps"]
-    vllm_on = (manifest.get("config") or {}).get("use_vllm", {})
-    rows.append({"what": "grpo use_vllm colocate", "steps": steps, "s_per_step": round(secs / steps, 2),
-                 "wall_s": round(secs, 1), "use_vllm": vllm_on})  # fmt: skip
+    rows.append({"what": "grpo --backend vllm (TRL use_vllm colocate)", "steps": steps,
+                 "s_per_step": round(secs / steps, 2), "wall_s": round(secs, 1),
+                 "sampler": manifest.get("sampler")})  # fmt: skip
+    # ppo with its rollouts on alignctl's engine (vLLM, weights pushed after every update), beside HF
+    for backend in ("hf", "vllm"):
+        out = work / f"ppo-{backend}"
+        secs = _sh([*alignctl, "ppo", "--prompts", str(prompts), "-m", model, "--reward", f"rule:{work}/rules.py:short",
+                    "--backend", "hf" if dry_run else backend, "--response-length", str(size["tokens"]),
+                    "--batch-size", "8", "--gradient-accumulation-steps", "1", "--num-ppo-epochs", "1",
+                    "--local-rollout-forward-batch-size", "8", "--set", f"total_episodes={8 * size['ppo_updates']}",
+                    "--set", "save_steps=100000", "-o", str(out)], log)  # fmt: skip
+        manifest = _manifest(out)
+        times = [json.loads(x)["time/update"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+        steady = times[1:] or times  # the first update warms up
+        rows.append({"what": f"ppo --backend {backend}", "updates": len(times),
+                     "s_per_update": round(sum(steady) / len(steady), 2), "wall_s": round(secs, 1),
+                     "sampler": manifest.get("sampler")})  # fmt: skip
     return rows
 
 

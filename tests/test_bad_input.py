@@ -21,6 +21,7 @@ import pytest
 
 from alignctl import io, models, stages
 from alignctl.errors import InputError, ModelError
+from stage_cases import CASES, write_inputs
 
 OK_PREF = {"prompt": "Is the sky blue?", "chosen": "yes", "rejected": "no"}
 OK_PROMPT = {"prompt": "Is the sky blue?"}
@@ -236,6 +237,20 @@ def test_subprocess_bad_data_sources(tmp_path, run):
         proc = run("dpo", "--data", source, *(["--split", split] if split else []), "-m", tmp_path / "nope", "-o", tmp_path / "out")  # fmt: skip
         assert proc.returncode == 2 and message in _one_error_line(proc) and proc.stdout == ""
         assert_nothing_left(tmp_path, before)
+
+
+@pytest.mark.parametrize("stage", sorted(CASES))
+def test_every_trl_stage_names_a_broken_input_line_first(stage, tmp_path, cli):
+    """Every stage on a TRL trainer (tests/stage_cases.py), its input file cut in the middle of a
+    record: one line naming file:line, exit 2, nothing written. The model points nowhere, so the
+    data is checked first."""
+    write_inputs(tmp_path)
+    case = CASES[stage]
+    path = tmp_path / case.data
+    path.write_bytes(path.read_bytes() + b'{"prompt": "a", "cho')
+    line = len(path.read_bytes().splitlines())
+    err = fails_writing_nothing(cli, tmp_path, stage, *case.args, "--model", tmp_path / "nowhere", "-o", "out")
+    assert f"{case.data}:{line}: invalid JSON" in err and "truncated last line" in err, err
 
 
 # ---------------------------------------------------------------------------------------------

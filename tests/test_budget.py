@@ -16,6 +16,7 @@ import pytest
 from alignctl import stages
 from alignctl.training import budget as budget_mod
 from alignctl.training.budget import BUDGET
+from stage_cases import CASES, PROMPTS, write_inputs
 from tiny import toy_preferences, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -154,29 +155,13 @@ def test_dpo_stops_on_a_real_clock_and_the_rerun_is_up_to_date(tmp_path, tiny_lm
     assert (out / "alignctl.json").stat().st_mtime_ns == stamp
 
 
-WORDS = ("paris", "rome", "the sky", "the sun", "tokyo", "the cat", "a dog", "berlin")
-PROMPTS = [{"prompt": f"Is {w} good?"} for w in WORDS]
-TRL_STAGES = {  # each stage's inputs and the sizes that make its steps quick
-    "dpo": ("--data", "prefs.jsonl", "--batch-size", "2"),
-    "kto": ("--data", "prefs.jsonl", "--batch-size", "4"),
-    "train-rm": ("--data", "prefs.jsonl", "--batch-size", "2"),
-    "grpo": (
-        "--prompts", "p.jsonl", "--reward", "rule:length?target=3", "--num-generations", "2", "--batch-size", "2",
-        "--max-completion-length", "4",
-    ),
-    "online-dpo": (
-        "--prompts", "p.jsonl", "--reward", "rule:length?target=3", "--batch-size", "2", "--max-new-tokens", "4",
-    ),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("stage", sorted(TRL_STAGES))
+@pytest.mark.parametrize("stage", sorted(CASES))
 def test_every_trl_stage_stops_when_its_budget_is_spent(tmp_path, tiny_lm, cli, monkeypatch, ten_seconds_a_step, stage):
-    """Budget 0.5 min at 10 s a step: step 3 of 10 is the last, and the run is complete."""
+    """Budget 0.5 min at 10 s a step: step 3 of 10 is the last, and the run is complete (every stage
+    with a TRL trainer: tests/stage_cases.py)."""
     monkeypatch.chdir(tmp_path)
-    write_jsonl(tmp_path / "prefs.jsonl", toy_preferences(8))
-    write_jsonl(tmp_path / "p.jsonl", PROMPTS[:4])
-    args = (stage, *TRL_STAGES[stage], "--model", tiny_lm, "--max-steps", "10", "--max-minutes", "0.5", "-o", "out")
+    write_inputs(tmp_path)
+    args = (stage, *CASES[stage].args, "--model", tiny_lm, "--max-steps", "10", "--max-minutes", "0.5", "-o", "out")
     code, stdout, err = cli(*args, "--set", "save_steps=3")  # step 3's checkpoint: skipped, the final save follows
     assert code == 0, err[-2000:]
     manifest = _manifest(tmp_path / "out")

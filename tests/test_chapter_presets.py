@@ -56,7 +56,7 @@ CHAPTER = {
         "temperature": 0.9,
         "max_completion_length": 256,
         "beta": 0.04,
-        "use_vllm": True,
+        "backend": "auto",  # --use_vllm True: vLLM wherever it can run (TRL's use_vllm on CUDA)
         "loss_type": "grpo",  # per-answer token mean, then the mean over answers (before TRL PR #2881)
         "scale_rewards": "group",
         "learning_rate": 1e-6,
@@ -90,6 +90,9 @@ CHAPTER = {
     },
 }
 CHAPTER["ppo-full"] = CHAPTER["ppo"]  # the chapter's PPO run with no departure
+# 训练奖励模型: "其它超参数和 SFT 训练是一样的，不过通常只训练一个轮次": the RM command's values are SFT's,
+# but for its one epoch (SFT's command set none: TrainingArguments' default 3)
+CHAPTER["sft"] = {**CHAPTER["train-rm"], "num_train_epochs": 3}
 
 # Settings that only alignctl has (no field of the TRL config the chapter's run used) and that do
 # not change what is trained, each with why; every other alignctl-only setting is in CHAPTER above,
@@ -130,7 +133,7 @@ def test_preset_is_the_chapters_run_or_says_why_not(preset):
     assert set(departed) <= set(values), f"{preset}: a departure names an unknown key"
 
 
-@pytest.mark.parametrize("preset", ["dpo", "grpo", "ppo", "train-rm"])
+@pytest.mark.parametrize("preset", ["dpo", "grpo", "ppo", "train-rm", "sft"])
 def test_presets_show_lists_every_value_its_source_and_every_departure(cli, preset):
     code, out, _ = cli("presets", "show", preset, "--json")
     assert code == 0

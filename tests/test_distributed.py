@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from stage_cases import CASES, write_inputs
 from tiny import toy_preferences, write_jsonl
 
 ACCEL = REPO / "presets" / "accelerate"
@@ -85,25 +86,12 @@ def test_accelerate_config_loads(name, monkeypatch):
         assert plugin.fsdp_version == 2 and plugin.cpu_ram_efficient_loading
 
 
-GRPO_RULE = "def short(prompts, completions, **kw):\n    return [-len(c) / 10 for c in completions]\n"
-
-
-def _stage_args(stage: str, tmp: Path, model: Path) -> list[str]:
-    if stage in ("dpo", "train-rm"):
-        write_jsonl(tmp / "prefs.jsonl", toy_preferences(8))
-        return [stage, "--data", "prefs.jsonl", "--model", model, "--batch-size", "2"]
-    write_jsonl(tmp / "p.jsonl", [{"prompt": f"Is the sky {c}?"} for c in ("red", "blue", "green", "big")])
-    (tmp / "rules.py").write_text(GRPO_RULE)
-    return [
-        "grpo", "--prompts", "p.jsonl", "--reward", "rule:rules.py:short", "--model", model,
-        "--num-generations", "2", "--batch-size", "2", "--max-completion-length", "4",
-    ]  # fmt: skip
-
-
-@pytest.mark.parametrize("stage", ["dpo", "train-rm", "grpo"])
+@pytest.mark.parametrize("stage", sorted(s for s, case in CASES.items() if case.torchrun))
 def test_torchrun_two_ranks_only_rank0_writes(tmp_path, tiny_lm, stage):
-    """`torchrun --nproc_per_node 2 -m alignctl STAGE` on CPU (gloo): one output, written once."""
-    args = _stage_args(stage, tmp_path, tiny_lm)
+    """`torchrun --nproc_per_node 2 -m alignctl STAGE` on CPU (gloo): one output, written once
+    (the stages tests/stage_cases.py marks; ppo has its own in tests/test_ppo.py)."""
+    write_inputs(tmp_path)
+    args = [stage, *CASES[stage].args, "--model", tiny_lm]
     inputs = {p.name for p in tmp_path.iterdir()}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "alignctl"]
     cmd += [*map(str, args), "--max-steps", "2", "--set", "save_steps=1", "--set", "logging_steps=1", "-o", "out"]

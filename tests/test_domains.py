@@ -31,7 +31,7 @@ a file             deepspeed, fsdp_config, accelerator_config
 a dir              resume_from_checkpoint
 a preset           dpo_preset, trainer_preset, rm_preset
 
-Where a stage's field says otherwise (`STAGE_DOMAINS`): grpo's beta >= 0 (no KL term at 0); the
+Where a stage's field says otherwise (`STAGE_DOMAINS`): grpo's and rloo's beta >= 0 (no KL term at 0); the
 temperature of collect, eval and iterate >= 0 (0 is greedy); iterate's num_samples >= 2 (a pair).
 Choices (`CHOICES`): TRL's own where TRL declares them (an Enum in the type such as optim's
 OptimizerNames, or `choices` in the field's metadata such as KTO's loss_type), and the lists
@@ -91,6 +91,7 @@ LISTED = {
 }
 STAGE_DOMAINS = {
     ("grpo", "beta"): ">= 0",
+    ("rloo", "beta"): ">= 0",
     ("collect", "temperature"): ">= 0",
     ("eval", "temperature"): ">= 0",
     ("iterate", "temperature"): ">= 0",

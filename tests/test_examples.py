@@ -93,13 +93,21 @@ def test_compare_commands_parse_and_their_settings_resolve(tmp_path):
         "train-rm",
         "dpo",
         "kto",
+        "orpo",
+        "simpo",
+        "sft",
         "online-dpo",
         "grpo",
+        "rloo",
         "ppo",
         "iterate",
         "eval",
         "report",
     }
+    chain = {job.name: job for job in jobs}
+    first, then = chain["arith/sft-dpo-s2/sft"], chain["arith/sft-dpo-s2"]  # the chapter's order: sft, then dpo
+    assert first.argv[0] == "sft" and "--from-prefs" in first.argv and then.argv[0] == "dpo"
+    assert then.argv[then.argv.index("-m") + 1] == first.argv[first.argv.index("-o") + 1] and first.name in then.after
     for job in jobs:
         args = [str(a) for a in job.argv]
         _parse(args)
@@ -109,7 +117,8 @@ def test_compare_commands_parse_and_their_settings_resolve(tmp_path):
         preset = args[args.index("--preset") + 1] if "--preset" in args else None
         resolve(args[0], preset=preset, sets=sets)
         if args[0] not in ("collect", "label", "eval", "train-rm"):
-            assert args[args.index("--max-minutes") + 1] == ("5" if args[0] == "iterate" else "10"), job.name
+            halved = args[0] == "iterate" or "/sft-dpo-" in job.name  # iterate's rounds, the chain's two stages
+            assert args[args.index("--max-minutes") + 1] == ("5" if halved else "10"), job.name
 
 
 def test_compare_table_counts_right_answers_kept_lost_and_new_and_the_spread_over_seeds(tmp_path):

@@ -22,9 +22,11 @@ def test_gpu_check_dry_run_on_cpu(tmp_path, tiny_lm):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     what = [r["what"] for r in rows]
     assert what == ["install", "collect --backend hf", "collect --backend hf", "dpo bf16 (LoRA, dpo preset)",
-                    "grpo use_vllm colocate"]  # fmt: skip
+                    "grpo --backend vllm (TRL use_vllm colocate)", "ppo --backend hf",
+                    "ppo --backend vllm"]  # fmt: skip
     assert all(r["dry_run"] is True and r["gpu"] == "no CUDA" for r in rows)
     assert rows[1]["tok_per_s"] > 0 and rows[2]["vs_hf"] > 0
     assert rows[3]["s_per_step"] > 0 and rows[4]["s_per_step"] > 0
+    assert rows[5]["updates"] == rows[6]["updates"] == 2 and rows[6]["s_per_update"] > 0
     log = out.with_suffix(".log").read_text()
-    assert "use_vllm off" in log and "bf16" in log  # the stages said what they turned off without CUDA
+    assert "sampler: hf" in log and "bf16" in log  # the stages said which sampler runs and what they turned off

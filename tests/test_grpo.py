@@ -49,7 +49,8 @@ def test_cli_run_with_two_reward_sources(tmp_path, tiny_lm, tiny_rm, cli, monkey
     )  # fmt: skip
     assert code == 0, stderr[-2000:]
     assert stdout.strip() == "out"
-    assert "use_vllm off" in stderr  # the chapter's use_vllm, off without CUDA, with one line
+    assert "sampler: hf (transformers generate; " in stderr  # the chapter's vLLM needs CUDA or --backend vllm: one line
+    assert manifest_sampler(tmp_path / "out") == {"backend": "hf", "by": "transformers generate"}
     out = tmp_path / "out"
     manifest = json.loads((out / "alignctl.json").read_text())
     assert manifest["config"]["reward_weights"] == {"value": [1.0, 0.5], "source": "flag --reward-weights"}
@@ -151,15 +152,19 @@ def test_a_causal_lm_is_not_a_reward_model(tmp_path, tiny_lm, cli):
 
 
 def test_generation_batch_is_fixed_up_with_a_note(capsys):
-    from alignctl.stages import grpo
+    from alignctl.training.fit import whole_groups
 
     r = stages.resolve("grpo", sets=["per_device_train_batch_size=6"])  # 6 is not a multiple of 8 generations
-    grpo.fix_batch_sizes(r)
+    whole_groups(r, "grpo", world_size=1)
     assert r["generation_batch_size"] == 24 and r.sources["generation_batch_size"].startswith("auto")
     assert "generation_batch_size 6 -> 24" in capsys.readouterr().err
     r = stages.resolve("grpo", sets=["per_device_train_batch_size=4", "num_generations=4"])
-    grpo.fix_batch_sizes(r)
+    whole_groups(r, "grpo", world_size=1)
     assert r["generation_batch_size"] is None  # already whole groups: untouched
+
+
+def manifest_sampler(out):
+    return json.loads((out / "alignctl.json").read_text())["sampler"]
 
 
 def test_presets_show_grpo_prints_the_chapters_values(cli):
@@ -167,7 +172,7 @@ def test_presets_show_grpo_prints_the_chapters_values(cli):
     assert code == 0
     flat = " ".join(out.split())
     for key, value in [("num_generations", "8"), ("temperature", "0.9"), ("max_completion_length", "256"),
-                       ("max_prompt_length", "512"), ("beta", "0.04"), ("use_vllm", "True")]:  # fmt: skip
+                       ("max_prompt_length", "512"), ("beta", "0.04"), ("backend", "'auto'")]:  # fmt: skip
         assert f"{key} │ {value} │ preset grpo: 强化学习 GRPO" in flat, key
 
 

@@ -65,12 +65,12 @@ def test_presets_help_offers_no_shell_completion():
 
 
 def test_label_help_names_every_human_mode_and_the_better_answer_key():
-    from alignctl.stages.label_ask import HUMAN_MODES
+    from alignctl.labelling.core import HUMAN_MODES
 
     text = _flat(run_cli("label", "--help", env={"COLUMNS": "200"}).stdout)
     for mode in HUMAN_MODES:
         assert f"{mode} (" in text, mode
-    assert "e opens $EDITOR to write a better answer, which becomes the chosen one" in text
+    assert "e writes a better answer in $EDITOR, which becomes the chosen one" in text
 
 
 def test_presets_show_of_an_unknown_name_names_no_flag(cli):

@@ -114,10 +114,12 @@ def test_two_rounds_then_sigkill_in_round_2_and_rerun_gives_the_same_outputs(cas
 @pytest.mark.parametrize(
     ("sets", "by", "message"),
     [
-        (["trainer=ppo"], BY, "trainer must be one of dpo, kto, online-dpo"),
+        (["trainer=ppo"], BY, "trainer must be one of dpo, kto, .*online-dpo, got 'ppo'"),
         (["reference=first"], BY, "reference must be previous or initial"),
         (["trainer=kto", "reference=initial"], BY, "reference=initial needs trainer=dpo"),
         (["trainer=online-dpo", "retrain_rm=true"], BY, "retrain_rm needs pairs"),
+        (["trainer=online-dpo", "sft_first=true"], BY, "sft_first needs pairs"),
+        (["sft_first=true", "sft_set=[lerning_rate=1]"], BY, "unknown key 'lerning_rate' for sft"),
         (["retrain_rm=true"], BY, "--retrain-rm: --by must be the reward model"),
         (["trainer=online-dpo"], "human", "online-dpo labels its own samples"),
     ],
@@ -144,6 +146,27 @@ def test_one_round_of_kto_trains_on_the_pairs_as_good_and_bad_answers(tmp_path, 
     assert len(unpaired) == 2 * len(pairs) and [u["label"] for u in unpaired[:2]] == [True, False]
     assert json.loads((out / "round-1" / "model" / "alignctl.json").read_text())["stage"] == "kto"
     assert not _same_weights(out / "round-1" / "model", tiny_lm)
+
+
+def test_sft_first_fine_tunes_on_the_rounds_chosen_answers_then_trains_from_there(tmp_path, tiny_lm):
+    """Llama 3's round: the round's chosen answers as SFT data (round-1/sft), and DPO starts from
+    that model (its reference too: the round's starting point is the fine-tuned model)."""
+    from alignctl import io
+    from alignctl.stages import iterate, resolve
+
+    train, held = _data(tmp_path)
+    sft_set = "sft_set=[max_steps=2, learning_rate=1e-3, logging_steps=1, save_steps=0, use_peft=false]"
+    sets = [*BASE, "rounds=1", "sft_first=true", sft_set]
+    out = iterate.run(resolve("iterate", sets=sets), train, str(tiny_lm), BY, tmp_path / "it", eval_prompts=held)
+    r1 = out / "round-1"
+    pairs = io.load(r1 / "prefs.jsonl", "preferences")
+    tuned = json.loads((r1 / "sft" / "alignctl.json").read_text())
+    assert tuned["stage"] == "sft" and tuned["records"]["chosen_answers"] == len(pairs) > 0
+    assert tuned["parent_model"] == str(tiny_lm) and not _same_weights(r1 / "sft", tiny_lm)
+    trained = json.loads((r1 / "model" / "alignctl.json").read_text())
+    assert trained["stage"] == "dpo" and trained["parent_model"] == str(r1 / "sft")
+    entry = json.loads((out / "alignctl.json").read_text())["rounds"][0]
+    assert entry["sft"] == str(r1 / "sft") and entry["policy"] == str(tiny_lm)
 
 
 def test_by_human_stops_the_round_for_labelling_and_the_rerun_continues(tmp_path, tiny_lm):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -115,9 +114,9 @@ def test_rule_builtin_best_worst_all_and_margin(tmp_path, cands, cli):
     assert (rows[0]["score_chosen"], rows[0]["score_rejected"]) == (-0.01, -0.07)
     assert rows[0]["label"]["kind"] == "rule" and rows[0]["label"]["source"]["name"] == "length"
     assert "pairs written" in err and "mean chosen length (words)" in err
-    from alignctl.stages import dpo
+    from alignctl.training.data import read_prefs
 
-    assert len(dpo.read_prefs(out)) == 2  # dpo reads the file as it is
+    assert len(read_prefs(out)) == 2  # dpo reads the file as it is
 
     code, _, err = cli("label", "-c", cands, "--by", "rule:length", "--pairs", "all", "-o", tmp_path / "all.jsonl")
     assert code == 0, err
@@ -322,55 +321,6 @@ def test_local_model_judge(tmp_path, tiny_lm, cli):
 
 # ---------------------------------------------------------------------------------------------
 # A person at the terminal
-
-
-def test_human_through_a_pseudo_terminal(tmp_path):
-    """a, undo, b, quit; rerun resumes at comparison 2: tie, skip, a. Two pairs, one tie, one skip."""
-    pexpect = pytest.importorskip("pexpect")
-    cands = [
-        {"id": f"h{i}", "prompt": f"Question {i}?", "completions": [f" first {i}", f" second {i}"]} for i in range(4)
-    ]
-    write_jsonl(tmp_path / "c.jsonl", cands)
-    argv = ["-m", "alignctl", "label", "-c", "c.jsonl", "--by", "human", "-o", "prefs.jsonl"]
-
-    def spawn():
-        return pexpect.spawn(
-            sys.executable, argv, cwd=str(tmp_path), encoding="utf-8", timeout=60, dimensions=(50, 200)
-        )
-
-    child = spawn()
-    child.expect("comparison 1 of 4")
-    child.expect("first 0")
-    child.send("a")
-    child.expect("comparison 2 of 4")
-    child.send("u")
-    child.expect("comparison 1 of 4")
-    child.send("b")
-    child.expect("comparison 2 of 4")
-    child.send("q")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 1 and "rerun the same command to continue" in child.before
-    assert not (tmp_path / "prefs.jsonl").exists()
-
-    child = spawn()
-    child.expect("comparison 2 of 4")
-    child.send("t")
-    child.expect("comparison 3 of 4")
-    child.send("s")
-    child.expect("comparison 4 of 4")
-    child.send("a")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0, child.before
-    rows = io.load(tmp_path / "prefs.jsonl", "preferences")
-    assert [(r["id"], r["chosen"], r["rejected"]) for r in rows] == [
-        ("h0", " second 0", " first 0"),
-        ("h3", " first 3", " second 3"),
-    ]
-    assert rows[0]["label"]["kind"] == "human" and rows[0]["label"]["verdict"]["key"] == "b"
-    stats = json.loads((tmp_path / "prefs.jsonl.alignctl.json").read_text())["final_metrics"]
-    assert (stats["pairs"], stats["ties"], stats["skipped"]) == (2, 1, 1)
 
 
 def test_human_needs_a_terminal(tmp_path, cands):

@@ -51,11 +51,42 @@ def _imports(path: Path) -> set[str]:
 
 
 def _graph() -> dict[str, set[str]]:
+    """Module -> the alignctl modules it imports. Importing `a.b.c` runs the `__init__` of `a.b` first,
+    so an import is an edge to the module and to each package above it."""
     files = {_module_name(p): p for p in SRC.rglob("*.py")}
     graph = {}
     for name, path in files.items():
-        graph[name] = {m for m in _imports(path) if m in files and m != name}
+        deps = set()
+        for m in _imports(path):
+            parts = m.split(".")
+            deps |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)}
+        graph[name] = {m for m in deps if m in files and m != name}
     return graph
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph[todo.pop()]:
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def _path(graph: dict[str, set[str]], start: str, goal: str) -> list[str]:
+    """A shortest import path from `start` to `goal` (breadth first)."""
+    parents, todo = {start: start}, [start]
+    while todo:
+        node = todo.pop(0)
+        for dep in sorted(graph[node]):
+            if dep not in parents:
+                parents[dep] = node
+                todo.append(dep)
+    path = [goal]
+    while path[-1] != start:
+        path.append(parents[path[-1]])
+    return path[::-1]
 
 
 def test_nothing_below_the_stages_imports_stage_code():
@@ -70,26 +101,27 @@ def test_nothing_below_the_stages_imports_stage_code():
 
 
 def test_no_import_cycle():
+    """Every import counts (inside functions too), and so does the edge from a package to the
+    submodules its `__init__` imports. A package and its own submodules may import each other (the
+    `__init__` re-exports their names); a cycle that leaves the package is a cycle of layers."""
     graph = _graph()
-    # a package imports its submodules' names through __init__; that edge is not a cycle of layers
-    for mod in graph:
-        graph[mod] = {d for d in graph[mod] if not d.startswith(mod + ".")}
-    state: dict[str, int] = {}
-    cycles = []
-
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for dep in sorted(graph[node]):
-            if state.get(dep) == 1:
-                cycles.append(" -> ".join([*path[path.index(dep) :], dep]))
-            elif dep not in state:
-                visit(dep, [*path, dep])
-        state[node] = 2
-
+    reach = {mod: _reach(graph, mod) for mod in graph}
+    cycles = set()
     for mod in sorted(graph):
-        if mod not in state:
-            visit(mod, [mod])
-    assert cycles == []
+        tangled = sorted(m for m in reach[mod] if mod in reach[m])  # mod's strongly connected component
+        if tangled and not any(all(m == p or m.startswith(p + ".") for m in tangled) for p in tangled):
+            top = lambda m: m.split(".")[1]  # noqa: E731
+            far = ([m for m in tangled if top(m) != top(mod)] or [m for m in tangled if m != mod])[0]
+            cycles.add(" -> ".join(_path(graph, mod, far) + _path(graph, far, mod)[1:]))
+    assert sorted(cycles) == []
+
+
+def test_config_knows_no_trl_module():
+    """config (and all it imports) reaches no module of training/: a stage hands config its TRL
+    trainer's declaration, and config asks that object for the trainer's settings."""
+    graph = _graph()
+    below = sorted(m for m in _reach(graph, "alignctl.config") if m.startswith("alignctl.training"))
+    assert below == [], " -> ".join(_path(graph, "alignctl.config", below[0]))
 
 
 def test_no_source_file_over_400_lines():
@@ -137,7 +169,54 @@ def test_readme_lists_the_options_every_training_stage_takes():
     assert listed == common | {"-m", "-o"}
     built = commands()
     training = [s.name for s in stages.REGISTRY if s.training]
-    assert {"train-rm", "dpo", "kto", "grpo", "online-dpo", "ppo", "iterate"} <= set(training)
     for name in training:
         opts = {o for p in built[name].params for o in getattr(p, "opts", [])}
         assert listed <= opts, (name, listed - opts)
+
+
+def test_readme_names_the_training_stages_without_a_trl_trainer():
+    """The README says which training stages are not TRL-backed instead of listing the TRL-backed
+    ones (that list went stale); the exceptions it names are the registry's."""
+    import re
+
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    named = re.search(r"The TRL-backed stages \(every training stage but ([a-z-]+) and ([a-z-]+)\)", readme)
+    assert named, "README: the TRL-backed stages sentence moved"
+    without = {s.name for s in stages.REGISTRY if s.training and getattr(stages.load(s.name), "TRAINER", None) is None}
+    assert set(named.groups()) == without
+
+
+def test_every_trl_trainer_declaration_is_complete():
+    """A stage's TRAINER says where TRL keeps the trainer, what records it reads (a reader exists
+    for them) and what it trains; the shared tests run every such stage (tests/stage_cases.py)."""
+    from alignctl.training.data import READERS
+    from alignctl.training.trainers import TRLTrainer
+    from stage_cases import CASES, trl_stages
+
+    for name in trl_stages():
+        trainer = stages.load(name).TRAINER
+        assert isinstance(trainer, TRLTrainer), name
+        assert trainer.where.split(".")[0] == "trl" and trainer.records in READERS, name
+        assert trainer.trains in ("policy", "reward model"), name
+    assert set(CASES) == trl_stages()
+
+
+def test_inputs_stages_share_mean_one_thing_everywhere():
+    """--prompts, --reward, --by and --strict are declared once (flags.py): one help text each; and a
+    short option names the same long option in every command (-r is --reward everywhere)."""
+    from alignctl.cli import commands
+
+    helps: dict[str, set[str]] = {}
+    shorts: dict[str, set[str]] = {}
+    for command in commands().values():
+        for param in command.params:
+            opts = [o for o in getattr(param, "opts", []) if o.startswith("-")]
+            longs = [o for o in opts if o.startswith("--")]
+            for short in (o for o in opts if not o.startswith("--")):
+                shorts.setdefault(short, set()).add(longs[0] if longs else "")
+            if longs and longs[0] in ("--prompts", "--reward", "--by", "--strict"):
+                helps.setdefault(longs[0], set()).add(param.help)
+    assert set(helps) == {"--prompts", "--reward", "--by", "--strict"}
+    assert {k: v for k, v in helps.items() if len(v) > 1} == {}
+    assert {k: v for k, v in shorts.items() if len(v) > 1} == {}
+    assert shorts["-r"] == {"--reward"} and shorts["-p"] == {"--prompts"}

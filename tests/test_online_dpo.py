@@ -62,9 +62,7 @@ def test_logged_kl_counts_the_answers_tokens_not_the_padding(tiny_lm):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from alignctl import training
-
-    trainer_cls = training.online_dpo()[1]
+    trainer_cls = stages.load("online-dpo").TRAINER.classes()[1]
     trainer = object.__new__(trainer_cls)  # _forward needs only max_length from the trainer
     trainer.max_length = 64
     model = AutoModelForCausalLM.from_pretrained(tiny_lm)

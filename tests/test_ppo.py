@@ -371,7 +371,7 @@ def test_max_steps_stops_after_that_many_updates(tmp_path, tiny_lm, tiny_rm, run
     be 8 updates."""
     write_jsonl(tmp_path / "p.jsonl", [{"prompt": q} for q in QUESTIONS])
     proc = run(
-        "ppo", "-p", "p.jsonl", "-m", tiny_lm, "-r", tiny_rm, "--max-steps", "2", "--total-episodes", "16",
+        "ppo", "-p", "p.jsonl", "-m", tiny_lm, "-r", f"rm:{tiny_rm}", "--max-steps", "2", "--total-episodes", "16",
         "--batch-size", "2", "--gradient-accumulation-steps", "1", "--response-length", "4",
         "--set", "num_ppo_epochs=1", "-o", "out", cwd=tmp_path,
     )  # fmt: skip

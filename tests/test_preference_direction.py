@@ -1,5 +1,6 @@
 """The file's chosen answer is the one training comes to prefer, for every stage that trains on
-preference pairs (train-rm, dpo, kto, and any later one whose Settings are `PairSettings`).
+preference pairs (train-rm, dpo, kto, orpo, simpo: every stage whose TRL trainer reads
+preferences or unpaired answers, so a new one is tested by being registered).
 
 TRL's own metrics (rewards/accuracies, margins) are computed on the pairs as the stage handed them
 over, so a reader that swapped `chosen` and `rejected` still shows them rising. These tests measure
@@ -10,12 +11,9 @@ rejected) for a reward model, must rise with training; a swapped reader makes it
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 
 from alignctl import stages
-from alignctl.settings import PairSettings
 from tiny import toy_preferences, write_jsonl
 
 LEARN = ["learning_rate=5e-3", "max_steps=16", "warmup_steps=0", "optim=adamw_torch", "logging_steps=4"]
@@ -23,11 +21,11 @@ LEARN += ["per_device_train_batch_size=4", "gradient_checkpointing=false", "save
 
 
 def _pair_stages() -> list[str]:
-    """Every registered stage that trains on a preference file (`--data`, PairSettings)."""
+    """Every registered stage whose TRL trainer trains on a file of pairs (or of unpaired answers)."""
     out = []
     for name in stages.names():
-        module = stages.load(name)
-        if issubclass(module.Settings, PairSettings) and "data" in inspect.signature(module.command).parameters:
+        trainer = getattr(stages.load(name), "TRAINER", None)
+        if trainer is not None and trainer.records in ("preferences", "unpaired"):
             out.append(name)
     return out
 
@@ -76,7 +74,7 @@ def test_training_comes_to_prefer_the_files_chosen_answer(stage, tmp_path, tiny_
     records = toy_preferences(16)
     data = write_jsonl(tmp_path / "prefs.jsonl", records)
     module = stages.load(stage)
-    margin = _reward_margin if module.TRAINER == "Reward" else _policy_margin
+    margin = _reward_margin if module.TRAINER.trains == "reward model" else _policy_margin
     before = margin(tiny_lm, records)
     out = module.run(stages.resolve(stage, sets=LEARN), data, str(tiny_lm), tmp_path / "out")
     after = margin(out, records)

@@ -174,7 +174,8 @@ def test_no_setting_takes_a_credential_and_its_value_is_never_echoed():
     refused = []
     for stage in stages.names():
         module = stages.load(stage)
-        names = [*config.schema(module), *config.trl_fields(module)[1]]
+        trainer = getattr(module, "TRAINER", None)
+        names = [*config.schema(module), *(trainer.settable()[1] if trainer else ())]
         for name in [n for n in names if _is_credential_name(n)] + ["judge_key", "key", "openai_key", "api_key"]:
             with pytest.raises(InputError) as err:
                 stages.resolve(stage, sets=[f"{name}={secret}"])

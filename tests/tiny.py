@@ -44,7 +44,8 @@ def build_tokenizer(out: Path):
     return fast
 
 
-def build_causal_lm(out: Path, seed: int = 0) -> Path:
+def build_causal_lm(out: Path, seed: int = 0, *, head_dim: int = 8) -> Path:
+    """A 2-layer Llama; vLLM's CPU attention needs `head_dim` >= 32 (8 is refused)."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -53,8 +54,8 @@ def build_causal_lm(out: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=4 * head_dim,
+        intermediate_size=8 * head_dim,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

@@ -5,13 +5,14 @@ Precedence (docs/design.md, "Presets"): built-in defaults < `--preset NAME|PATH`
 `presets/` (the chapter's values). Field names are TRL's config names. Unknown keys are errors
 with a suggestion; every value's source is kept so `presets show` and `alignctl.json` can say it.
 
-A stage backed by a TRL trainer also takes any other field of that trainer's config (its module's
-`TRAINER` names TRL's trainer), checked against TRL's own type hints; trl is imported for that
-only when such a key is given, so the usual path stays light.
+A stage backed by a TRL trainer also takes any other field of that trainer's config: its module's
+`TRAINER` declares the trainer (`training.trainers.TRLTrainer`), and `TRAINER.settable()` gives
+the config's fields with TRL's own type hints and the ones alignctl sets itself. trl is imported
+for that only when such a key is given, so the usual path stays light.
 
-This module knows no stage: `resolve` receives a stage module from the registry
+This module knows no stage and no TRL module: `resolve` receives a stage module from the registry
 (`alignctl.stages.resolve(name, ...)` is the usual door) and reads its `NAME`, `Settings` and
-optional `TRAINER`.
+optional `TRAINER`, which it asks and never imports.
 """
 
 from __future__ import annotations
@@ -89,18 +90,6 @@ def schema(stage: Any) -> dict[str, dataclasses.Field]:
 # credentials a TRL config would take as a setting, and where they belong instead: a setting's
 # value is written into the run's manifest (its config and its command line)
 CREDENTIALS = {"hub_token": "HF_TOKEN"}
-
-
-@functools.cache
-def trl_fields(stage: Any) -> tuple[str, dict[str, Any]]:
-    """(TRL config class name, {field: type}) of the trainer behind `stage`; ("", {}) if none."""
-    trainer = getattr(stage, "TRAINER", None)
-    if trainer is None:
-        return "", {}
-    from alignctl.training import trl_classes
-
-    fields = domains.trl_config_fields(stage)
-    return trl_classes(trainer)[0].__name__, {name: f.type for name, f in fields.items()}
 
 
 def defaults(stage: Any) -> dict[str, Any]:
@@ -261,12 +250,10 @@ def resolve(
         if key in fields:
             tp = fields[key].type
         else:
-            cls_name, trl = trl_fields(stage)
-            if trl:
-                from alignctl.training import MANAGED
-
-                if key in MANAGED:
-                    raise InputError(f"{where}: {key} is set by alignctl; {MANAGED[key]}")
+            trainer = getattr(stage, "TRAINER", None)  # the stage's TRL trainer declaration, asked, never imported
+            cls_name, trl, managed = trainer.settable() if trainer is not None else ("", {}, {})
+            if key in managed:
+                raise InputError(f"{where}: {key} is set by alignctl; {managed[key]}")
             if key not in trl:
                 hint = suggest(key, [*known, *trl])
                 if not hint:
@@ -321,14 +308,11 @@ def check_report_to(value: Any, source: str) -> None:
             raise InputError(f"{source or 'report_to'}: {name} is not installed: {hint}")
 
 
-def adjust_for_device(resolved: Resolved, *, cuda: bool, vllm: bool | None = None) -> None:
-    """Turn off bf16 / vLLM where they cannot run, with one printed line each (never silently)."""
+def adjust_for_device(resolved: Resolved, *, cuda: bool) -> None:
+    """Turn off bf16 where it cannot run, with one printed line (never silently). (vLLM: the
+    `backend` setting, chosen in training/engine_hooks.py.)"""
     from alignctl.console import note
 
     if not cuda and resolved.get("bf16"):
         resolved.override("bf16", False, "auto: no CUDA device")
         note(f"no CUDA device: bf16 off, training in fp32 ({resolved.stage} asked for bf16)")
-    if resolved.get("use_vllm") and (not cuda or vllm is False):
-        why = "no CUDA device" if not cuda else "vllm is not installed"
-        resolved.override("use_vllm", False, f"auto: {why}")
-        note(f"{why}: use_vllm off, generating with transformers")

@@ -354,11 +354,10 @@ def _could_have_choices(value: Any) -> bool:
 def trl_config_fields(stage: Any) -> dict[str, dataclasses.Field]:
     """The fields of the TRL config behind `stage` (its `TRAINER`), each with its type resolved
     (copies: TRL's own field objects are left as they are); {} for a stage without one."""
-    if getattr(stage, "TRAINER", None) is None:
+    trainer = getattr(stage, "TRAINER", None)  # the stage's TRL trainer declaration, asked, never imported
+    if trainer is None:
         return {}
-    from alignctl.training import trl_classes
-
-    cls = trl_classes(stage.TRAINER)[0]
+    cls = trainer.classes()[0]
     hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):

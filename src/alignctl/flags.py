@@ -22,6 +22,8 @@ from typing import Annotated, Any
 
 import typer
 
+from alignctl.rewards.trl_adapters import REWARD_HELP
+
 COMMON_PANEL = "Common options"
 TRAINING_PANEL = "Common training options"
 
@@ -38,7 +40,30 @@ class Common:
     default: Any = None
 
 
-# Inputs several stages take, defined once (a stage's `command` lists them as parameters)
+# Inputs several stages take, defined once with one help text (a stage's `command` lists them as parameters)
+Prompts = Annotated[
+    Path,
+    typer.Option(
+        "--prompts",
+        "-p",
+        help="Prompts {prompt: text or messages}, other columns (e.g. answer) kept for the rewards: "
+        "JSONL, Parquet, JSON array, dataset dir, hub id (--split).",
+    ),
+]
+Rewards = Annotated[
+    list[str] | None,
+    typer.Option("--reward", "-r", help=f"Reward source, repeatable (weights: --reward-weights): {REWARD_HELP}."),
+]
+By = Annotated[
+    str,
+    typer.Option(
+        "--by",
+        help="Who judges the answers: rm:PATH (reward model), rule:NAME, rule:file.py:func, judge:MODEL or human.",
+    ),
+]
+Strict = Annotated[
+    bool, typer.Option("--strict", help="Reject prompts over max_prompt_length instead of truncating them.")
+]
 ModelOption = Annotated[
     str | None,
     typer.Option("--model", "-m", help="Policy model: a HF model dir, a hub id, or the alias smollm2-135m (default)."),

@@ -12,6 +12,8 @@ Field names are TRL's, so TRL-format files feed alignctl and alignctl's files fe
                score_rejected, label. A record whose chosen/rejected are whole conversations
                repeating the prompt's turns (UltraFeedback-binarized, Tulu 3) is normalised on
                read: the prompt is those turns, the answers what follows (`split_conversation`).
+- unpaired:    {"prompt", "completion", "label": bool} (KTO); completions: {"prompt", "completion"}
+               or {"messages": [..., assistant turn]} (SFT).
 
 Deliberate choices for odd-but-harmless input (docs/formats.md): a UTF-8 BOM and CRLF line ends
 are accepted with one warning each; blank lines are skipped. Everything else that is wrong is an
@@ -23,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -40,14 +41,13 @@ from alignctl.files import (  # noqa: F401 (io's writing names, kept for the sta
     write_jsonl,
 )
 from alignctl.readers import Problem, ReadResult, rows  # noqa: F401 (Problem: part of io's API)
+from alignctl.words import has_cjk, text_length  # noqa: F401 (io's text helpers, kept for their users)
 
 ROLES = ("system", "user", "assistant", "tool")
-KINDS = ("prompts", "candidates", "preferences", "unpaired")
+KINDS = ("prompts", "candidates", "preferences", "unpaired", "completions")
 ANSWERS = ("chosen", "rejected", "completion")  # the fields that hold an answer to "prompt"
-# scripts written without spaces between words (Chinese, Japanese kana): one character, one word;
-# their punctuation (、。「」，：？ ...) separates words and is none itself
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
-_CJK_PUNCT = re.compile(r"[\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]")
+KIND_NAMES = {"preferences": "preference pairs", "candidates": "collect's candidates", "unpaired": "unpaired answers"}
+KIND_NAMES["completions"] = "prompt-completion records"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,17 +101,6 @@ def text_of(value: str | list[dict]) -> str:
         if msg.get("role") == "assistant":
             return msg.get("content", "")
     return value[-1].get("content", "") if value else ""
-
-
-def text_length(value: str | list[dict]) -> int:
-    """Length in words (a message list: all its contents), each CJK character counting as one word:
-    Chinese puts no spaces between words, so whitespace splitting would count a sentence as one."""
-    text = value if isinstance(value, str) else "\n".join(str(m.get("content", "")) for m in value)
-    return len(_CJK.findall(text)) + len(_CJK.sub(" ", _CJK_PUNCT.sub(" ", text)).split())
-
-
-def has_cjk(text: str) -> bool:
-    return _CJK.search(text) is not None
 
 
 def prompt_id(prompt: str | list[dict]) -> str:
@@ -224,11 +213,20 @@ def check_unpaired(rec: dict) -> str | None:
     return None
 
 
+def check_completion(rec: dict) -> str | None:
+    """SFT's shapes: a prompt and its answer, or a conversation whose last turn is the answer."""
+    if "messages" in rec and "completion" not in rec:
+        err = check_messages(rec["messages"], "messages", last_role="assistant")
+        return err or (None if len(rec["messages"]) > 1 else '"messages" holds no turn before the answer')
+    return _check_prompt_answers(rec, ("completion",))
+
+
 CHECKS = {
     "prompts": check_prompt,
     "candidates": check_candidates,
     "preferences": check_preference,
     "unpaired": check_unpaired,
+    "completions": check_completion,
 }
 
 
@@ -237,6 +235,8 @@ def guess_kind(rec: dict) -> str:
         return "candidates"
     if "completion" in rec and "label" in rec:
         return "unpaired"
+    if "completion" in rec or "messages" in rec:
+        return "completions"
     if "chosen" in rec or "rejected" in rec:
         return "preferences"
     return "prompts"
@@ -244,9 +244,8 @@ def guess_kind(rec: dict) -> str:
 
 def wrong_kind(rec: dict, kind: str) -> str:
     """A record of `kind` where prompts are wanted: what the file holds and what is wanted instead."""
-    has = ", ".join(f'"{k}"' for k in ("chosen", "rejected", "completions", "completion", "label") if k in rec)
-    what = {"preferences": "preference pairs", "candidates": "collect's candidates", "unpaired": "unpaired answers"}
-    return f'a file of {what[kind]} (its records have {has}), but this input takes prompts: {{"prompt": ...}}'
+    has = ", ".join(f'"{k}"' for k in rec if k not in ("prompt", "id"))
+    return f'a file of {KIND_NAMES[kind]} (its records have {has}), but this input takes prompts: {{"prompt": ...}}'
 
 
 # ---------------------------------------------------------------------------------------------

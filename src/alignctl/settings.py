@@ -71,7 +71,7 @@ class TRLSettings:
 
 @dataclass
 class PairSettings(TRLSettings):
-    """Stages that train on a file of pairs or labelled answers (train-rm, dpo, kto)."""
+    """Stages that train on a file of records: pairs, labelled answers, prompts with their answers."""
 
     max_length: int | None = setting(1024, "Max tokens of prompt+answer.", flag=True)
     per_device_eval_batch_size: int = 8
@@ -82,8 +82,32 @@ class PairSettings(TRLSettings):
 
 
 @dataclass
-class OnlineSettings(TRLSettings):
-    """Stages whose policy samples answers while it trains (grpo, online-dpo)."""
+class RolloutSettings:
+    """The sampler of a stage that samples while it trains (ppo, and every OnlineSettings stage): `backend` has
+    collect's meaning; with vllm the rollout engine (generation/engine.py) or, for the TRL stages
+    on CUDA, TRL's own `use_vllm` samples, and the trained weights reach it after every update."""
+
+    backend: str = setting(
+        "auto",
+        "Sampler: hf (transformers generate), vllm (a vLLM engine in this process; TRL's use_vllm on CUDA), "
+        "auto (vllm where installed and CUDA is present, else hf).",
+        flag=True,
+    )
+    vllm_dtype: str = setting(
+        "auto", "--backend vllm: the engine's dtype; auto = the policy's own, so its log-probs are the policy's."
+    )
+    vllm_kv_cache_gib: float | None = setting(
+        None, "--backend vllm on CPU: GiB of KV cache (VLLM_CPU_KVCACHE_SPACE; 1 unless set)."
+    )
+    vllm_gpu_memory_utilization: float = setting(0.3, "--backend vllm on CUDA: share of GPU memory vLLM may take.")
+    vllm_enable_sleep_mode: bool = setting(
+        False, "--backend vllm on CUDA: free the engine's memory while the trainer trains (woken to sample)."
+    )
+
+
+@dataclass
+class OnlineSettings(TRLSettings, RolloutSettings):
+    """Stages whose policy samples answers while it trains, scored by reward sources."""
 
     temperature: float = setting(1.0, "Sampling temperature.", flag=True)
     top_p: float = 1.0
@@ -98,8 +122,11 @@ class OnlineSettings(TRLSettings):
     )
     gradient_checkpointing: bool = setting(False, "Off by default: on CPU TRL then generates without the KV cache.")
     logging_steps: int = 1
-    use_vllm: bool = False
-    vllm_mode: str = setting("colocate", "colocate (in the trainer) or server.", choices=("colocate", "server"))
+    vllm_mode: str = setting(
+        "colocate",
+        "--backend vllm on CUDA (TRL's use_vllm): colocate (in the trainer), server.",
+        choices=("colocate", "server"),
+    )
     vllm_server_base_url: str | None = setting(None, "vllm_mode=server: the `trl vllm-serve` URL (else host and port).")
     vllm_server_host: str = "0.0.0.0"
     vllm_server_port: int = 8000

@@ -38,6 +38,13 @@ def quiet_vllm() -> None:
     logging.getLogger("vllm").setLevel(logging.ERROR)
 
 
+def log_path():
+    """Where vLLM's own output goes (and TRL's warning about vLLM's version: models.py)."""
+    from alignctl.models import vllm_log_path
+
+    return vllm_log_path()
+
+
 @contextlib.contextmanager
 def engine_log():
     """Send what vLLM prints while it starts (its engine process inherits this stderr for good:
@@ -46,9 +53,7 @@ def engine_log():
     if os.environ.get("ALIGNCTL_DEBUG"):
         yield None
         return
-    from alignctl.models import alignctl_home
-
-    path = alignctl_home() / "logs" / "vllm.log"
+    path = log_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
     saved = os.dup(2)

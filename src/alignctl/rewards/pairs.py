@@ -47,6 +47,7 @@ class Pair:
     score_rejected: float
     verdict: dict | None = None
     text: Any = None  # an answer a person wrote, the chosen side instead of completion `chosen`
+    extra: dict | None = None  # more for the record's `label` (several people's votes and agreement)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Outcome:
     ties: int = 0
     dropped: int = 0
     skipped: int = 0
+    disagreed: int = 0  # several people: below --min-agreement, or one vote only
 
 
 def pairs_from_scores(scores: list[float], comps: list, mode: str, min_margin: float) -> Outcome:
@@ -195,6 +197,8 @@ def summarize(n_prompts: int, outcomes: list[Outcome], rows: list[dict], pairwis
     }
     if not pairwise:
         del stats["skipped"]
+    if any(o.disagreed for o in outcomes):
+        stats["disagreed"] = sum(o.disagreed for o in outcomes)
     return stats
 
 
@@ -231,3 +235,45 @@ class State:
             del self.rankings[task[0]]
         else:
             del self.decisions[task[0]][(task[1], task[2])]
+
+
+# ---------------------------------------------------------------------------------------------
+# Preference records
+
+
+def preference_records(records: list[dict], forms: dict, outcome, base: dict) -> tuple[list[dict], list[Outcome]]:
+    """label's output records from each prompt's `outcome(record, completions) -> Outcome`:
+    `{prompt, chosen, rejected, score_chosen, score_rejected, id, label}`, `label` = `base` + how
+    the pair was picked (indices, margin, verdict, a written answer, several people's votes)."""
+    rows, outcomes = [], []
+    for r in records:
+        prompt, comps = forms[r["id"]]
+        result = outcome(r, comps)
+        outcomes.append(result)
+        for pair in result.pairs:
+            label = {
+                **base,
+                "chosen_index": pair.chosen,
+                "rejected_index": pair.rejected,
+                "margin": round(pair.score_chosen - pair.score_rejected, 6),
+            }
+            if pair.verdict is not None:
+                label["verdict"] = pair.verdict
+            if pair.text is not None:  # written by a person, better than answer `chosen_index`
+                label["human_written"] = True
+            label.update(pair.extra or {})
+            chosen = comps[pair.chosen]
+            if pair.text is not None:  # in the form of the candidates: a string or an assistant turn
+                chosen = [{"role": "assistant", "content": pair.text}] if isinstance(chosen, list) else pair.text
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "chosen": chosen,
+                    "rejected": comps[pair.rejected],
+                    "score_chosen": pair.score_chosen,
+                    "score_rejected": pair.score_rejected,
+                    "id": r["id"],
+                    "label": label,
+                }
+            )
+    return rows, outcomes

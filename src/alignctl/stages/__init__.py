@@ -13,8 +13,11 @@ package), listed once in `REGISTRY`. The module provides:
   `run` and returns the output path, which the CLI prints on stdout.
 - optional `check(resolved)`: every problem with the settings as one InputError (run calls it;
   iterate calls it for each of its stages before round 1).
-- optional `TRAINER`: the name of the TRL trainer behind the stage ("DPO" -> DPOTrainer and
-  DPOConfig, training.trl_classes); the config's other fields become settings too (config.resolve).
+- optional `TRAINER`: the TRL trainer behind the stage, declared in full
+  (`training.trainers.TRLTrainer`: its name, the module TRL keeps it in, whether it takes a
+  reference model, what records it trains on, what it trains); the shared run skeletons
+  (`training.fit`) read everything that differs between methods from it, and its config's other
+  fields become settings too (config.resolve asks it, never imports it).
 
 `cli.py` registers every stage from `REGISTRY`, config and presets receive a stage module from
 here and import none themselves.
@@ -42,10 +45,14 @@ class Stage:
 REGISTRY: tuple[Stage, ...] = (
     Stage("collect"),
     Stage("label"),
+    Stage("sft", training=True),
     Stage("train-rm", training=True),
     Stage("dpo", training=True),
     Stage("kto", training=True),
+    Stage("orpo", training=True),
+    Stage("simpo", training=True),
     Stage("grpo", training=True),
+    Stage("rloo", training=True),
     Stage("online-dpo", training=True),
     Stage("ppo", training=True),
     Stage("iterate", training=True),

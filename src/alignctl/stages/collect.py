@@ -31,7 +31,7 @@ from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError
-from alignctl.flags import ModelOption, Opts, Split
+from alignctl.flags import ModelOption, Opts, Prompts, Split
 from alignctl.settings import ServerSettings, setting
 
 NAME = "collect"
@@ -170,12 +170,7 @@ def run(
 
 
 def command(
-    prompts: Annotated[
-        Path,
-        typer.Option(
-            "--prompts", "-p", help="Prompts (text or message lists): JSONL, Parquet, JSON array, dataset dir, hub id."
-        ),
-    ],
+    prompts: Prompts,
     model: ModelOption = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Candidates JSONL to write (never overwritten without --overwrite).")

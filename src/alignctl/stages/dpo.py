@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignctl import io
 from alignctl.config import Resolved
 from alignctl.flags import Opts, PrefsData, Split
 from alignctl.settings import PairSettings, setting
+from alignctl.training.trainers import TRLTrainer
 
 NAME = "dpo"
-TRAINER = "DPO"  # TRL's DPOTrainer: the other DPOConfig fields are settings too
+TRAINER = TRLTrainer("DPO", reference=True)  # TRL's DPOTrainer: the other DPOConfig fields are settings too
 # the losses TRL 1.16's DPOTrainer knows (its config declares no choices; tests/test_domains.py
 # compares this with the trainer's own list, so a TRL update that changes it fails there)
 LOSS_TYPES = (
@@ -41,21 +41,15 @@ class Settings(PairSettings):
     ref_model: str | None = setting(None, "Reference model (dir or alias); default: the policy it starts from.")
 
 
-def read_prefs(path: str | Path, split: str | None = None) -> list[dict]:
-    """Preference records trimmed to the fields DPO trains on."""
-    records = io.load(path, "preferences", split=split)
-    return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in records]
-
-
 def run(
     resolved: Resolved, data: Path, model: str | None, output: Path, *, split: str | None = None, **switches: bool
 ) -> Path:
-    """Train and save (training.fit_policy_on_pairs); returns the output dir. `switches`: overwrite,
+    """Train and save (training.fit_offline); returns the output dir. `switches`: overwrite,
     force, resume, merge, trust_remote_code (flags.Opts.switches())."""
     from alignctl import training
 
-    return training.fit_policy_on_pairs(
-        NAME, TRAINER, read_prefs, resolved, data, model, output, split=split, **switches
+    return training.fit_offline(
+        stage=NAME, trainer=TRAINER, resolved=resolved, data=data, model=model, output=output, split=split, **switches
     )
 
 

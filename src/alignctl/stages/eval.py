@@ -37,7 +37,7 @@ from alignctl.comparison import aggregate, render_table, word_count
 from alignctl.config import Resolved
 from alignctl.console import info
 from alignctl.errors import InputError, OutputError
-from alignctl.flags import JudgeKeyEnv, JudgeUrl, Opts, Split
+from alignctl.flags import By, JudgeKeyEnv, JudgeUrl, Opts, Prompts, Split
 from alignctl.settings import ServerSettings, setting
 
 NAME = "eval"
@@ -289,18 +289,8 @@ def command(
     model: Annotated[
         str, typer.Option("--model", "-m", help="The model to evaluate: a model dir, a hub id or an alias.")
     ],
-    prompts: Annotated[
-        Path,
-        typer.Option(
-            "--prompts",
-            "-p",
-            help="Held-out prompts (with e.g. `answer`): JSONL, Parquet, JSON array, dataset dir, hub id.",
-        ),
-    ],
-    by: Annotated[
-        str,
-        typer.Option("--by", help="Reward source: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL or human."),
-    ],
+    prompts: Prompts,
+    by: By,
     baseline: Annotated[
         str | None, typer.Option("--baseline", "-b", help="What to compare against (default: smollm2-135m).")
     ] = None,

@@ -17,20 +17,16 @@ transformers generation (with the KV cache: gradient checkpointing stays off on 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from alignctl.config import Resolved
-from alignctl.flags import Opts, Split
-from alignctl.rewards.trl_adapters import REWARD_HELP
+from alignctl.flags import Opts, Prompts, Rewards, Split, Strict
 from alignctl.settings import OnlineSettings, setting
+from alignctl.training.trainers import TRLTrainer
 
 NAME = "grpo"
-TRAINER = "GRPO"  # TRL's GRPOTrainer: the other GRPOConfig fields are settings too
+TRAINER = TRLTrainer("GRPO", records="prompts")  # TRL's GRPOTrainer: the other GRPOConfig fields are settings too
 # what TRL 1.16's GRPOTrainer takes where its config declares no choices (tests/test_domains.py
 # compares them with the trainer's source)
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo", "vespo", "luspo")
@@ -57,35 +53,8 @@ class Settings(OnlineSettings):
     mask_truncated_completions: bool = False
     per_device_train_batch_size: int = setting(8, "Completions per device per step (prompts x generations).")
     generation_batch_size: int | None = setting(None, "Completions generated at once; a multiple of num_generations.")
-    vllm_gpu_memory_utilization: float = 0.3
     log_completions: bool = False
     lora_alpha: int = setting(32, "LoRA alpha.", flag=True)
-
-
-def fix_batch_sizes(resolved: Resolved, world_size: int = 1) -> None:
-    """Make the generation batch hold whole groups, with a printed note instead of TRL's ValueError.
-
-    TRL needs `generation_batch_size` (default: batch x processes x grad-accum) divisible by
-    `num_generations` and by the global batch. The smallest such size is their least common
-    multiple; gradient accumulation stays as the user set it.
-    """
-    from alignctl.console import note
-    from alignctl.errors import InputError
-
-    g = resolved["num_generations"]
-    if g < 2:
-        raise InputError(f"num_generations={g}: GRPO compares answers within a group, it needs at least 2")
-    global_batch = resolved["per_device_train_batch_size"] * world_size
-    gen = resolved["generation_batch_size"] or global_batch * resolved["gradient_accumulation_steps"]
-    step = math.lcm(g, global_batch)
-    if gen % step == 0:
-        return
-    fixed = math.ceil(gen / step) * step
-    resolved.override("generation_batch_size", fixed, "auto: a multiple of num_generations and the batch")
-    note(
-        f"generation_batch_size {gen} -> {fixed}: it must hold whole groups of num_generations={g} "
-        f"and be a multiple of the batch ({global_batch})"
-    )
 
 
 def run(
@@ -105,17 +74,15 @@ def run(
     `switches`: overwrite, force, resume, merge (flags.Opts.switches()).
     """
     from alignctl import training
-    from alignctl.rewards import trl_adapters
 
-    sources = trl_adapters.parse_rewards(rewards, trust_remote_code=trust_remote_code)
-    trl_adapters.check_weights(resolved["reward_weights"], len(sources))
-    fix_batch_sizes(resolved, world_size=_world_size())
-    where = (NAME, TRAINER, resolved, prompts, model, output)
-    return training.fit_online(
-        *where,
-        reward_funcs=lambda run: trl_adapters.reward_funcs(sources),
-        described=[s.describe() for s in sources],
-        sources=sources,
+    return training.fit_on_rewards(
+        stage=NAME,
+        trainer=TRAINER,
+        resolved=resolved,
+        prompts=prompts,
+        rewards=rewards,
+        model=model,
+        output=output,
         strict=strict,
         trust_remote_code=trust_remote_code,
         split=split,
@@ -123,27 +90,10 @@ def run(
     )
 
 
-def _world_size() -> int:
-    import os
-
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def command(
-    prompts: Annotated[
-        Path,
-        typer.Option(
-            "--prompts",
-            "-p",
-            help="Prompts (JSONL, Parquet, JSON array, dataset dir, hub id); extra columns reach the rewards.",
-        ),
-    ],
-    reward: Annotated[
-        list[str] | None, typer.Option("--reward", "-r", help=f"Reward source (repeatable): {REWARD_HELP}.")
-    ] = None,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Reject prompts over max_prompt_length instead of truncating them.")
-    ] = False,
+    prompts: Prompts,
+    reward: Rewards = None,
+    strict: Strict = False,
     split: Split = None,
     *,
     resolved: Resolved,

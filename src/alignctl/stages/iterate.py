@@ -13,16 +13,20 @@ worse answers, the pairs join the training data, and training runs again. Each r
    `--by human` the round stops at the labelling screens, and a rerun continues where the person
    left off; with `--retrain-rm` (Llama 3) the reward model is first retrained on every pair of
    the earlier rounds, starting from the last one (round 1 labels with `--by rm:PATH` itself),
-3. the round's pairs are added to those of earlier rounds (`accumulate`, on by default),
+3. the round's pairs are added to those of earlier rounds (`accumulate`, on by default); with
+   `--sft-first` (Llama 3's rejection-sampling step) the policy is first fine-tuned on the round's
+   chosen answers (`sft --from-prefs`, into `round-N/sft/`), and the preference step starts there,
 4. the round's `trainer` from the current policy: `dpo` (default; its reference is the round's
-   starting model, or with `reference=initial` the first model), `kto` (each pair as a good and
-   a bad answer), or `online-dpo` (no collect/label: it samples and labels with `--by` itself),
+   starting model, or with `reference=initial` the first model), any other stage that trains a
+   policy on pairs (`kto`: each pair as a good and a bad answer; a wrong `--trainer` names them
+   all), or `online-dpo` (no collect/label: it samples and labels with `--by` itself),
 5. `eval` of the new model against the previous round's on held-out prompts (`--eval-prompts`,
    or an `eval_split` fraction of `--prompts`), and against the base model.
 
-Layout: `OUT/round-N/{rm/, candidates.jsonl, prefs.jsonl, train.jsonl, model/, eval.json,
-eval-base.json}` (each with its manifest; rm/ with --retrain-rm), and `OUT/alignctl.json`, which records every finished
-round and its results (what `alignctl report OUT` plots). Every step is a stage's own `run()`,
+Layout: `OUT/round-N/{rm/, candidates.jsonl, prefs.jsonl, train.jsonl, sft/, model/, eval.json,
+eval-base.json}` (each with its manifest; rm/ with --retrain-rm, sft/ with --sft-first), and
+`OUT/alignctl.json`, which records every finished round and its results (what `alignctl report
+OUT` plots). Every step is a stage's own `run()`,
 with its own up-to-date check: rerun after a crash or a kill with the same arguments, finished
 stages say "up to date" and are skipped, the interrupted one starts again cleanly. The settings
 of every inner stage are resolved and checked up front (`iterate_plan.py`).
@@ -42,9 +46,9 @@ from alignctl.comparison import eval_brief, rounds_final, rounds_table
 from alignctl.config import Resolved
 from alignctl.console import console, info
 from alignctl.errors import InputError, OutputError
-from alignctl.flags import Opts, Split
+from alignctl.flags import By, Opts, Prompts, Split
 from alignctl.settings import setting
-from alignctl.stages.iterate_plan import NAME, Plan, plan, write_if_changed
+from alignctl.stages.iterate_plan import NAME, ONLINE, Plan, plan, write_if_changed
 
 
 @dataclass
@@ -72,11 +76,18 @@ class Settings:
     per_device_train_batch_size: int | None = setting(None, "Batch of each round's training (default: the preset's).")
     report_to: str | None = setting(None, "Where each round's training also logs (default: the preset's).")
     accumulate: bool = field(default=True, metadata={"help": "Train each round on all pairs so far (else: new only)."})
-    trainer: str = setting("dpo", "What trains each round: dpo, kto or online-dpo.", flag=True)
+    trainer: str = setting(
+        "dpo", "What trains each round: a stage that trains a policy on pairs (dpo, kto, ...) or online-dpo.", flag=True
+    )
     reference: str = setting(
         "previous", "DPO's reference: previous (the round's starting model) or initial.", flag=True
     )
     retrain_rm: bool = setting(False, "Retrain the --by rm: reward model on all pairs so far each round.", flag=True)
+    sft_first: bool = setting(
+        False, "Each round: fine-tune on the round's chosen answers (sft --from-prefs) before the trainer.", flag=True
+    )
+    sft_preset: str = field(default="sft", metadata={"help": "Preset of the SFT step (--sft-first)."})
+    sft_set: list[str] | None = field(default=None, metadata={"help": "key=value settings of sft (--sft-first)."})
     dpo_preset: str = setting("dpo", "Preset of the DPO step (e.g. dpo-cpu).", flag=True)
     trainer_preset: str | None = field(default=None, metadata={"help": "Preset of a kto / online-dpo trainer."})
     dpo_set: list[str] | None = field(default=None, metadata={"help": "key=value settings of the round's trainer."})
@@ -180,10 +191,11 @@ def one_round(
 def train_round(p: Plan, n: int, policy: str, stage, flags: dict, trains: dict) -> tuple[dict[str, Any], Path]:
     """Round n's sampling, labelling and training; returns its counts and the new model dir. `trains`:
     resume / merge, for the round's trainer."""
-    from alignctl.stages import collect, dpo, kto, label, online_dpo, train_rm
+    from alignctl import stages
+    from alignctl.stages import collect, label, online_dpo, sft, train_rm
 
     rdir = round_dir(p.out, n)
-    if p.trainer == "online-dpo":  # samples and labels itself, with the same reward source
+    if p.trainer == ONLINE:  # samples and labels itself, with the same reward source
         judge = p.by.startswith("judge")
         source = {"judge": _judge(p.by)} if judge else {"rewards": [p.by]}
         model_dir = stage(
@@ -212,14 +224,17 @@ def train_round(p: Plan, n: int, policy: str, stage, flags: dict, trains: dict) 
     cands = stage("collect", collect.run, collect_settings, p.train_prompts, policy, rdir / "candidates.jsonl", **flags)
     prefs = stage("label", label.run, p.label, cands, by, rdir / "prefs.jsonl", **flags)
     train, n_train = accumulate(p.out, n, p.accumulate)
+    if p.sft is not None:  # Llama 3: the round's best answers as SFT data, then the preference step from there
+        tuned = stage("sft", sft.run, _copy(p.sft), prefs, policy, rdir / "sft", from_prefs=True, **flags, **trains)
+        policy = extra["sft"] = str(tuned)
     settings = _copy(p.dpo)
-    if p.trainer == "kto":  # each pair as a desirable and an undesirable answer
+    trainer = stages.load(p.trainer)
+    if trainer.TRAINER.records == "unpaired":  # each pair as a desirable and an undesirable answer
         rows = [u for r in io.load(train, "preferences") for u in io.unpair(r)]
-        train = write_if_changed(rdir / "train.kto.jsonl", rows)
+        train = write_if_changed(rdir / f"train.{p.trainer}.jsonl", rows)
     elif p.reference == "initial" and n > 1:
         settings.override("ref_model", p.model, "iterate reference=initial")
-    trainer = kto.run if p.trainer == "kto" else dpo.run
-    model_dir = stage(p.trainer, trainer, settings, train, policy, rdir / "model", **flags, **trains)
+    model_dir = stage(p.trainer, trainer.run, settings, train, policy, rdir / "model", **flags, **trains)
     counts = {"candidates": len(io.load(cands, "candidates")), "pairs": len(io.load(prefs, "preferences"))}
     return {"trainer": p.trainer, **counts, "train_pairs": n_train, **extra}, model_dir
 
@@ -308,14 +323,8 @@ def run(
 
 
 def command(
-    prompts: Annotated[
-        Path,
-        typer.Option("--prompts", "-p", help="Training prompts (sampled each round); --split picks a dataset's split."),
-    ],
-    by: Annotated[
-        str,
-        typer.Option("--by", help="Who picks the pairs: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL, human."),
-    ],
+    prompts: Prompts,
+    by: By,
     eval_prompts: Annotated[
         Path | None, typer.Option("--eval-prompts", help="Held-out prompts for each round's eval.")
     ] = None,

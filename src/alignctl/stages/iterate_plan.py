@@ -30,7 +30,27 @@ TRAINER_KEYS = (
     "report_to",
 )
 DEFAULT_EVAL_SPLIT = 0.1
-TRAINERS = ("dpo", "kto", "online-dpo")  # what trains each round (docs/design.md: one stage each)
+ONLINE = "online-dpo"  # the round's trainer that samples and labels with --by itself (no collect, no label)
+
+
+def trainers() -> tuple[str, ...]:
+    """What can train each round, in the registry's order: every stage whose TRL trainer trains a
+    policy on pairs (`records` preferences, or unpaired: each pair as a good and a bad answer), then
+    online-dpo. Derived from the registry, so a new preference method is a round's trainer too."""
+    from alignctl import stages
+
+    def on_pairs(name: str) -> bool:
+        trainer = getattr(stages.load(name), "TRAINER", None)
+        return trainer is not None and trainer.trains == "policy" and trainer.records in ("preferences", "unpaired")
+
+    return (*(s.name for s in stages.REGISTRY if on_pairs(s.name)), ONLINE)
+
+
+def takes_a_reference(trainer: str) -> bool:
+    """The round's trainer has a `ref_model` setting (reference=initial names the first model there)."""
+    from alignctl import config, stages
+
+    return "ref_model" in config.schema(stages.load(trainer))
 
 
 def split_prompts(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -67,14 +87,18 @@ def check(resolved: Resolved) -> None:
 
     budget.check(resolved["max_minutes"])  # each round's trainer checks it too, but only in its round
     problems = []
-    if resolved["trainer"] not in TRAINERS:
-        problems.append(f"trainer must be one of {', '.join(TRAINERS)}, got {resolved['trainer']!r}")
+    known = trainers()
+    if resolved["trainer"] not in known:
+        problems.append(f"trainer must be one of {', '.join(known)}, got {resolved['trainer']!r}")
     if resolved["reference"] not in ("previous", "initial"):
         problems.append(f"reference must be previous or initial, got {resolved['reference']!r}")
-    elif resolved["reference"] == "initial" and resolved["trainer"] != "dpo":
+    elif resolved["reference"] == "initial" and not (
+        resolved["trainer"] in known and takes_a_reference(resolved["trainer"])
+    ):
         problems.append("reference=initial needs trainer=dpo (the others use their starting model)")
-    if resolved["retrain_rm"] and resolved["trainer"] == "online-dpo":
-        problems.append("retrain_rm needs pairs: trainer dpo or kto (online-dpo labels its own samples)")
+    for need_pairs in ("retrain_rm", "sft_first"):
+        if resolved[need_pairs] and resolved["trainer"] == ONLINE:
+            problems.append(f"{need_pairs} needs pairs: a trainer on pairs such as dpo (online-dpo labels its own)")
     if problems:
         raise InputError("iterate: " + "; ".join(problems))
 
@@ -83,7 +107,7 @@ def check_source(resolved: Resolved, by: str) -> None:
     """What the reward source must be for the trainer and --retrain-rm."""
     if resolved["retrain_rm"] and not by.startswith("rm:"):
         raise InputError(f"--retrain-rm: --by must be the reward model to start from (rm:PATH), got {by!r}")
-    if resolved["trainer"] == "online-dpo" and not by.startswith(("rm:", "rule:", "judge")):
+    if resolved["trainer"] == ONLINE and not by.startswith(("rm:", "rule:", "judge")):
         raise InputError(f"trainer online-dpo labels its own samples: --by rm:, rule: or judge:, got {by!r}")
 
 
@@ -107,6 +131,7 @@ class Plan:
     trainer: str = "dpo"
     reference: str = "previous"
     rm: Resolved | None = None  # train-rm's settings with --retrain-rm
+    sft: Resolved | None = None  # sft's settings with --sft-first
 
 
 def plan(
@@ -146,9 +171,11 @@ def plan(
     own = resolved["dpo_preset"] if trainer == "dpo" else resolved["trainer_preset"] or trainer
     given = {k: resolved[k] for k in TRAINER_KEYS if resolved[k] is not None}  # --learning-rate etc.
     dpo = stage_settings(trainer, preset=own, sets=resolved["dpo_set"], flags={"seed": seed} | given)
-    rm = None
+    rm = sft = None
     if resolved["retrain_rm"]:
         rm = stage_settings("train-rm", preset=resolved["rm_preset"], sets=resolved["rm_set"], flags={"seed": seed})
+    if resolved["sft_first"]:
+        sft = stage_settings("sft", preset=resolved["sft_preset"], sets=resolved["sft_set"], flags={"seed": seed})
     eval_flags = {
         "temperature": resolved["eval_temperature"],
         "max_new_tokens": resolved["eval_max_new_tokens"],
@@ -202,4 +229,5 @@ def plan(
         trainer,
         resolved["reference"],
         rm,
+        sft,
     )

@@ -21,13 +21,14 @@ from typing import Annotated
 
 import typer
 
-from alignctl import io
 from alignctl.config import Resolved
 from alignctl.flags import Opts, Split
 from alignctl.settings import PairSettings, setting
+from alignctl.training.trainers import TRLTrainer
 
 NAME = "kto"
-TRAINER = "KTO"  # TRL's KTOTrainer: the other KTOConfig fields are settings too
+# TRL's KTOTrainer, on unpaired records (training.data.read_unpaired): the other KTOConfig fields are settings too
+TRAINER = TRLTrainer("KTO", reference=True, records="unpaired")
 
 
 @dataclass
@@ -44,28 +45,19 @@ class Settings(PairSettings):
     precompute_ref_log_probs: bool = setting(False, "Reference log-probs once before training, not at every step.")
 
 
-def read_examples(path: str | Path, split: str | None = None) -> list[dict]:
-    """KTO records from an unpaired file, or from a preference file (unpaired)."""
-    records = io.load(path, ("unpaired", "preferences"), split=split)
-    if records and "completion" in records[0]:
-        return [{k: r[k] for k in ("prompt", "completion", "label")} for r in records]
-    return [u for r in records for u in io.unpair(r)]
-
-
 def run(
     resolved: Resolved, data: Path, model: str | None, output: Path, *, split: str | None = None, **switches: bool
 ) -> Path:
-    """Train and save; returns the output dir. The shared run of dpo and kto: training.fit_policy_on_pairs."""
+    """Train and save; returns the output dir. The shared run of a policy trained on a file: training.fit_offline."""
     from alignctl import training
 
-    return training.fit_policy_on_pairs(
-        NAME,
-        "KTO",
-        read_examples,
-        resolved,
-        data,
-        model,
-        output,
+    return training.fit_offline(
+        stage=NAME,
+        trainer=TRAINER,
+        resolved=resolved,
+        data=data,
+        model=model,
+        output=output,
         count=lambda train: {"desirable": sum(r["label"] for r in train)},
         split=split,
         **switches,

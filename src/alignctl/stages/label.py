@@ -16,14 +16,23 @@ agrees, and `all` keeps every decided comparison. The judge asks both orders; di
 tie. A person (`--by human`) sees one screen per prompt when it has more than two answers
 (`--human-mode auto`): press the best's number, then the worst's, or first `e` to write a better
 answer in $EDITOR (it becomes the chosen side, `label.human_written`); `--human-mode rank` orders
-all of them (pairs from the order), `pairwise` asks every comparison.
+all of them (pairs from the order), `pairwise` asks every comparison. The screens are a Textual
+app: redrawn in place, long answers scroll in their panel, the keys that work are in the footer.
+
+Several people: `--serve` opens a page on 127.0.0.1 (another address needs `--host` and prints
+an access token) where each annotator enters a name and labels one question at a time;
+`--annotations-per-prompt K` hands each prompt to K of them, `--min-agreement` keeps the pairs
+they agree on, and every record carries its annotators and votes (docs/labelling.md):
+
+    alignctl label -c c.jsonl --by human --serve --annotations-per-prompt 2 --until-done -o prefs.jsonl
 
 Output: explicit-prompt preference records `{prompt, chosen, rejected, score_chosen,
 score_rejected, id, label}`, read by `dpo` and `train-rm` as they are. Candidates sampled
 through a chat template (`generator.chat_template`, or message prompts) become conversational
 records, so training sees the template the answers were sampled under. Every score or choice is
-journalled to `<out>.partial` as it is made; a rerun continues from there (a person's choices
-survive a change of --pairs/--min-margin), and a finished output is "up to date".
+journalled to `<out>.partial` as it is made (with `--serve`: one journal per annotator in
+`<out>.annotations/`, kept after the output is written); a rerun continues from there (people's
+choices survive a change of --pairs/--min-margin/--min-agreement), and a finished output is "up to date".
 """
 
 from __future__ import annotations
@@ -39,7 +48,9 @@ from alignctl import io
 from alignctl.config import Resolved
 from alignctl.console import console, info, warn
 from alignctl.errors import InputError
-from alignctl.flags import JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts, Split
+from alignctl.flags import By, JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts, Split
+from alignctl.labelling.core import HUMAN_MODES, Session, Stopped, questions_for
+from alignctl.labelling.votes import agreement_line
 from alignctl.prompts import training_form
 from alignctl.rewards.pairs import (
     State,
@@ -47,12 +58,14 @@ from alignctl.rewards.pairs import (
     pairs_from_comparisons,
     pairs_from_ranking,
     pairs_from_scores,
+    preference_records,
     summarize,
 )
 from alignctl.settings import setting
-from alignctl.stages.label_ask import HUMAN_MODES, Stopped, ask  # noqa: F401 (Stopped: label's error)
+from alignctl.stages.label_ask import ask_judge, check_serving, quit_message, together
 
 NAME = "label"
+DEFAULT_PORT = 8765
 PAIR_MODES = ("best-worst", "all")
 
 
@@ -71,11 +84,15 @@ class Settings:
     human_mode: str = setting(
         "auto",
         "--by human: best-worst (one screen per prompt: press the best answer's number, then the worst's; "
-        "after the best, e opens $EDITOR to write a better answer, which becomes the chosen one), rank "
-        "(press the numbers best first), pairwise (two answers at a time: a, b, t for a tie), or auto "
-        "(best-worst above 2 answers, else pairwise). v shows every answer in full (best-worst, rank); "
-        "u undoes, s skips, q stops (a rerun resumes).",
+        "after the best, e writes a better answer in $EDITOR, which becomes the chosen one), rank (the "
+        "numbers best first), pairwise (two answers at a time: a or b is better, t a tie), or auto "
+        "(best-worst above 2 answers, else pairwise). Everywhere t means all equal, s skip, u undo, q quit "
+        "(a rerun resumes).",
         flag=True,
+    )
+    annotations_per_prompt: int = setting(1, "--serve: how many different people answer each prompt (K).", flag=True)
+    min_agreement: float = setting(
+        0.0, "--serve, K >= 2: keep only pairs whose votes agree at least this much (a pair needs 2+ votes).", flag=True
     )
 
 
@@ -121,6 +138,10 @@ def check(resolved: Resolved) -> None:
         problems.append(f"human_mode must be one of {', '.join(HUMAN_MODES)}, got {resolved['human_mode']!r}")
     if resolved["judge_max_tokens"] < 1:
         problems.append(f"judge_max_tokens must be >= 1, got {resolved['judge_max_tokens']}")
+    if resolved["annotations_per_prompt"] < 1:
+        problems.append(f"annotations_per_prompt must be >= 1, got {resolved['annotations_per_prompt']}")
+    if not 0 <= resolved["min_agreement"] <= 1:
+        problems.append(f"min_agreement must be between 0 and 1, got {resolved['min_agreement']}")
     if problems:
         raise InputError("label: " + "; ".join(problems))
 
@@ -137,14 +158,21 @@ def print_summary(stats: dict[str, Any], min_margin: float) -> None:
         if min_margin
         else "dropped (< 2 distinct answers)",
         "skipped": "skipped",
+        "disagreed": "dropped (agreement below --min-agreement, or one vote)",
         "mean_chosen_words": "mean chosen length (words)",
         "mean_rejected_words": "mean rejected length (words)",
+        "annotated": "prompts with K answers",
+        "unanswered": "prompts nobody answered (yet)",
     }
     table = Table(title="label summary", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
     for k, v in stats.items():
-        table.add_row(names[k], "-" if v is None else escape(str(v)))
+        if k in names:
+            table.add_row(names[k], "-" if v is None else escape(str(v)))
+    for k, what in (("judged", "all judged pairs"), ("written", "pairs written")):
+        if stats.get("agreement", {}).get(k):
+            table.add_row(f"agreement, {what}", escape(agreement_line(stats["agreement"][k])))
     console.print(table)
     chosen, rejected = stats["mean_chosen_words"], stats["mean_rejected_words"]
     if chosen and rejected and chosen > 1.5 * rejected:
@@ -171,11 +199,16 @@ def run(
     trust_remote_code: bool = False,
     progress: bool = True,
     split: str | None = None,
+    serve: bool = False,
+    host: str | None = None,
+    port: int = DEFAULT_PORT,
+    until_done: bool = False,
 ) -> Path:
     """Label and write the preference file; returns its path. Validates before any model loads."""
     from alignctl import file_runs, readers, rewards, runs
 
     check(resolved)
+    check_serving(resolved, by, serve, host, until_done)
     records = io.load(candidates, "candidates", split=split)
     source = rewards.resolve_source(
         by,
@@ -189,13 +222,15 @@ def run(
         trust_remote_code=trust_remote_code,
     )
     rewards.check_columns([source], records, candidates)
-    if hasattr(source, "check_terminal"):
+    if hasattr(source, "check_terminal") and not serve:
         source.check_terminal()
     forms = {r["id"]: training_form(r) for r in records}
     if isinstance(source, rewards.RuleSource):  # a rule missing its column fails here, before any output
         first = records[0]
         p, cs = forms[first["id"]]
         rewards.score_records(source, [first] * len(cs), cs, [p] * len(cs))
+    person = source.kind == "human"
+    questions = questions_for(records, forms, resolved["human_mode"], person) if source.pairwise else []
     described = source.describe()
     inputs = {"candidates": readers.fingerprint(candidates, split)}
     run_ = file_runs.begin_file(
@@ -208,6 +243,13 @@ def run(
         extra={"by": by, "source": described},
         journal_key={"by": by, "source": described, "scoring": _scoring_settings(resolved, source)},
     )
+    if serve:
+        done = together(resolved, records, forms, questions, run_, (host or "127.0.0.1", port, until_done))
+        if done is None:
+            return run_.out
+        rows, stats = done
+        print_summary(stats, resolved["min_margin"])
+        return run_.finish(_unpaired(rows) if resolved["unpaired"] else rows, stats)
     if run_.up_to_date:
         runs.say_up_to_date(run_)
         return run_.out
@@ -215,8 +257,14 @@ def run(
     state = State.replay(run_.journal_records)
     try:
         with run_.appender() as journal, _bar(source, records, forms, state, progress) as advance:
-            if source.pairwise:
-                ask(source, records, forms, state, journal, advance, resolved["human_mode"])
+            session = Session(questions, forms, state, journal)
+            if person:
+                from alignctl.labelling.terminal import label_in_terminal
+
+                if label_in_terminal(session) == "quit":
+                    raise Stopped(quit_message(session, run_))
+            elif source.pairwise:
+                ask_judge(source, session, advance)
             else:
                 chunk = max(1, resolved["batch_size"] * 4 // max(1, len(records[0]["completions"])))
                 score_pointwise(source, records, forms, state, journal, chunk, advance)
@@ -225,55 +273,28 @@ def run(
         raise
 
     mode, margin = resolved["pairs"], resolved["min_margin"]
-    rows, outcomes = [], []
-    for r in records:
-        prompt, comps = forms[r["id"]]
+
+    def outcome(r: dict, comps: list):
         if r["id"] in state.rankings:
-            outcome = pairs_from_ranking(comps, state.rankings[r["id"]], mode, margin)
-        elif source.pairwise:
-            outcome = pairs_from_comparisons(comps, state.decisions.get(r["id"], {}), mode, margin)
-        else:
-            outcome = pairs_from_scores(state.scores[r["id"]], comps, mode, margin)
-        outcomes.append(outcome)
-        for pair in outcome.pairs:
-            label = {
-                "by": by,
-                "kind": described.get("kind"),
-                "source": described,
-                "pairs": mode,
-                "chosen_index": pair.chosen,
-                "rejected_index": pair.rejected,
-                "margin": round(pair.score_chosen - pair.score_rejected, 6),
-            }
-            if pair.verdict is not None:
-                label["verdict"] = pair.verdict
-            if pair.text is not None:  # written by the person, better than answer `chosen_index`
-                label["human_written"] = True
-            rows.append(
-                {
-                    "prompt": prompt,
-                    "chosen": comps[pair.chosen] if pair.text is None else _as_answer(pair.text, comps[pair.chosen]),
-                    "rejected": comps[pair.rejected],
-                    "score_chosen": pair.score_chosen,
-                    "score_rejected": pair.score_rejected,
-                    "id": r["id"],
-                    "label": label,
-                }
-            )
+            return pairs_from_ranking(comps, state.rankings[r["id"]], mode, margin)
+        if source.pairwise:
+            return pairs_from_comparisons(comps, state.decisions.get(r["id"], {}), mode, margin)
+        return pairs_from_scores(state.scores[r["id"]], comps, mode, margin)
+
+    base = {"by": by, "kind": described.get("kind"), "source": described, "pairs": mode}
+    rows, outcomes = preference_records(records, forms, outcome, base)
     stats = summarize(len(records), outcomes, rows, source.pairwise)
     print_summary(stats, margin)
-    if resolved["unpaired"]:  # for kto: each pair's answers as {prompt, completion, label}
-        rows = [
-            {**u, "id": r["id"], "score": r[side], "label_info": r["label"]}
-            for r in rows
-            for u, side in zip(io.unpair(r), ("score_chosen", "score_rejected"), strict=True)
-        ]
-    return run_.finish(rows, stats)
+    return run_.finish(_unpaired(rows) if resolved["unpaired"] else rows, stats)
 
 
-def _as_answer(text: str, like):
-    """A written answer in the form of the candidates (a string, or an assistant message list)."""
-    return [{"role": "assistant", "content": text}] if isinstance(like, list) else text
+def _unpaired(rows: list[dict]) -> list[dict]:
+    """For kto: each pair's answers as {prompt, completion, label}."""
+    return [
+        {**u, "id": r["id"], "score": r[side], "label_info": r["label"]}
+        for r in rows
+        for u, side in zip(io.unpair(r), ("score_chosen", "score_rejected"), strict=True)
+    ]
 
 
 def _scoring_settings(resolved: Resolved, source) -> dict:
@@ -329,14 +350,7 @@ def command(
             "--candidates", "-c", help="Candidates (from collect): JSONL, Parquet, JSON array, dataset dir, hub id."
         ),
     ],
-    by: Annotated[
-        str,
-        typer.Option(
-            "--by",
-            help="Reward source: rm:PATH, rule:NAME, rule:file.py:func, judge:MODEL, or human (you, at the "
-            "terminal: see --human-mode).",
-        ),
-    ],
+    by: By,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Preferences JSONL to write (never overwritten without --overwrite).")
     ] = Path("prefs.jsonl"),
@@ -345,6 +359,17 @@ def command(
     judge_key_env: JudgeKeyEnv = "OPENAI_API_KEY",
     judge_template: JudgeTemplate = None,
     split: Split = None,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="--by human: a labelling page for several people (docs/labelling.md).")
+    ] = False,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="--serve: listen here (default 127.0.0.1); another address needs the token."),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="--serve: the port (0: any free one).")] = DEFAULT_PORT,
+    until_done: Annotated[
+        bool, typer.Option("--until-done", help="--serve: stop once every prompt has its answers (else Ctrl-C).")
+    ] = False,
     *,
     resolved: Resolved,
     opts: Opts,
@@ -352,4 +377,5 @@ def command(
     """Pick chosen/rejected pairs from candidates with a reward source."""
     judge = {"judge_url": judge_url, "judge_model": judge_model, "judge_key_env": judge_key_env}
     judge["judge_template"] = judge_template
-    return run(resolved, candidates, by, output, split=split, **judge, **opts.file_switches())
+    page = {"serve": serve, "host": host, "port": port, "until_done": until_done}
+    return run(resolved, candidates, by, output, split=split, **judge, **page, **opts.file_switches())

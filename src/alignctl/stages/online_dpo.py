@@ -7,7 +7,7 @@ The chapter's "Online DPO 优化": prompts only, no preference file. Each step t
 two answers per prompt; a reward model (`--reward rm:PATH`), a rule (`--reward rule:NAME`) or
 a pairwise LLM judge (`--judge MODEL`, or `--judge-url` + `--judge-model` for an
 OpenAI-compatible endpoint) decides which is chosen, and the pair is trained on with DPO's loss
-at once. TRL's `OnlineDPOTrainer` (in `trl.experimental`, imported through `alignctl.training`)
+at once. TRL's `OnlineDPOTrainer` (in `trl.experimental`, declared in `TRAINER`)
 takes reward functions only; the judge reaches it as one (`rewards.trl_adapters.JudgeReward`).
 Judge verdicts are written to `judged.jsonl` in the output dir. Generation uses the KV cache: gradient
 checkpointing stays off on CPU (with it on, TRL generates without the cache, ~10x slower).
@@ -23,12 +23,21 @@ import typer
 
 from alignctl.config import Resolved
 from alignctl.errors import InputError
-from alignctl.flags import JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts, Split
+from alignctl.flags import JudgeKeyEnv, JudgeModel, JudgeTemplate, JudgeUrl, Opts, Prompts, Rewards, Split, Strict
 from alignctl.rewards.trl_adapters import REWARD_HELP, build_judge
 from alignctl.settings import OnlineSettings, setting
+from alignctl.training.trainers import TRLTrainer, masked_online_dpo_stats
 
 NAME = "online-dpo"
-TRAINER = "OnlineDPO"  # TRL's OnlineDPOTrainer: the other OnlineDPOConfig fields are settings too
+# TRL's OnlineDPOTrainer, experimental in TRL 1.16, with its logged KL fixed (masked_online_dpo_stats):
+# the other OnlineDPOConfig fields are settings too
+TRAINER = TRLTrainer(
+    "OnlineDPO",
+    where="trl.experimental.online_dpo",
+    reference=True,
+    records="prompts",
+    adapt=masked_online_dpo_stats,
+)
 JUDGE_LOG = "judged.jsonl"
 
 
@@ -84,9 +93,13 @@ def run(
         judged.append(trl_adapters.JudgeReward(judge, run.work / JUDGE_LOG if runs.is_main_process() else None))
         return judged
 
-    where = (NAME, TRAINER, resolved, prompts, model, output)
     return training.fit_online(
-        *where,
+        stage=NAME,
+        trainer=TRAINER,
+        resolved=resolved,
+        prompts=prompts,
+        model=model,
+        output=output,
         reward_funcs=reward_funcs,
         described=[s.describe() for s in sources] if sources else [judge.describe()],
         sources=sources,
@@ -99,15 +112,8 @@ def run(
 
 
 def command(
-    prompts: Annotated[
-        Path,
-        typer.Option(
-            "--prompts", "-p", help="Prompts (no answers needed): JSONL, Parquet, JSON array, dataset dir, hub id."
-        ),
-    ],
-    reward: Annotated[
-        list[str] | None, typer.Option("--reward", "-r", help=f"Reward source (repeatable): {REWARD_HELP}.")
-    ] = None,
+    prompts: Prompts,
+    reward: Rewards = None,
     judge: Annotated[
         str | None,
         typer.Option("--judge", help="Pairwise judge: a local chat model (dir or alias); with --judge-url, its name."),
@@ -116,9 +122,7 @@ def command(
     judge_model: JudgeModel = None,
     judge_template: JudgeTemplate = None,
     judge_key_env: JudgeKeyEnv = "OPENAI_API_KEY",
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Reject prompts over max_prompt_length instead of truncating them.")
-    ] = False,
+    strict: Strict = False,
     split: Split = None,
     *,
     resolved: Resolved,

@@ -17,13 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from alignctl import io
 from alignctl.config import Resolved, adjust_for_device
 from alignctl.flags import Opts, PrefsData, Split
 from alignctl.settings import PairSettings, setting
+from alignctl.training.trainers import TRLTrainer
 
 NAME = "train-rm"
-TRAINER = "Reward"  # TRL's RewardTrainer: the other RewardConfig fields are settings too
+# TRL's RewardTrainer: the other RewardConfig fields are settings too
+TRAINER = TRLTrainer("Reward", trains="reward model")
 MODEL_HELP = (
     "Base model the reward model starts from (it gets a new one-output score head): a HF model dir, "
     "a hub id, or the alias smollm2-135m (default)."
@@ -44,12 +45,6 @@ class Settings(PairSettings):
     eval_steps: int | None = 50
     lora_r: int = setting(32, "LoRA rank (chapter: 32).", flag=True)
     lora_alpha: int = setting(16, "LoRA alpha (chapter: 16).", flag=True)
-
-
-def read_prefs(path: str | Path, split: str | None = None) -> list[dict]:
-    """Preference records trimmed to the fields a reward model trains on."""
-    records = io.load(path, "preferences", split=split)
-    return [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in records]
 
 
 def pair_accuracy(trainer, dataset) -> dict[str, float]:
@@ -101,10 +96,18 @@ def run(
     """
     from alignctl import models, training
     from alignctl.console import note
+    from alignctl.training.data import READERS
 
     switches = {"overwrite": False, "force": False, "resume": False, "merge": True} | switches
-    run_, model_path, train_recs, eval_recs = training.begin_on_prefs(
-        NAME, resolved, data, read_prefs, model, output, split=split, **switches
+    run_, model_path, train_recs, eval_recs = training.begin_offline(
+        stage=NAME,
+        resolved=resolved,
+        data=data,
+        read=READERS[TRAINER.records],
+        model=model,
+        output=output,
+        split=split,
+        **switches,
     )
     if run_.up_to_date:
         return run_.out

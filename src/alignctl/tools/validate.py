@@ -9,7 +9,9 @@ table) on stderr (not only the first, which is all a stage shows before it stops
 on stdout: record count, shape (standard/conversational, implicit/explicit prompt), duplicates,
 identical pairs, length percentiles (tokens of `--model`; else words, a CJK character counting as
 one), how many records were whole conversations whose prompt turns were split off and, for
-preferences, how much longer the chosen answers are than the rejected ones. Exit code 2 when any
+preferences, how much longer the chosen answers are than the rejected ones and, for a file labelled
+by several people (`label --serve`), their agreement: the same figures `label` printed for the
+pairs it wrote (Krippendorff's alpha over the records' `label.votes`, mean per-pair agreement). Exit code 2 when any
 file has a problem, so `alignctl validate data/*.jsonl && make train` stops early.
 
 The length ratio is there because of the chapter ("PPO 训练细节及超参数", the Reward Hacking
@@ -33,6 +35,7 @@ from rich.markup import escape
 from alignctl import io
 from alignctl.console import console
 from alignctl.errors import InputError
+from alignctl.labelling.votes import agreement_line, from_records
 
 # "systematically longer": chosen is the longer answer in at least this share of pairs, and the
 # mean lengths differ by at least this factor; below MIN_PAIRS the share says little.
@@ -122,15 +125,23 @@ def file_stats(result: io.ReadResult, lengths: Lengths) -> dict[str, Any]:
             "rejected": summarize(rejected_len),
         }
         stats["length_ratio"] = length_ratio(chosen_len, rejected_len)
+        agreed = from_records(recs)
+        if agreed is not None:
+            stats["agreement"] = agreed
     else:
+        if result.kind == "completions":  # as sft reads them: a conversation's answer is its last turn
+            from alignctl.training.data import prompt_completion
+
+            recs = [prompt_completion(r) for r in recs]
         stats["shapes"] = dict(Counter(_prompt_shape(r["prompt"]) for r in recs))
         # unpaired: one prompt has several answers, so a duplicate is the same prompt and answer
         seen = Counter(_canonical([r["prompt"], r.get("completion")]) for r in recs)
         stats["duplicates"] = sum(n - 1 for n in seen.values())  # same prompt text under another id
         stats["lengths"] = {"prompt": summarize(lengths([r["prompt"] for r in recs]))}
+        if result.kind in ("unpaired", "completions"):
+            stats["lengths"]["completion"] = summarize(lengths([r["completion"] for r in recs]))
         if result.kind == "unpaired":
             stats["desirable"] = sum(1 for r in recs if r["label"])
-            stats["lengths"]["completion"] = summarize(lengths([r["completion"] for r in recs]))
         if result.kind == "candidates":
             counts = [len(r["completions"]) for r in recs]
             stats["completions_per_record"] = {"min": min(counts, default=0), "max": max(counts, default=0)}
@@ -206,6 +217,8 @@ def render(report: dict[str, Any], unit: str) -> str:
             f"  chosen/rejected  {ratio['mean_ratio']:.2f}x mean length; chosen longer in "
             f"{ratio['chosen_longer']:.0%} of pairs, shorter in {ratio['chosen_shorter']:.0%}"
         )
+    if s.get("agreement"):
+        lines.append(f"  agreement        {agreement_line(s['agreement'])}")
     return "\n".join(lines)
 
 
@@ -241,7 +254,7 @@ def command(
         str | None,
         typer.Option(
             "--kind",
-            help="prompts, candidates, preferences or unpaired (default: guessed from the first record).",
+            help=f"{', '.join(io.KINDS)} (default: guessed from the first record).",
         ),
     ] = None,
     model: Annotated[

@@ -1,17 +1,17 @@
-"""Everything alignctl knows about TRL, for the TRL-backed stages (dpo, train-rm, grpo, online-dpo).
+"""Everything alignctl knows about TRL, for the stages backed by a TRL trainer (each declares it:
+`TRAINER = TRLTrainer(...)`, `training.trainers`).
 
 We adapt to TRL, we do not subclass it (docs/design.md, "Decisions"): build TRL's config from the resolved settings
 (same field names, no mapping table), add our callbacks (metrics.jsonl, a rich progress bar),
 train, and report the final metrics. Which TRL config fields are ours to set (`MANAGED`) or never
-TRL's (`OWN_KEYS`), and every import from `trl.experimental` (`online_dpo`), live here too: TRL
-is pinned `>=1.16,<1.17` (pyproject.toml) and moves experimental trainers between minor releases
-(1.13 removed PPO), so when the pin moves this module is the one to check.
+TRL's (`OWN_KEYS`), and where TRL keeps each trainer, are in `trainers.py`; the shared run
+skeletons are in `fit.py`, the records each trainer reads in `data.py`. Nothing here branches on
+the method: what differs between trainers is in their declaration.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,34 +20,16 @@ from alignctl.runs import Run, is_main_process
 from alignctl.training.callbacks import budget_of
 from alignctl.training.callbacks import callbacks as callbacks
 from alignctl.training.callbacks import trim_metrics_for_resume as trim_metrics_for_resume
-from alignctl.training.fit import begin_on_prefs as begin_on_prefs
+from alignctl.training.fit import begin_offline as begin_offline
 from alignctl.training.fit import begin_run as begin_run
+from alignctl.training.fit import fit_offline as fit_offline
+from alignctl.training.fit import fit_on_rewards as fit_on_rewards
 from alignctl.training.fit import fit_online as fit_online
-from alignctl.training.fit import fit_policy_on_pairs as fit_policy_on_pairs
 from alignctl.training.fit import split_records as split_records
+from alignctl.training.trainers import OWN_KEYS, TRLTrainer
 
 if TYPE_CHECKING:
     from alignctl.config import Resolved
-
-# TRL config fields alignctl sets itself, and what to do instead (config.resolve refuses them)
-MANAGED = {
-    "output_dir": "use --output",
-    "disable_tqdm": "alignctl shows its own progress bar",
-    "save_strategy": "set save_steps (null: no checkpoints)",
-    "logging_first_step": "alignctl always logs the first step",
-    "use_cpu": "alignctl sets it from the machine",
-}
-# settings that are ours (LoRA, data split, ...) and never go into a TRL config
-OWN_KEYS = {
-    "use_peft",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "lora_target_modules",
-    "eval_split",
-    "max_prompt_length",
-    "merge",
-}
 
 
 def trl_kwargs(config_cls: type, resolved: Resolved, run: Run, **extra: Any) -> dict[str, Any]:
@@ -67,44 +49,34 @@ def trl_kwargs(config_cls: type, resolved: Resolved, run: Run, **extra: Any) -> 
     return kwargs
 
 
-def online_dpo() -> tuple[type, type]:
-    """`(OnlineDPOConfig, OnlineDPOTrainer)` from `trl.experimental.online_dpo` (TRL 1.16)."""
-    # the one acknowledged use of trl.experimental: its import-time warning says what this module is for
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
-
-    class MaskedStatsOnlineDPOTrainer(OnlineDPOTrainer):
-        """TRL's trainer with its logged objective/kl and objective/entropy over the answers' own
-        tokens: TRL 1.16 sums them over the padding after EOS too (huggingface/trl#6803), which made
-        the KL we logged swing from -10 to +110 with the amount of padding in a batch. Zero log-probs
-        at padding; the loss masks padding itself, so training is unchanged."""
-
-        def _forward(self, model, prompt_ids, prompt_mask, completion_ids, completion_mask, *rest, **kw):
-            logprobs = super()._forward(model, prompt_ids, prompt_mask, completion_ids, completion_mask, *rest, **kw)
-            return logprobs * completion_mask.to(logprobs.dtype)
-
-    return OnlineDPOConfig, MaskedStatsOnlineDPOTrainer
-
-
-def trl_classes(name: str) -> tuple[type, type]:
-    """(config class, trainer class) of a TRL trainer by its name: DPO, KTO, Reward, GRPO, OnlineDPO."""
-    if name == "OnlineDPO":
-        return online_dpo()
-    import trl
-
-    return getattr(trl, f"{name}Config"), getattr(trl, f"{name}Trainer")
-
-
-def make_trainer(name: str, run: Run, resolved: Resolved, model, tokenizer, train_data, eval_data=None, **kwargs):
-    """TRL's `<name>Trainer`, its config built from the resolved settings, with our callbacks.
+def make_trainer(
+    trainer: TRLTrainer,
+    run: Run,
+    resolved: Resolved,
+    model,
+    tokenizer,
+    train_data,
+    eval_data=None,
+    *,
+    engine=None,
+    **kwargs,
+):
+    """The stage's TRL trainer (its declaration: `training.trainers`), its config built from the
+    resolved settings, with our callbacks.
 
     `train_data` / `eval_data`: records (lists of dicts) or datasets. Periodic evaluation runs every
     `eval_steps` when there is eval data and eval_steps is set. LoRA comes from the settings
-    unless `peft_config` is given (train-rm's score head needs its own).
+    unless `peft_config` is given (train-rm's score head needs its own). `engine`: alignctl's
+    rollout engine samples instead of transformers (engine_hooks.py).
     """
     from datasets import Dataset
 
-    config_cls, trainer_cls = trl_classes(name)
+    config_cls, trainer_cls = trainer.classes()
+    if engine is not None:
+        from alignctl.training.engine_hooks import plug
+
+        trainer_cls, hooks = plug(trainer_cls, engine)
+        kwargs.update(hooks)
 
     def dataset(data):
         return Dataset.from_list(data) if isinstance(data, list) else data

@@ -32,16 +32,17 @@ import typer
 
 from alignctl.config import Resolved
 from alignctl.errors import InputError
-from alignctl.flags import Opts, Split
-from alignctl.settings import setting
+from alignctl.flags import Opts, Prompts, Rewards, Split
+from alignctl.settings import RolloutSettings, setting
 
 NAME = "ppo"
 PPO = "PPO"  # help panel
 
 
 @dataclass
-class Settings:
-    """Built-in defaults (TRL 1.12 PPOConfig's names and defaults); the `ppo` preset is the chapter's."""
+class Settings(RolloutSettings):
+    """Built-in defaults (TRL 1.12 PPOConfig's names and defaults); the `ppo` preset is the chapter's.
+    The sampler (`backend`, hf or alignctl's vLLM rollout engine) comes from RolloutSettings."""
 
     response_length: int = setting(53, "Tokens sampled per answer (chapter: 53).", flag=True, panel=PPO)
     temperature: float = setting(
@@ -220,6 +221,9 @@ def run(
     rm_path, source = reward_source(reward_model, reward)
     check_columns([source] if source else [], records, prompts)
     model_path = models.resolve_model(model)
+    from alignctl.training.engine_hooks import Sampler
+
+    sampler = Sampler(resolved, cuda=models.has_cuda(), trl=False)  # a missing vllm: one line, before loading
     run_ = training.begin_run(
         NAME,
         resolved,
@@ -262,37 +266,46 @@ def run(
         m.to(acc.device)
     tok = rollout.Tokens(tokenizer, stop_id, int(tokenizer.pad_token_id))
     budget = Budget(resolved["max_minutes"])
-    final = trainer.train(acc, roles, encoded, records, resolved.values, tok, run_, source=source, budget=budget)
+    engine = sampler.start(model_path, roles.policy, resolved, trust_remote_code=trust_remote_code)
+    try:
+        final = trainer.train(
+            acc, roles, encoded, records, resolved.values, tok, run_, source=source, budget=budget, engine=engine
+        )
+    finally:
+        sampler.close()
+    described = sampler.describe()
+    if engine is not None:
+        final.update(engine.metrics())
+        described["logprobs"] = rollout.logprob_source(engine, roles.policy)
     acc.wait_for_everyone()
     acc.end_training()  # closes the --report-to trackers and the process group (every rank exits clean)
     if runs.is_main_process():
         training.remove_checkpoints(run_)
         roles_mod.save_value(roles, run_.work / "value", tokenizer, merge=merge)
         models.save_model(roles.policy, tokenizer, run_.work, merge=merge)
-    extra = {"records": {"prompts": len(records)}, "value_model": "value", "training": budget.summary()}
+    extra = {
+        "records": {"prompts": len(records)},
+        "value_model": "value",
+        "training": budget.summary(),
+        "sampler": described,
+    }
     return run_.finish(final, extra=extra)
 
 
 def command(
-    prompts: Annotated[
-        Path,
-        typer.Option(
-            "--prompts",
-            "-p",
-            help="Prompts ({'prompt': ...}): JSONL, Parquet, JSON array, dataset dir, hub id with --split.",
-        ),
-    ],
+    prompts: Prompts,
     reward_model: Annotated[
-        str | None, typer.Option("--reward-model", "-r", help="Reward model dir (e.g. train-rm's output).")
+        str | None,
+        typer.Option("--reward-model", help="Reward model dir (e.g. train-rm's output); the same as --reward rm:DIR."),
     ] = None,
-    reward: Annotated[
-        str | None, typer.Option("--reward", help="Instead of a reward model: rule:NAME, rule:file.py:func, rm:DIR.")
-    ] = None,
+    reward: Rewards = None,
     split: Split = None,
     *,
     resolved: Resolved,
     opts: Opts,
 ) -> Path:
     """Train a policy with PPO against a reward model or a rule."""
-    rewards = {"reward_model": reward_model, "reward": reward}
+    if reward and len(reward) > 1:
+        raise InputError(f"ppo takes one --reward (its score at the answer's end), got {len(reward)}")
+    rewards = {"reward_model": reward_model, "reward": reward[0] if reward else None}
     return run(resolved, prompts, opts.model, opts.output, split=split, **rewards, **opts.switches())

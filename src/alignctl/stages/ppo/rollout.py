@@ -140,6 +140,31 @@ def generate(policy, ids, mask, s: dict, stop_id: int | None, pad_id: int, chunk
     return tokens, torch.cat([torch.nn.functional.pad(lp, (0, width - lp.size(1))) for lp in lps])
 
 
+def sample_with_engine(engine, prompt_ids: list[list[int]], s: dict, stop_id: int | None, pad_id: int, seeds, device):
+    """`generate`'s result from alignctl's rollout engine (vLLM): responses `[B, T]` right-padded
+    with `pad_id` and the engine's log-probs of the sampled tokens (after temperature)."""
+    import torch
+
+    samples = engine.generate(
+        prompt_ids,
+        n=1,
+        temperature=float(s["temperature"]),
+        top_p=float(s["top_p"]),
+        top_k=int(s["top_k"]),
+        max_tokens=int(s["response_length"]),
+        stop_token_ids=[stop_id] if stop_id is not None else [],
+        seeds=seeds,
+    )
+    rows = [group[0] for group in samples]
+    width = max(1, max(len(r.token_ids) for r in rows))
+    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    logprobs = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r.token_ids)] = torch.tensor(r.token_ids, dtype=torch.long)
+        logprobs[i, : len(r.logprobs)] = torch.tensor(r.logprobs, dtype=torch.float32)
+    return tokens.to(device), logprobs.to(device)
+
+
 def response_logprobs(model, qr, attn, pos, width: int, temperature: float, chunk: int, layer: int = 0):
     """Log-probs of the response tokens under `model` (a causal LM), `[B, T]`, chunked; and, when
     `layer` > 0, the hidden state entering that decoder layer (else None)."""
@@ -200,6 +225,8 @@ def collect(
     source=None,
     device="cpu",
     critic=None,
+    engine=None,
+    seeds=None,
 ) -> tuple[Experience, Any]:
     """Roll out one batch and compute everything PPO's epochs need (chapter steps 1-2).
 
@@ -208,14 +235,24 @@ def collect(
     before any update) and are returned with their graph for that step to backprop through,
     saving one critic forward per update. The trainer passes it when the first mini-batch is the
     whole local batch in one micro-batch.
+
+    `engine` (alignctl's vLLM rollout engine, holding the policy's current weights) samples instead
+    of `policy.generate`, one request per prompt seeded by `seeds`. Its log-probs stand in for the
+    policy's when it runs in the policy's dtype (they agree to float rounding: docs/performance.md);
+    otherwise the policy recomputes them, so PPO's ratio and KL are always the policy's own.
     """
     import torch
 
     with torch.no_grad():
-        return _collect(roles, prompt_ids, records, s, tok, source, device, critic)
+        return _collect(roles, prompt_ids, records, s, tok, source, device, critic, engine, seeds)
 
 
-def _collect(roles, prompt_ids, records, s, tok, source, device, critic):
+def logprob_source(engine, policy) -> str:
+    """Where PPO's old log-probs come from: `engine` (same dtype as the policy) or `policy` (recomputed)."""
+    return "engine" if engine.dtype == str(policy.dtype).removeprefix("torch.") else "policy"
+
+
+def _collect(roles, prompt_ids, records, s, tok, source, device, critic, engine, seeds):
     import torch
 
     from alignctl import rlmath
@@ -225,7 +262,10 @@ def _collect(roles, prompt_ids, records, s, tok, source, device, critic):
     stop_id, pad_id = tok.stop_id, tok.pad_id
     ids, pmask = left_pad(prompt_ids, pad_id)
     ids, pmask = ids.to(device), pmask.to(device)
-    responses, logprobs = generate(roles.policy, ids, pmask, s, stop_id, pad_id, chunk)
+    if engine is None:
+        responses, logprobs = generate(roles.policy, ids, pmask, s, stop_id, pad_id, chunk)
+    else:
+        responses, logprobs = sample_with_engine(engine, prompt_ids, s, stop_id, pad_id, seeds, device)
     eos = tok.eos_id
     has_eos = (responses == eos).any(-1) if eos is not None else torch.zeros_like(responses[:, 0], dtype=torch.bool)
     if stop_id is not None:
@@ -236,6 +276,8 @@ def _collect(roles, prompt_ids, records, s, tok, source, device, critic):
     qr = torch.cat([ids, responses], dim=1)
     attn = torch.cat([pmask, mask], dim=1)
     pos = position_ids(attn)
+    if engine is not None and logprob_source(engine, roles.policy) == "policy":
+        logprobs = response_logprobs(roles.policy, qr, attn, pos, width, temperature, chunk)[0]
 
     # Frozen passes first: switching a LoRA adapter off and on toggles requires_grad, which must not
     # happen while a graph through those weights (the `critic` below) is alive. The frozen layers

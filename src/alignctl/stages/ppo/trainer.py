@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alignctl.console import console, warn
+from alignctl.generation.sampling import row_seed
 from alignctl.runs import Run
 from alignctl.training.budget import Budget
 from alignctl.training.callbacks import elapsed, elapsed_before_resume
@@ -265,9 +266,11 @@ def train(
     *,
     source=None,
     budget: Budget | None = None,
+    engine=None,
 ) -> dict[str, Any]:
     """Run every update (continuing from `run.resume_from`) or until `budget` (--max-minutes) is
-    spent; returns the final metrics."""
+    spent; returns the final metrics. `engine`: alignctl's vLLM rollout engine samples, and takes
+    the policy's weights after every update (and after a resumed run loads its checkpoint)."""
     import torch
     from transformers import get_scheduler
 
@@ -324,7 +327,15 @@ def train(
             idx = rollout.batch_indices(update - 1, plan.batch_size, len(prompt_ids), int(s["seed"]))
             mine = idx[rank * plan.local_batch : (rank + 1) * plan.local_batch]
             batch = [prompt_ids[i] for i in mine], [records[i] for i in mine]
-            exp, graph = rollout.collect(roles, *batch, s, tok, source=source, device=acc.device, critic=fuse)
+            sampling = {}
+            if engine is not None:
+                if update == start + 1 and start > 0:  # resumed: the checkpoint's weights, not the model dir's
+                    engine.sync(roles.policy)
+                tag = f"ppo:{update}:{rank}"
+                sampling = {"engine": engine, "seeds": [row_seed(int(s["seed"]), tag, i) for i in range(len(mine))]}
+            exp, graph = rollout.collect(
+                roles, *batch, s, tok, source=source, device=acc.device, critic=fuse, **sampling
+            )
             t1 = time.perf_counter()
             lr_now = scheduler.get_last_lr()[0]
             metrics = {
@@ -333,6 +344,7 @@ def train(
             }
             scheduler.step()
             steps += int(s["num_ppo_epochs"]) * plan.mini_batches
+            sync_s = engine.sync(roles.policy) if engine is not None and update < plan.num_updates else 0.0
             keys = sorted(metrics)
             reduced = acc.reduce(torch.tensor([metrics[k] for k in keys], device=acc.device), reduction="mean")
             metrics = dict(zip(keys, reduced.tolist(), strict=True))
@@ -340,6 +352,8 @@ def train(
             t2 = time.perf_counter()
             row = {"step": update, "episode": update * plan.batch_size, "lr": lr_now, **metrics}
             row.update({"time/rollout": t1 - t0, "time/update": t2 - t0})
+            if engine is not None:
+                row["time/weight_sync"] = sync_s
             stop = budget.end_step(update, last=update == plan.num_updates)  # the same answer on every rank
             row["elapsed"] = elapsed(budget, before)  # after end_step: the update's end, as TRL stages
             if main:
