@@ -57,6 +57,7 @@ CHAPTER = {
         "max_completion_length": 256,
         "beta": 0.04,
         "backend": "auto",  # --use_vllm True: vLLM wherever it can run (TRL's use_vllm on CUDA)
+        "vllm_dtype": "auto",  # alignctl's engine samples in the policy's own dtype, as the policy itself would
         "loss_type": "grpo",  # per-answer token mean, then the mean over answers (before TRL PR #2881)
         "scale_rewards": "group",
         "learning_rate": 1e-6,
@@ -87,6 +88,7 @@ CHAPTER = {
         # alignctl-only settings, at the value that trains what the chapter's run trained
         "value_trainable_layers": 1.0,  # TRL's value model is a full copy: every layer trains
         "value_learning_rate": None,  # TRL trains policy and value with one optimizer, one rate
+        "vllm_dtype": "auto",  # an engine samples in the policy's own dtype, as the policy itself would
     },
 }
 CHAPTER["ppo-full"] = CHAPTER["ppo"]  # the chapter's PPO run with no departure
@@ -104,6 +106,10 @@ NEUTRAL = {
     "max_prompt_length": "cuts only prompts over it, with a printed count (ppo: 512 tokens; grpo: the chapter's 512)",
     "ref_model": "unset: the reference is the starting policy, as in TRL",
     "eval_split": "which records are held out for evaluation, not how training runs",
+    "backend": "which engine samples the answers (transformers or vLLM): the same policy and sampling settings",
+    "vllm_kv_cache_gib": "the engine's memory, not what it samples",
+    "vllm_gpu_memory_utilization": "the engine's memory, not what it samples",
+    "vllm_enable_sleep_mode": "frees the engine's memory while the policy trains",
 }
 PPO_1_12 = set(
     "response_length temperature kl_coef kl_estimator gamma lam cliprange cliprange_value vf_coef num_ppo_epochs "
