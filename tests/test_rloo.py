@@ -101,7 +101,7 @@ def test_trl_advantage_is_the_leave_one_out_baseline(tiny_lm):
         (["-r", "judge:x"], "a pairwise source compares two answers"),
         (["-r", "rule:lenght"], "lenght"),
         (["-r", "rule:length", "--reward-weights", "1,2"], "2 values for 1 reward source"),
-        (["-r", "rule:length", "--num-generations", "1"], "num_generations=1: rloo compares answers within a group"),
+        (["-r", "rule:length", "--num-generations", "1"], "--num-generations: num_generations must be >= 2, got 1"),
         (["-r", "rule:length", "--set", "num_generatoins=4"], "did you mean 'num_generations'"),
     ],
 )
