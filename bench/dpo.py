@@ -2,7 +2,7 @@
 
 Same data (examples/prefs.jsonl, 24 pairs), config (the dpo-cpu preset's values), steps, and the
 same final save (LoRA merged). Both are whole processes: imports, loading, training, saving.
-Target (issue 2): alignctl <= 1.05x the bare script.
+Target: alignctl <= 1.05x the bare script.
 """
 
 from __future__ import annotations

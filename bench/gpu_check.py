@@ -1,4 +1,4 @@
-"""The GPU check (issue 12): run it whenever a machine with one CUDA GPU is at hand, and record the
+"""The GPU check: run it whenever a machine with one CUDA GPU is at hand, and record the
 figures in docs/performance.md. Planned to finish in under 8 minutes on one GPU.
 
     python bench/gpu_check.py                 # install the CUDA builds, measure, write bench/gpu_check.jsonl

@@ -2,7 +2,7 @@
 
 Same prompts (examples/qa/train.jsonl), config (the grpo preset as it runs on CPU: beta 0.04,
 temperature 0.9; 4 generations x 2 prompts x 32 new tokens), reward (-words/100: alignctl's
-rule:length), steps, and final save. Target (issue 4): alignctl <= 1.05x the bare script.
+rule:length), steps, and final save. Target: alignctl <= 1.05x the bare script.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The local judge (`label --by judge:smollm2-135m`): verdicts/s before and after issue 12.
+"""The local judge (`label --by judge:smollm2-135m`): verdicts/s before and after it was batched.
 
 Same judge model (SmolLM2-135M, fp32), same default template, same 3 prompts x 4 answers (6 pairs
 per prompt, each asked in both orders: 36 verdicts, one letter each):

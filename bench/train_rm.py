@@ -2,7 +2,7 @@
 
 Same data (examples/prefs.jsonl, 24 pairs), config (the train-rm preset as it runs on CPU, batch 4,
 max_length 128), steps, and final save (LoRA merged, score head included).
-Target (issue 4): alignctl <= 1.05x the bare script.
+Target: alignctl <= 1.05x the bare script.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ TASKS = {
 }
 # What each method runs, as alignctl arguments after `alignctl <stage>`. {data}, {prompts},
 # {reward}, {rm}, {tokens} are filled per task. Learning rates are CPU-budget rates (LoRA starts
-# at zero and needs a larger rate than the chapter's full fine-tuning ones; design.md, "What
+# at zero and needs a larger rate than the chapter's full fine-tuning ones; docs/design.md, "What
 # learns in a CPU budget"); everything else is the stage's preset. grpo takes 16 completions per
 # update (4 prompts x 4 samples): with 8 (2 prompts) its updates were noisier and it lost more of
 # the base model's right answers on QA (docs/results.md, the tuning runs).

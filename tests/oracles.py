@@ -1,7 +1,7 @@
 """The chapter's formulas that alignctl leaves to TRL: test oracles, not library code.
 
 DPO and reward-model losses and GRPO advantages are computed inside TRL's trainers; these small
-torch functions are the chapter's formulas (spec/alignment-chapter.zh.md), hand-checked in
+torch functions are the chapter's formulas (the chapter "对齐训练", docs/design.md), hand-checked in
 `test_oracles.py` and compared with what TRL computes in `test_dpo.py`, `test_train_rm.py` and
 `test_grpo.py`.
 """

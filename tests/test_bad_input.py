@@ -307,6 +307,92 @@ def test_model_path_is_a_file(tmp_path, cli):
     assert "not a directory" in err
 
 
+def _no_run_no_model(monkeypatch) -> None:
+    """A test's proof that an error came first: opening the run or loading a model fails it."""
+    from alignctl import runs
+
+    monkeypatch.setattr(runs, "begin", lambda *a, **k: pytest.fail("the run's output was opened"))
+    monkeypatch.setattr(models, "load_tokenizer", lambda *a, **k: pytest.fail("a model started loading"))
+
+
+def test_a_hub_id_offline_and_not_cached_is_one_line_before_anything(tmp_path, cli, monkeypatch):
+    _no_run_no_model(monkeypatch)
+    args = ("dpo", "--data", _prefs(tmp_path), "--model", "no-org/no-such-model", "-o", tmp_path / "out")
+    err = fails_writing_nothing(cli, tmp_path, *args)
+    assert "no-org/no-such-model: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set" in err
+
+
+class _HubWithoutTheRepo:
+    """A stand-in for the Hugging Face Hub on 127.0.0.1 that has no repository at all (404 with the
+    hub's RepoNotFound code), counting the requests it gets."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+        self.requests: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                outer.requests.append(f"{self.command} {self.path}")
+                body = b'{"error": "Repository not found"}'
+                self.send_response(404)
+                self.send_header("X-Error-Code", "RepoNotFound")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_HEAD = do_GET
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_a_hub_id_the_hub_does_not_have_is_one_line_before_anything(tmp_path, cli, monkeypatch):
+    import huggingface_hub.constants
+
+    hub = _HubWithoutTheRepo()
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read at its import
+        _no_run_no_model(monkeypatch)
+        args = ("dpo", "--data", _prefs(tmp_path), "--model", "no-org/no-such-model", "-o", tmp_path / "out")
+        err = fails_writing_nothing(cli, tmp_path, *args)
+    finally:
+        hub.close()
+    assert "no-org/no-such-model: no such model on the Hugging Face Hub" in err
+    assert [r for r in hub.requests if "/models/" in r] == ["GET /api/models/no-org/no-such-model"], hub.requests
+
+
+def test_subprocess_no_network_is_one_line_at_once(tmp_path, run):
+    """The hub out of reach (here: a port nobody listens on): one line within seconds, not a
+    minute of retries per file, and nothing written."""
+    import time
+
+    env = {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    prefs = _prefs(tmp_path)
+    before = snapshot(tmp_path)
+    start = time.monotonic()
+    proc = run("dpo", "--data", prefs, "--model", "no-org/no-such-model", "-o", tmp_path / "out", env=env, cwd=tmp_path)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2 and "cannot reach the Hugging Face Hub" in _one_error_line(proc), proc.stderr[-2000:]
+    others = [ln for ln in proc.stderr.splitlines() if not ln.startswith(("error:", "note: eval_steps"))]
+    assert others == [], proc.stderr[-2000:]  # no retry messages
+    assert elapsed < 40, elapsed  # start-up included; the retries took 50 s before
+    assert snapshot(tmp_path) == before
+
+
 def test_reward_model_with_two_labels(tmp_path, tiny_lm):
     model = _model_dir(
         tmp_path, tiny_lm, architectures=["LlamaForSequenceClassification"], id2label={"0": "bad", "1": "good"}
@@ -430,8 +516,30 @@ def test_file_output_that_is_a_directory(tmp_path, cli):
         (["--set", "use_peft=maybe"], "use_peft must be true/false"),
         (["--preset", "dpo-cpx"], "--preset dpo-cpx: no such preset; did you mean 'dpo-cpu'?"),
         (["--preset", "grpo"], "--preset grpo: it is a preset for 'grpo', not 'dpo'"),
-        (["--eval-split", "1.5"], "--eval-split 1.5: a fraction must be between 0 and 1"),
+        (["--eval-split", "1.5"], "--eval-split: eval_split must be in [0, 1) or a file that exists, got '1.5'"),
         (["--eval-split", "held-out.jsonl"], "held-out.jsonl: file not found"),
+        # each setting against its domain (domains.py), before any model loads
+        (["--beta", "-1"], "--beta: beta must be > 0, got -1.0"),
+        (["--beta", "0"], "--beta: beta must be > 0, got 0.0"),
+        (["--learning-rate", "-1"], "--learning-rate: learning_rate must be > 0, got -1.0"),
+        (["--batch-size", "0"], "--batch-size: per_device_train_batch_size must be >= 1, got 0"),
+        (["--lora-r", "0"], "--lora-r: lora_r must be >= 1, got 0"),
+        (["--epochs", "0"], "--epochs: num_train_epochs must be > 0, got 0.0"),
+        (["--max-steps", "0"], "--max-steps: max_steps must be -1 or >= 1, got 0"),
+        (["--seed", "-1"], "--seed: seed must be in [0, 4294967295], got -1"),
+        (["--set", "label_smoothing=0.7"], "--set label_smoothing=0.7: label_smoothing must be in [0, 0.5), got 0.7"),
+        (["--set", "lora_dropout=1"], "--set lora_dropout=1: lora_dropout must be in [0, 1), got 1.0"),
+        (["--set", "adam_beta2=1.5"], "--set adam_beta2=1.5: adam_beta2 must be in [0, 1), got 1.5"),
+        (["--set", "warmup_steps=-5"], "warmup_steps must be >= 0, got -5.0"),
+        (["--set", "optim=adam"], "--set optim=adam: optim must be one of adamw_torch, "),
+        (["--set", "lr_scheduler_type=cosin"], "did you mean 'cosine'?"),
+        (["--loss-type", "sigmod"], "--loss-type: loss_type must be one of sigmoid, hinge, ipo"),
+        (["--set", "ref_model=./no-such-ref"], "--set ref_model=./no-such-ref: ./no-such-ref: no such model"),
+        (["--set", "deepspeed=ds_z3.json"], "--set deepspeed=ds_z3.json: ds_z3.json: file not found"),
+        (
+            ["--beta", "-1", "--seed", "-2"],
+            "beta must be > 0, got -1.0; --seed: seed must be in [0, 4294967295], got -2",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None,
 )
@@ -440,6 +548,84 @@ def test_bad_settings(extra, message, tmp_path, tiny_lm, cli):
         cli, tmp_path, "dpo", "--data", _prefs(tmp_path), "--model", tiny_lm, "-o", tmp_path / "out", *extra
     )
     assert message in err, err
+
+
+def _prompts(tmp: Path, **columns) -> Path:
+    path = tmp / "prompts.jsonl"
+    path.write_bytes(jl({"prompt": "What is 2 + 2?", **columns}, {"prompt": "What is 3 + 3?", **columns}))
+    return path
+
+
+# (argv after the stage, built from the prompts file, message): settings of the stages that sample
+OTHER_STAGE_SETTINGS = [
+    (["grpo", "--reward", "rule:length", "--set", "num_generations=1"], "--set num_generations=1: num_generations must be >= 2, got 1"),
+    (["grpo", "--reward", "rule:length", "--temperature", "0"], "--temperature: temperature must be > 0, got 0.0"),
+    (["grpo", "--reward", "rule:length", "--set", "beta=-0.1"], "--set beta=-0.1: beta must be >= 0, got -0.1"),
+    (["grpo", "--reward", "rule:length", "--set", "scale_rewards=std"], "scale_rewards must be one of group, batch, none, got 'std'"),
+    (["online-dpo", "--reward", "rule:length", "--set", "loss_type=hinge"], "loss_type must be one of sigmoid, ipo, got 'hinge'"),
+    (["online-dpo", "--reward", "rule:length", "--max-new-tokens", "0"], "--max-new-tokens: max_new_tokens must be >= 1, got 0"),
+    (["ppo", "--reward", "rule:length", "--set", "gamma=1.5"], "--set gamma=1.5: gamma must be in [0, 1], got 1.5"),
+    (["ppo", "--reward", "rule:length", "--top-p", "0"], "--top-p: top_p must be in (0, 1], got 0.0"),
+    (["collect", "--top-p", "1.5"], "--top-p: top_p must be in (0, 1], got 1.5"),
+    (["collect", "--num-samples", "0"], "--num-samples: num_samples must be >= 1, got 0"),
+    (["iterate", "--by", "rule:length", "--num-samples", "1"], "--num-samples: num_samples must be >= 2, got 1"),
+    (["iterate", "--by", "rule:length", "--dpo-preset", "dpo-cpx"], "--dpo-preset: dpo-cpx: no such preset"),
+    (["eval", "--by", "rule:length", "--set", "tie_margin=-1"], "--set tie_margin=-1: tie_margin must be >= 0, got -1.0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv, message", OTHER_STAGE_SETTINGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in OTHER_STAGE_SETTINGS]
+)
+def test_bad_settings_of_the_sampling_stages(argv, message, tmp_path, tiny_lm, cli):
+    stage, *rest = argv
+    model = ["--model", tiny_lm] if stage != "eval" else ["--model", tiny_lm, "--baseline", tiny_lm]
+    err = fails_writing_nothing(
+        cli, tmp_path, stage, "--prompts", _prompts(tmp_path), *model, *rest, "-o", tmp_path / "out"
+    )
+    assert message in err, err
+
+
+# a file of another kind where prompts are wanted, and a reward that reads a column the prompts lack
+PREFS_AS_PROMPTS = 'a file of preference pairs (its records have "chosen", "rejected"), but this input takes prompts'
+INPUT_CASES = [
+    (["grpo", "--reward", "rule:accuracy"], "prefs", PREFS_AS_PROMPTS),
+    (["collect"], "prefs", PREFS_AS_PROMPTS),
+    (["online-dpo", "--reward", "rule:length"], "prefs", PREFS_AS_PROMPTS),
+    (["ppo", "--reward", "rule:length"], "prefs", PREFS_AS_PROMPTS),
+    (["iterate", "--by", "rule:length"], "prefs", PREFS_AS_PROMPTS),
+    (["eval", "--by", "rule:length", "--baseline", "./no-such-baseline"], "prefs", PREFS_AS_PROMPTS),
+    (["grpo", "--reward", "rule:accuracy"], "no-answer", "record 1: rule:accuracy needs the `answer` column, and 2 of 2 records lack it"),
+    (["grpo", "--reward", "rule:length", "--reward", "rule:qa?column=gold"], "no-answer", "rule:qa?column=gold needs the `gold` column"),
+    (["online-dpo", "--reward", "rule:qa"], "no-answer", "rule:qa needs the `answer` column"),
+    (["ppo", "--reward", "rule:contains"], "no-answer", "rule:contains needs the `answer` column"),
+    (["iterate", "--by", "rule:qa"], "no-answer", "rule:qa needs the `answer` column"),
+    (["eval", "--by", "rule:qa_strict", "--baseline", "./no-such-baseline"], "no-answer", "rule:qa_strict needs the `answer` column"),
+    (["grpo", "--reward", "rule:accuracy"], "empty-answer", "record 1: rule:accuracy needs the `answer` column, and 2 of 2 records lack it or leave it empty"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv, data, message", INPUT_CASES, ids=[f"{a[0]}-{a[-1]}-{d}" for a, d, _ in INPUT_CASES])
+def test_an_input_the_stage_cannot_use(argv, data, message, tmp_path, tiny_lm, cli):
+    """Found on the records before any model loads (the stage's model points nowhere to prove it)."""
+    stage, *rest = argv
+    if data == "prefs":
+        path = _prefs(tmp_path)
+    else:
+        path = _prompts(tmp_path, **({"answer": " "} if data == "empty-answer" else {}))
+    err = fails_writing_nothing(
+        cli, tmp_path, stage, "--prompts", path, "--model", tmp_path / "no-such-model", *rest, "-o", tmp_path / "out"
+    )
+    assert message in err, err
+
+
+def test_a_candidates_file_without_the_answer_column_is_refused_by_label(tmp_path, cli):
+    cands = tmp_path / "c.jsonl"
+    cands.write_bytes(jl(OK_CAND))
+    err = fails_writing_nothing(
+        cli, tmp_path, "label", "--candidates", cands, "--by", "rule:qa", "-o", tmp_path / "p.jsonl"
+    )
+    assert "record 1: rule:qa needs the `answer` column" in err
 
 
 @pytest.mark.parametrize(
@@ -453,6 +639,14 @@ def test_bad_settings(extra, message, tmp_path, tiny_lm, cli):
         ("beta: 0.1\n  lr: 2\n", ":2: invalid YAML"),
         ("- beta\n- 0.1\n", ": config must be a mapping of key: value"),
         ("beta: !!timestamp 2001-02-30\n", ": invalid YAML value"),
+        ("beta: 0.1\nlearning_rate: -1.0e-5\n", ":2: learning_rate must be > 0, got -1e-05"),
+        ("values:\n  per_device_train_batch_size: 0\n", ":2: per_device_train_batch_size must be >= 1, got 0"),
+        ("optim: adamw\n", ":1: optim must be one of"),
+        (
+            "beta: 0.1\nbetta: 0.2\npush_to_hub: true\n",
+            ": 2 keys alignctl cannot honour: line 2: unknown key 'betta' for dpo; did you mean 'beta'?; "
+            "line 3: push_to_hub: True: alignctl writes a local model dir",
+        ),
     ],
 )
 def test_bad_config_file(text, message, tmp_path, tiny_lm, cli):

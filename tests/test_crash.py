@@ -8,6 +8,7 @@ a run that was never interrupted. Kill points come from seeded RNGs, so a failur
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import signal
@@ -132,15 +133,22 @@ def test_label_killed_inside_the_atomic_write_leaves_nothing_behind_after_the_re
 
 
 def test_kill_between_a_file_output_and_its_journal_removal(tmp_path, tiny_lm, run):
-    """A kill after the output and its manifest are written, before the journal goes (file_runs):
-    the rerun is up to date, keeps the same bytes and removes the journal."""
+    """A finished run removes its journal itself; a kill after the output and its manifest are
+    written, before the journal goes (file_runs), leaves a complete output, its manifest and the
+    journal, each checked before any rerun; the rerun is up to date and removes the journal."""
     write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"Is {c} blue?"} for c in ("the sky", "grass", "paris")])
     args = ("collect", "-p", tmp_path / "p.jsonl", "-m", tiny_lm, "-n", "2", "--max-new-tokens", "4")
     whole = tmp_path / "whole.jsonl"
     assert run(*args, "-o", whole).returncode == 0
+    assert not whole.with_name("whole.jsonl.partial").exists()  # a run that finishes leaves no journal
     out, journal = tmp_path / "c.jsonl", tmp_path / "c.jsonl.partial"
     killed = run(*args, "-o", out, env={"ALIGNCTL_CRASH_AT": "file-journal"})
-    assert killed.returncode == -signal.SIGKILL and out.exists() and journal.exists()
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    # what the kill left, before any rerun: the whole output, its manifest naming it, the journal
+    assert out.read_bytes() == whole.read_bytes() and journal.exists()
+    manifest = json.loads(out.with_name("c.jsonl.alignctl.json").read_text())
+    assert manifest["output"]["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert not list(tmp_path.glob(".c.jsonl.*.tmp"))  # the renames were done
     again = run(*args, "-o", out)
     assert again.returncode == 0 and "up to date" in again.stderr, again.stderr[-2000:]
     assert out.read_bytes() == whole.read_bytes() and not journal.exists()

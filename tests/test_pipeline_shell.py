@@ -1,4 +1,4 @@
-"""collect -> label -> dpo chained in a shell script, as users run them (design.md: "shell scripts
+"""collect -> label -> dpo chained in a shell script, as users run them (docs/design.md: "shell scripts
 chaining stages, Makefile-driven experiments"): on the tiny model by default, on SmolLM2 in `slow`."""
 
 from __future__ import annotations

@@ -278,7 +278,7 @@ def test_torchrun_two_ranks_with_a_reward_model(tmp_path, tiny_lm, tiny_rm):
         (["--reward", "judge:smollm2-135m"], "pairwise"),
         (["--reward", "rule:qa", "--reward-model", "x"], "either --reward-model or --reward"),
         (["--reward", "rule:nope"], "nope"),
-        (["--reward", "rule:qa", "--kl-estimator", "k2", "--temperature", "0"], "kl_estimator must be k1 or k3"),
+        (["--reward", "rule:qa", "--kl-estimator", "k2", "--temperature", "0"], "kl_estimator must be one of k1, k3"),
         (["--reward", "rule:qa", "--set", "num_mini_batches=3"], "multiple of num_mini_batches"),
     ],
 )

@@ -103,7 +103,8 @@ def hot_cold_preferences(subjects) -> list[dict]:
 
 def test_training_raises_held_out_accuracy_above_the_untrained_model(tmp_path, tiny_lm):
     """32 training pairs, 12 held out on unseen subjects: the trained model ranks >= 11 of 12 right,
-    the same model with learning rate 0 (same seed, so the same score head) about half."""
+    the same model at a learning rate too small to move it (1e-30: a rate of 0 is no setting; same
+    seed, so the same score head) about half."""
     import torch
 
     from alignctl import models
@@ -115,7 +116,7 @@ def test_training_raises_held_out_accuracy_above_the_untrained_model(tmp_path, t
         tmp_path / "held.jsonl", hot_cold_preferences(["the moon", "a cat", "a dog", "a fish", "a bird", "the day"])
     )
     finals = {}
-    for name, lr, steps in (("untrained", "0", 1), ("trained", "1e-2", 25)):
+    for name, lr, steps in (("untrained", "1e-30", 1), ("trained", "1e-2", 25)):
         sets = [f"max_steps={steps}", f"learning_rate={lr}", "logging_steps=5", "eval_steps=10", f"eval_split={held}"]
         out = train_rm.run(stages.resolve("train-rm", sets=sets), data, str(tiny_lm), tmp_path / name)
         finals[name] = json.loads((out / "alignctl.json").read_text())["final_metrics"]

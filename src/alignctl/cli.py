@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,62 @@ from alignctl.errors import AlignctlError
 
 # commands that are not stages: name -> module in alignctl.tools (its `command`, or its Typer `app`)
 TOOLS = {"report": "report", "validate": "validate", "presets": "presets"}
+
+
+# Two changes to typer's help screens, for every command. typer 0.2x shows Python's annotations as
+# the type (`<bool>` on a flag, `<list[str]>`): words instead, none for a flag. And rich narrows
+# every column of the options table alike, so at 80 columns a long option name was cut with the
+# help beside it (`--local-rollout-forward-batch…`): only the help column wraps now, and folds a
+# word too long for it.
+TYPE_WORDS = {int: "INTEGER", float: "FLOAT", str: "TEXT", Path: "PATH"}
+
+
+def _type_label(param: Any, ctx: Any = None) -> str | None:
+    if getattr(param, "is_flag", False):
+        return None
+    if getattr(param, "name", "") == "set_":
+        return "KEY=VALUE"
+    desc = param.type_descriptor
+    if desc.is_path:
+        return "PATH"
+    tp = desc.annotation
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    inner = typing.get_args(args[0]) if typing.get_origin(args[0]) is list else args
+    return TYPE_WORDS.get(inner[0], "TEXT") if inner else "TEXT"
+
+
+def _help_table() -> type:
+    from rich.table import Table
+    from rich.text import Text
+
+    class HelpTable(Table):
+        def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+            super().add_row(*renderables, **kwargs)
+            for column in self.columns[:-1]:
+                column.no_wrap = True
+            for item in getattr(renderables[-1], "renderables", renderables[-1:]) if renderables else ():
+                if isinstance(item, Text):  # a long word (a URL) in the help folds rather than being cut
+                    item.overflow = "fold"
+
+    return HelpTable
+
+
+def _readable(cls: type) -> None:
+    original = cls.format_help
+
+    def format_help(self, ctx, formatter):
+        import typer.rich_utils  # typer imports it only to show help; so do we
+
+        if typer.rich_utils.Table.__name__ != "HelpTable":
+            typer.rich_utils.Table = _help_table()
+        return original(self, ctx, formatter)
+
+    cls.format_help = format_help
+
+
+typer.core._TyperParameter.display_type = _type_label
+for _cls in (typer.core.TyperCommand, typer.core.TyperGroup):
+    _readable(_cls)
 
 
 def doc_summary(module: str) -> str:

@@ -94,12 +94,13 @@ def _num(value: Any, digits: int = 3) -> str:
 
 def render_table(summary: dict[str, Any], model_name: str, baseline_name: str, *, title: str = "eval") -> None:
     """The comparison as a rich table on stderr."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=escape(title), title_justify="left")
     table.add_column("")
-    table.add_column(f"model\n{model_name}", justify="right")
-    table.add_column(f"baseline\n{baseline_name}", justify="right")
+    table.add_column(escape(f"model\n{model_name}"), justify="right")  # names are paths: text, not markup
+    table.add_column(escape(f"baseline\n{baseline_name}"), justify="right")
     m, b = summary["model"], summary["baseline"]
 
     def reward(side: dict) -> str:
@@ -112,7 +113,7 @@ def render_table(summary: dict[str, Any], model_name: str, baseline_name: str, *
     table.add_row("mean length (words)", f"{m['mean_length']:.1f}", f"{b['mean_length']:.1f}")
     table.add_row("wins / ties / losses", f"{summary['wins']} / {summary['ties']} / {summary['losses']}", "")
     rate = f"{summary['win_rate']:.3f} [{summary['low']:.3f}, {summary['high']:.3f}]"
-    table.add_row("win rate [95% CI]", rate, "")
+    table.add_row(escape("win rate [95% CI]"), escape(rate), "")
     lc = summary.get("length_controlled")  # absent from an eval.json written before it existed
     if lc is not None and lc["win_rate"] is None:
         table.add_row("  length-controlled", "— (same length gap everywhere)", "")
@@ -156,7 +157,9 @@ def rounds_table(entries: list[dict], title: str = "iterate") -> None:
     def r(x: Any) -> str:
         return "—" if x is None else f"{x:.3f}"
 
-    table = Table(title=title, title_justify="left")
+    from rich.markup import escape
+
+    table = Table(title=escape(title), title_justify="left")
     cols = ("round", "pairs (new/train)", "reward", "vs previous", "W/T/L", "win rate", "LC win rate", "vs base")
     for col in (*cols, "length"):
         table.add_column(col, justify="right")

@@ -1,6 +1,6 @@
 """Presets and configuration: load, merge, validate, and remember where every value came from.
 
-Precedence (design.md, "Presets"): built-in defaults < `--preset NAME|PATH` < `--config FILE` <
+Precedence (docs/design.md, "Presets"): built-in defaults < `--preset NAME|PATH` < `--config FILE` <
 `--set key=value` < explicit flags. The default preset of a stage is the file named after it in
 `presets/` (the chapter's values). Field names are TRL's config names. Unknown keys are errors
 with a suggestion; every value's source is kept so `presets show` and `alignctl.json` can say it.
@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-import types
+import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from alignctl import domains, recipes
+from alignctl.domains import coerce
 from alignctl.errors import InputError
 from alignctl.files import read_text
 
@@ -50,6 +51,7 @@ class Resolved:
     values: dict[str, Any]
     sources: dict[str, str]
     help: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, tuple[Any, str]] = field(default_factory=dict)  # from a --config recipe: recipes.py
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -74,76 +76,7 @@ def suggest(key: str, known: typing.Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _base_types(tp: Any) -> tuple[Any, ...]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return tuple(t for t in typing.get_args(tp))
-    return (tp,)
-
-
-def coerce(key: str, value: Any, tp: Any, where: str) -> Any:
-    """Check `value` against a Settings field type; ints widen to floats. InputError otherwise."""
-    allowed = _base_types(tp)
-    if value is None:
-        if type(None) in allowed:
-            return None
-        raise InputError(f"{where}: {key} must not be null")
-    for t in allowed:
-        if t is type(None):
-            continue
-        if t is Any:
-            return value
-        origin = typing.get_origin(t) or t
-        if origin is typing.Literal and value in typing.get_args(t):
-            return value
-        if origin is dict and isinstance(value, dict):
-            return dict(value)
-        if t is bool and isinstance(value, bool):
-            return value
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value) if isinstance(value, float) or abs(value) < 2**1023 else math.inf
-            if not math.isfinite(number):  # nan/inf would train on garbage or crash mid-run
-                raise InputError(f"{where}: {key} must be a finite number, got {value!r}")
-            return number
-        if t is str and isinstance(value, str):
-            return value
-        if origin is list and isinstance(value, list):
-            (inner,) = typing.get_args(t) or (Any,)
-            if inner is Any or all(isinstance(v, inner) for v in value):
-                return list(value)
-        if origin is list and isinstance(value, str) and typing.get_args(t) == (str,):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if origin is list and isinstance(value, str) and typing.get_args(t) == (float,):
-            return [_number_in_list(key, part, value, where) for part in value.split(",")]
-    names = " or ".join(_type_name(t) for t in allowed if t is not type(None))
-    raise InputError(f"{where}: {key} must be {names}, got {value!r}")
-
-
-def _number_in_list(key: str, part: str, text: str, where: str) -> float:
-    """One item of a comma-separated list of numbers (`--reward-weights 1,0.5`)."""
-    try:
-        number = float(part)
-    except ValueError:
-        raise InputError(f"{where}: {key}: {part.strip()!r} is not a number (in {text!r})") from None
-    if not math.isfinite(number):
-        raise InputError(f"{where}: {key} must be finite numbers, got {text!r}")
-    return number
-
-
-def _type_name(t: Any) -> str:
-    origin = typing.get_origin(t)
-    if origin is list:
-        return "a list"
-    if origin is dict or t is dict:
-        return "a mapping"
-    if origin is typing.Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(t)))
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(t) or getattr(t, "__name__", str(t))
-
-
+@functools.cache
 def schema(stage: Any) -> dict[str, dataclasses.Field]:
     """The fields of a stage's Settings, with their types resolved."""
     cls = stage.Settings
@@ -219,6 +152,9 @@ def find_preset(name_or_path: str) -> Path:
     if candidate.is_file():
         return candidate
     raise InputError(f"--preset {name_or_path}: no such preset{suggest(name_or_path, list_presets())}")
+
+
+domains.find_preset = find_preset  # the "a preset" domain (domains.py sits below config)
 
 
 def list_presets() -> list[str]:
@@ -304,8 +240,9 @@ def resolve(
     sources = {k: "default" for k in values}
     known = fields.keys()
     extra_help: dict[str, str] = {}
+    wheres: dict[str, str] = {}  # key -> where a user layer set it (domains.check names it)
 
-    def apply(key: str, value: Any, source: str, where: str) -> None:
+    def apply(key: str, value: Any, source: str, where: str, user: bool = True) -> None:
         # an unknown or credential key's value is never echoed: it may be a secret under any name
         bare = f"--set {key}" if where.startswith("--set ") else where
         if key in CREDENTIALS:
@@ -326,29 +263,33 @@ def resolve(
             extra_help[key] = f"TRL {cls_name} field"
         values[key] = coerce(key, value, tp, where)
         sources[key] = source
+        if user:
+            wheres[key] = where
+        else:
+            wheres.pop(key, None)
 
     preset_name = preset or (name if (presets_dir() / f"{name}.yaml").is_file() else "")
     if preset_name:
         p_values, p_sources, _ = load_preset(preset_name, name)
         where = f"--preset {preset_name}" if preset else f"preset {preset_name}"
+        shipped = find_preset(preset_name).parent == presets_dir()  # checked by the tests instead
         for k, v in p_values.items():
-            apply(k, v, p_sources[k], where)
+            apply(k, v, p_sources[k], where, user=not shipped)
+    inputs: dict[str, tuple[Any, str]] = {}
     if config_file:
         data = _read_yaml(Path(config_file), "config")
-        lines = _key_lines(Path(config_file))
         if "values" in data and isinstance(data["values"], dict):
             data = data["values"]
-        for k, v in data.items():
-            line = f":{lines[str(k)]}" if str(k) in lines else ""
-            apply(str(k), v, f"config {config_file}", f"{config_file}{line}")
+        inputs = recipes.apply(Path(config_file), data, _key_lines(Path(config_file)), apply)
     for k, v, src in parse_set(sets):
         apply(k, v, src, src)
     for k, (v, flag) in (flags or {}).items():
         if v is not None:
             apply(k, v, f"flag {flag}", flag)
+    domains.check(stage, values, wheres, fields)
     check_report_to(values.get("report_to"), sources.get("report_to", ""))
     helps = {k: f.metadata.get("help", "") for k, f in fields.items()} | extra_help
-    return Resolved(stage=name, preset=preset_name, values=values, sources=sources, help=helps)
+    return Resolved(stage=name, preset=preset_name, values=values, sources=sources, help=helps, inputs=inputs)
 
 
 # --report-to destinations that need a package alignctl does not install by default: package, extra

@@ -11,6 +11,7 @@ callback: its signature is the stage's inputs + its settings' flags + the common
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import typing
@@ -207,7 +208,7 @@ def setting_flags(settings_cls: type) -> list[SettingFlag]:
 
 def _option_type(tp: Any) -> Any:
     """The type an option parses: the field's type without None; lists (and other shapes) as text,
-    which config.coerce parses (`--lora-target-modules q_proj,v_proj`, `--reward-weights 1,0.5`)."""
+    which domains.coerce parses (`--lora-target-modules q_proj,v_proj`, `--reward-weights 1,0.5`)."""
     args = (
         [a for a in typing.get_args(tp) if a is not type(None)]
         if typing.get_origin(tp) in (typing.Union, type(int | None))
@@ -231,15 +232,58 @@ def _flag_label(decls: tuple[str, ...], value: Any) -> str:
     return first
 
 
+def _fillable(p: inspect.Parameter) -> inspect.Parameter:
+    """A required input (`--data`) made optional for Typer, since a --config recipe may name it
+    (`_take_inputs` then says it is missing); its help says so."""
+    if p.default is not p.empty or p.name in ("resolved", "opts"):
+        return p
+    base, *extras = typing.get_args(p.annotation) or (p.annotation,)
+    info = next((e for e in extras if hasattr(e, "param_decls")), None)
+    if info is None:
+        return p
+    twin = copy.copy(info)
+    twin.help = f"{info.help or ''} [required, or dataset_name in a --config recipe]".strip()
+    return p.replace(default=None, annotation=Annotated[base | None, twin])
+
+
+def _required(command: Callable) -> set[str]:
+    return {p.name for p in inspect.signature(command).parameters.values() if p.default is p.empty}
+
+
+def _take_inputs(resolved, given: dict, opts: Opts, own: list, required: list[str], stage: str) -> None:
+    """Inputs a --config recipe names (recipes.py) where the command line gave none; then every
+    required input must be there."""
+    from alignctl.errors import InputError
+
+    names = {p.name for p in own}
+    for name, (value, where) in resolved.inputs.items():
+        if name in ("model", "output") and name not in names:  # a training stage's common options
+            if getattr(opts, name) is None:
+                setattr(opts, name, Path(value) if name == "output" else str(value))
+            continue
+        target = next((n for n in (("data", "prompts") if name == "data" else (name,)) if n in names), None)
+        if target is None or name == "output":
+            raise InputError(f"{where}: {stage} takes no {name} input from a recipe")
+        if given[target] is None:
+            given[target] = Path(value) if target in ("data", "prompts") else value
+    for p in own:
+        if p.name in required and given[p.name] is None:
+            info = next((e for e in typing.get_args(p.annotation)[1:] if hasattr(e, "param_decls")), None)
+            decls = [d for d in (info.param_decls if info else ()) if d.startswith("--")]
+            flag = decls[0] if decls else "--" + p.name.replace("_", "-")
+            raise InputError(f"Missing option '{flag}' (or a --config recipe's dataset_name)")
+
+
 def build(stage: Any, module: Any) -> Callable[..., None]:
     """The Typer callback of a stage: its inputs, its settings' flags, the common options."""
     from alignctl.console import console  # noqa: F401  (light; keeps the console configured before any output)
 
     own = [
-        p
+        _fillable(p)
         for p in inspect.signature(module.command, eval_str=True).parameters.values()
         if p.name not in ("resolved", "opts")
     ]
+    required = [p.name for p in own if p.name in _required(module.command)]
     commons = ALWAYS + (TRAINING if stage.training else ())
     flagged = setting_flags(module.Settings)
     if stage.training:  # a training stage's setting shares the common option of the same key
@@ -248,7 +292,8 @@ def build(stage: Any, module: Any) -> Callable[..., None]:
     params += [_param(f.key, f.type, f.decls, f.help, None, f.panel) for f in flagged]
     for c in commons:
         panel = TRAINING_PANEL if c in TRAINING else COMMON_PANEL
-        params.append(_param(c.param, c.type, c.decls, c.help, c.default, panel))
+        text = getattr(module, "MODEL_HELP", c.help) if c.param == "model" else c.help  # train-rm: not a policy
+        params.append(_param(c.param, c.type, c.decls, text, c.default, panel))
     names = [p.name for p in params]
     if len(set(names)) != len(names):
         raise RuntimeError(f"stage {stage.name}: two options share a parameter name: {sorted(names)}")
@@ -269,6 +314,7 @@ def build(stage: Any, module: Any) -> Callable[..., None]:
         opts = Opts(
             **{c.param: given[c.param] for c in commons if c.key is None and c.param in Opts.__dataclass_fields__}
         )
+        _take_inputs(resolved, given, opts, own, required, stage.name)
         if stage.training and opts.output is None:
             opts.output = Path("runs") / stage.name
         out = module.command(**{p.name: given[p.name] for p in own}, resolved=resolved, opts=opts)

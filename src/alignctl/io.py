@@ -1,6 +1,6 @@
 """Data records: their shapes, the checks that name `path:line`, and the text helpers.
 
-What a record must look like (design.md, "Data contracts"); where records come from (JSONL,
+What a record must look like (docs/design.md, "Data contracts"); where records come from (JSONL,
 Parquet, JSON arrays, saved or hub datasets) is `readers`, writing is `files` (re-exported here).
 Field names are TRL's, so TRL-format files feed alignctl and alignctl's files feed TRL.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -42,14 +41,13 @@ from alignctl.files import (  # noqa: F401 (io's writing names, kept for the sta
     write_jsonl,
 )
 from alignctl.readers import Problem, ReadResult, rows  # noqa: F401 (Problem: part of io's API)
+from alignctl.words import has_cjk, text_length  # noqa: F401 (io's text helpers, kept for their users)
 
 ROLES = ("system", "user", "assistant", "tool")
 KINDS = ("prompts", "candidates", "preferences", "unpaired", "completions")
 ANSWERS = ("chosen", "rejected", "completion")  # the fields that hold an answer to "prompt"
-# scripts written without spaces between words (Chinese, Japanese kana): one character, one word;
-# their punctuation (、。「」，：？ ...) separates words and is none itself
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
-_CJK_PUNCT = re.compile(r"[\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]")
+KIND_NAMES = {"preferences": "preference pairs", "candidates": "collect's candidates", "unpaired": "unpaired answers"}
+KIND_NAMES["completions"] = "prompt-completion records"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,17 +101,6 @@ def text_of(value: str | list[dict]) -> str:
         if msg.get("role") == "assistant":
             return msg.get("content", "")
     return value[-1].get("content", "") if value else ""
-
-
-def text_length(value: str | list[dict]) -> int:
-    """Length in words (a message list: all its contents), each CJK character counting as one word:
-    Chinese puts no spaces between words, so whitespace splitting would count a sentence as one."""
-    text = value if isinstance(value, str) else "\n".join(str(m.get("content", "")) for m in value)
-    return len(_CJK.findall(text)) + len(_CJK.sub(" ", _CJK_PUNCT.sub(" ", text)).split())
-
-
-def has_cjk(text: str) -> bool:
-    return _CJK.search(text) is not None
 
 
 def prompt_id(prompt: str | list[dict]) -> str:
@@ -255,6 +242,12 @@ def guess_kind(rec: dict) -> str:
     return "prompts"
 
 
+def wrong_kind(rec: dict, kind: str) -> str:
+    """A record of `kind` where prompts are wanted: what the file holds and what is wanted instead."""
+    has = ", ".join(f'"{k}"' for k in rec if k not in ("prompt", "id"))
+    return f'a file of {KIND_NAMES[kind]} (its records have {has}), but this input takes prompts: {{"prompt": ...}}'
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading
 
@@ -283,6 +276,9 @@ def read(
                 rec = whole
                 result.normalised += 1
         err = CHECKS[result.kind](rec)
+        if not err and result.kind == "prompts" and (other := guess_kind(rec)) != "prompts":
+            result.problem(pos, wrong_kind(rec, other))  # accepted, it would train on the wrong text
+            break
         if err:
             if err.endswith("is missing") and result.columns:  # likely a data set of another shape
                 err += f" (its columns: {', '.join(result.columns)})"

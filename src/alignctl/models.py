@@ -42,8 +42,27 @@ def _looks_like_path(ref: str) -> bool:
     return ref.startswith((".", "/", "~"))
 
 
+def reference_problem(ref: str) -> str | None:
+    """Why `ref` cannot be a model reference, found without loading, converting or asking the hub
+    anything; None when it may be one (an alias, a model dir, or a hub id's shape)."""
+    if ref in ALIASES:
+        return None
+    path = Path(ref).expanduser()
+    if path.exists():
+        try:
+            check_model_dir(path)
+        except ModelError as exc:
+            return str(exc)
+        return None
+    if _looks_like_path(ref) or ref.count("/") != 1:
+        return f"{ref}: model dir not found"
+    return None
+
+
 def resolve_model(ref: str | None) -> str:
-    """Turn a model reference into something `from_pretrained` takes: a local dir or a hub id."""
+    """Turn a model reference into something `from_pretrained` takes: a local dir or a hub id.
+    A hub id is checked here (hub.check_model: one line when it is missing or the hub is out of
+    reach), so it fails before any output is written or any model loads."""
     ref = ref or DEFAULT_MODEL
     if ref in ALIASES:
         return str(materialise_alias(ref))
@@ -51,12 +70,12 @@ def resolve_model(ref: str | None) -> str:
     if path.exists():
         check_model_dir(path)
         return str(path)
-    if _looks_like_path(ref) or ref.count("/") != 1:
-        raise ModelError(
-            f"{ref}: model dir not found",
-            hint=f"give a Hugging Face model dir, a hub id, or the alias {DEFAULT_MODEL}",
-        )
-    return ref  # a hub id: transformers reports hub errors itself
+    if problem := reference_problem(ref):
+        raise ModelError(problem, hint=f"give a Hugging Face model dir, a hub id, or the alias {DEFAULT_MODEL}")
+    from alignctl import hub
+
+    hub.check_model(ref)
+    return ref
 
 
 def check_model_dir(path: Path, *, need_tokenizer: bool = True) -> None:
@@ -116,7 +135,7 @@ def device() -> str:
 
 
 def materialise_alias(alias: str) -> Path:
-    """The alias's HF dir, built once from the GGUF file (design.md, "The embedded default model")."""
+    """The alias's HF dir, built once from the GGUF file (docs/design.md, "The embedded default model")."""
     package, gguf_name = ALIASES[alias]
     target = alignctl_home() / "models" / alias
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
@@ -188,7 +207,7 @@ def setup_torch() -> Any:
     """Import torch with the CPU settings that matter; returns the torch module.
 
     `set_flush_denormal(True)` has to happen before torch starts its worker threads: without it
-    batched generation and training on CPU run 7-14x slower after the first batch (design.md).
+    batched generation and training on CPU run 7-14x slower after the first batch (docs/design.md).
     """
     global _TORCH_READY
     import torch

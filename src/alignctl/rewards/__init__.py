@@ -1,6 +1,6 @@
 """Reward sources: one idea serving `label`, `grpo`, `online-dpo`, `ppo` and `eval`.
 
-See design.md ("One idea of a reward source"): a reward model dir, a rule
+See docs/design.md ("One idea of a reward source"): a reward model dir, a rule
 (`rules.py`: built-ins or a user's `file.py:func`), a pairwise LLM judge (`judge.py`), or a
 human. Nothing heavy is imported here; models load on first use.
 
@@ -63,6 +63,11 @@ class RuleSource:
     def describe(self) -> dict[str, Any]:
         return self.rule.describe()
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The record columns the rule reads (`answer` for rule:accuracy)."""
+        return self.rule.needs
+
 
 class JudgeSource:
     """Pairwise source over `judge.PairwiseJudge` (both orders; disagreement is a tie)."""
@@ -88,6 +93,25 @@ class JudgeSource:
 
     def describe(self) -> dict[str, Any]:
         return self.judge.describe()
+
+
+def check_columns(sources, records: list[dict], where: str | Path) -> None:
+    """Every column a source reads (`needs`: rule:accuracy reads `answer`) present and non-empty
+    in every record, checked on the records before any model loads: one line naming the first
+    record that lacks it."""
+    from alignctl.rewards.answers import acceptable
+
+    for source in sources:
+        for name in getattr(source, "needs", ()):
+            lacking = [i for i, r in enumerate(records) if not acceptable(r.get(name))]
+            if not lacking:
+                continue
+            spec = source.describe().get("spec", source.kind)
+            present = sorted({k for r in records for k in r} - NOT_COLUMNS) or ["none"]
+            raise InputError(
+                f"{where}: record {lacking[0] + 1}: {spec} needs the `{name}` column, and {len(lacking)} of "
+                f"{len(records)} records lack it or leave it empty (other columns: {', '.join(present)})"
+            )
 
 
 def score_records(source, records: list[dict], completions: list, prompts: list | None = None) -> list[float]:

@@ -27,7 +27,7 @@ def _fold(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
-def _acceptable(value: Any) -> list[str]:
+def acceptable(value: Any) -> list[str]:
     """An `answer` cell as a list of acceptable strings (a string, a number, or a list of them)."""
     values = value if isinstance(value, (list, tuple)) else [value]
     return [str(v).strip() for v in values if v is not None and str(v).strip()]
@@ -144,7 +144,7 @@ def _column(rule: str, columns: Mapping[str, Any], name: str, n: int) -> list[An
 def _golds(rule: str, columns: Mapping[str, Any], name: str, n: int) -> list[list[str]]:
     golds = []
     for i, cell in enumerate(_column(rule, columns, name, n)):
-        ok = _acceptable(cell)
+        ok = acceptable(cell)
         if not ok:
             raise InputError(f"rule:{rule}: row {i} has an empty `{name}`; nothing to compare against")
         golds.append(ok)

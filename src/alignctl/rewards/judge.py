@@ -1,6 +1,6 @@
 """The pairwise LLM judge: which of two answers is better, asked in both orders.
 
-TRL removed its judges module, so this one is alignctl's own (design.md, "Judges are
+TRL removed its judges module, so this one is alignctl's own (docs/design.md, "Judges are
 ours"). It serves `label` (picking chosen/rejected among candidates), `online-dpo` and `eval`.
 
 LLM judges favour whichever answer they see first (or second) regardless of content; asking

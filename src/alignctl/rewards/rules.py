@@ -1,6 +1,6 @@
 """Rule rewards: built-in scoring functions and a user's own `path/to/file.py:func`.
 
-One of the four kinds of reward source in design.md ("One idea of a reward source"). Every
+One of the four kinds of reward source in docs/design.md ("One idea of a reward source"). Every
 rule has TRL's reward-function signature, so the same object serves `grpo` (as a `reward_funcs`
 entry), `online-dpo`, `label` and `eval`::
 
@@ -187,6 +187,7 @@ class RuleReward:
     params: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
     sha256: str | None = None
+    needs: tuple[str, ...] = ()  # the record columns it reads (the answer rules' `column`)
 
     def __post_init__(self) -> None:
         self.__name__ = self.name
@@ -279,7 +280,8 @@ def _load_builtin(spec: str, body: str) -> RuleReward:
     # Metric-friendly id: loggers treat "/" and "?" specially; parentheses are safe everywhere.
     rule_id = name + ("(" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + ")" if params else "")
     func = partial(info.func, **params) if params else info.func
-    return RuleReward(name=rule_id, func=func, spec=f"rule:{canonical}", params=params)
+    needs = (params.get("column", info.params["column"].default),) if "column" in info.params else ()
+    return RuleReward(name=rule_id, func=func, spec=f"rule:{canonical}", params=params, needs=needs)
 
 
 def _load_file(spec: str, body: str) -> RuleReward:

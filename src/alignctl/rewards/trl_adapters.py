@@ -82,7 +82,7 @@ def reward_funcs(sources: list) -> list:
 
 
 def check_weights(weights: list[float] | None, n_sources: int) -> None:
-    """`reward_weights` (parsed from `--reward-weights 1,0.5` by config.coerce) must match the sources."""
+    """`reward_weights` (parsed from `--reward-weights 1,0.5` by domains.coerce) must match the sources."""
     if weights is not None and len(weights) != n_sources:
         raise InputError(
             f"--reward-weights has {len(weights)} value{'s' if len(weights) != 1 else ''} "

@@ -43,7 +43,7 @@ class Settings(ServerSettings):
     """Built-in defaults; the `collect` preset layers the chapter's values on top."""
 
     num_samples: int = setting(4, "Completions per prompt.", flag=("--num-samples", "-n"))
-    temperature: float = setting(1.0, "Sampling temperature; 0 = greedy.", flag=True)
+    temperature: float = setting(1.0, "Sampling temperature; 0 = greedy.", flag=True, domain=">= 0")
     top_p: float = setting(1.0, "Nucleus sampling mass (1.0 = off).", flag=True)
     top_k: int = setting(0, "Top-k sampling (0 = off).", flag=True)
     max_new_tokens: int = setting(256, "Most tokens per completion.", flag=True)
@@ -61,8 +61,6 @@ def check(resolved: Resolved):
 
     params = SamplingParams.from_settings(resolved)
     problems = params.problems()
-    if resolved["num_samples"] < 1:
-        problems.append(f"num_samples must be >= 1, got {resolved['num_samples']}")
     if resolved["backend"] not in BACKENDS:
         problems.append(f"backend must be one of {', '.join(BACKENDS)}, got {resolved['backend']!r}")
     if problems:

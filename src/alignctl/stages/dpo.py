@@ -21,6 +21,12 @@ from alignctl.training.trainers import TRLTrainer
 
 NAME = "dpo"
 TRAINER = TRLTrainer("DPO", reference=True)  # TRL's DPOTrainer: the other DPOConfig fields are settings too
+# the losses TRL 1.16's DPOTrainer knows (its config declares no choices; tests/test_domains.py
+# compares this with the trainer's own list, so a TRL update that changes it fails there)
+LOSS_TYPES = (
+    *("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard"),
+    *("aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"),
+)
 
 
 @dataclass
@@ -28,7 +34,9 @@ class Settings(PairSettings):
     """Built-in defaults (TRL's names); the `dpo` preset layers the chapter's values on top."""
 
     beta: float = setting(0.1, "β, the KL strength in the DPO loss (chapter: 0.1).", flag=True)
-    loss_type: str = setting("sigmoid", "TRL loss_type: sigmoid (the chapter's DPO), ipo, ...", flag=True)
+    loss_type: str = setting(
+        "sigmoid", "TRL loss_type: sigmoid (the chapter's DPO), ipo, ...", flag=True, choices=LOSS_TYPES
+    )
     precompute_ref_log_probs: bool = setting(False, "Reference log-probs once before training, not at every step.")
     ref_model: str | None = setting(None, "Reference model (dir or alias); default: the policy it starts from.")
 

@@ -49,7 +49,7 @@ OUTCOMES = ("win", "tie", "loss")
 class Settings(ServerSettings):
     """Built-in defaults: greedy decoding, so two evals of the same models agree."""
 
-    temperature: float = setting(0.0, "Sampling temperature; 0 = greedy (default).", flag=True)
+    temperature: float = setting(0.0, "Sampling temperature; 0 = greedy (default).", flag=True, domain=">= 0")
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (with temperature > 0)."})
     top_k: int = field(default=0, metadata={"help": "Top-k sampling (0 = off)."})
     max_new_tokens: int = setting(256, "Most tokens per answer.", flag=True)
@@ -126,8 +126,6 @@ def check(resolved: Resolved) -> None:
     problems = SamplingParams.from_settings(resolved).problems()
     if resolved["backend"] not in BACKENDS:
         problems.append(f"backend must be one of {', '.join(BACKENDS)}, got {resolved['backend']!r}")
-    if resolved["tie_margin"] < 0:
-        problems.append(f"tie_margin must be >= 0, got {resolved['tie_margin']}")
     if problems:
         raise InputError("eval: " + "; ".join(problems))
     if resolved["backend"] in ("vllm", "openai"):  # a missing package: one line before any model loads
@@ -161,11 +159,12 @@ def run(
     """Generate, score, write `output` (an eval.json path) and its rows; returns `output`."""
     from alignctl import file_runs, models, readers, runs
     from alignctl.generation.cache import model_fingerprint
-    from alignctl.rewards import resolve_source, score_records
+    from alignctl.rewards import check_columns, resolve_source, score_records
 
     check(resolved)
     records = io.load(prompts, "prompts", split=split)
     source = resolve_source(by, trust_remote_code=trust_remote_code, **(source_options or {}))
+    check_columns([source], records, prompts)
     output = Path(output)
     if output.suffix != ".json":
         raise InputError(f"{output}: eval writes a .json summary (give -o DIR for DIR/{SUMMARY})")

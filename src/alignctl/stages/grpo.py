@@ -27,6 +27,10 @@ from alignctl.training.trainers import TRLTrainer
 
 NAME = "grpo"
 TRAINER = TRLTrainer("GRPO", records="prompts")  # TRL's GRPOTrainer: the other GRPOConfig fields are settings too
+# what TRL 1.16's GRPOTrainer takes where its config declares no choices (tests/test_domains.py
+# compares them with the trainer's source)
+LOSS_TYPES = ("grpo", "dapo", "dr_grpo", "bnpo", "cispo", "sapo", "vespo", "luspo")
+SCALINGS = ("group", "batch", "none")
 
 
 @dataclass
@@ -39,11 +43,13 @@ class Settings(OnlineSettings):
     max_prompt_length: int | None = setting(
         512, "Tokens of the rendered prompt, chat template included (chapter: 512; TRL 1.16 dropped it).", flag=True
     )
-    beta: float = setting(0.0, "Per-token KL coefficient (chapter: 0.04; TRL default 0).", flag=True)
+    beta: float = setting(
+        0.0, "Per-token KL coefficient (chapter: 0.04; TRL default 0: no KL term).", flag=True, domain=">= 0"
+    )
     epsilon: float = setting(0.2, "PPO-style clip range of the policy ratio.")
     num_iterations: int = setting(1, "Optimisation passes per generated batch (μ).")
-    loss_type: str = setting("dapo", "TRL loss_type: grpo, dapo, dr_grpo, bnpo, ...")
-    scale_rewards: str = setting("group", "group (the chapter's std), batch or none.")
+    loss_type: str = setting("dapo", "TRL loss_type: grpo, dapo, dr_grpo, bnpo, ...", choices=LOSS_TYPES)
+    scale_rewards: str = setting("group", "group (the chapter's std), batch or none.", choices=SCALINGS)
     mask_truncated_completions: bool = False
     per_device_train_batch_size: int = setting(8, "Completions per device per step (prompts x generations).")
     generation_batch_size: int | None = setting(None, "Completions generated at once; a multiple of num_generations.")

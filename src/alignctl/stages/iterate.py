@@ -56,8 +56,10 @@ class Settings:
     """Built-in defaults; the `iterate` preset layers the chapter's values on top."""
 
     rounds: int = setting(3, "Rounds of collect → label → dpo → eval (chapter: repeat until good enough).", flag=True)
-    num_samples: int = setting(4, "Answers sampled per prompt each round.", flag=("--num-samples", "-n"))
-    temperature: float = setting(1.0, "Sampling temperature of collect (higher: diverse).", flag=True)
+    num_samples: int = setting(
+        4, "Answers sampled per prompt each round (a pair needs two).", flag=("--num-samples", "-n"), domain=">= 2"
+    )
+    temperature: float = setting(1.0, "Sampling temperature of collect (higher: diverse).", flag=True, domain=">= 0")
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass of collect."})
     top_k: int = field(default=0, metadata={"help": "Top-k of collect (0 = off)."})
     max_new_tokens: int = setting(256, "Most tokens per sampled answer.", flag=True)

@@ -87,10 +87,6 @@ def check(resolved: Resolved) -> None:
 
     budget.check(resolved["max_minutes"])  # each round's trainer checks it too, but only in its round
     problems = []
-    if resolved["rounds"] < 1:
-        problems.append(f"rounds must be >= 1, got {resolved['rounds']}")
-    if resolved["num_samples"] < 2:
-        problems.append(f"num_samples must be >= 2 (a pair needs two answers), got {resolved['num_samples']}")
     known = trainers()
     if resolved["trainer"] not in known:
         problems.append(f"trainer must be one of {', '.join(known)}, got {resolved['trainer']!r}")
@@ -148,7 +144,7 @@ def plan(
     split: str | None = None,
 ) -> Plan:
     from alignctl import models, runs
-    from alignctl.rewards import resolve_source
+    from alignctl.rewards import check_columns, resolve_source
     from alignctl.stages import collect as collect_stage
     from alignctl.stages import eval as eval_stage
     from alignctl.stages import label as label_stage
@@ -157,8 +153,9 @@ def plan(
     records = io.load(prompts, "prompts", split=split)
     eval_by = resolved["eval_by"] or by
     check_source(resolved, by)
-    resolve_source(by)  # a bad spec fails here, not after round 1's sampling
-    resolve_source(eval_by)
+    # a bad spec, or a column the source reads and the prompts lack, fails here, not after round 1's sampling
+    check_columns([resolve_source(by)], records, prompts)
+    eval_source = resolve_source(eval_by)
     seed = resolved["seed"]
     collect = stage_settings(
         "collect",
@@ -190,6 +187,8 @@ def plan(
     eval_stage.check(evals)
     model_name = model or models.DEFAULT_MODEL
     models.resolve_model(model_name)
+    held = io.load(eval_prompts, "prompts") if eval_prompts is not None else records
+    check_columns([eval_source], held, eval_prompts or prompts)
 
     output = Path(output)
     if output.exists() and not output.is_dir():
@@ -203,7 +202,6 @@ def plan(
     if eval_prompts is not None:
         if resolved.sources.get("eval_split", "default") != "default" and resolved["eval_split"]:
             raise InputError("give --eval-prompts or an eval_split, not both")
-        io.load(eval_prompts, "prompts")
         eval_path = Path(eval_prompts)
         # a split of a dataset is written out once: the inner stages read a plain file
         train_path = Path(prompts) if split is None else write_if_changed(output / "prompts.train.jsonl", records)

@@ -83,7 +83,11 @@ class Settings:
     )
     human_mode: str = setting(
         "auto",
-        "--by human: best-worst (one screen per prompt), rank, pairwise, or auto (best-worst above 2 answers).",
+        "--by human: best-worst (one screen per prompt: press the best answer's number, then the worst's; "
+        "after the best, e writes a better answer in $EDITOR, which becomes the chosen one), rank (the "
+        "numbers best first), pairwise (two answers at a time: a or b is better, t a tie), or auto "
+        "(best-worst above 2 answers, else pairwise). Everywhere t means all equal, s skip, u undo, q quit "
+        "(a rerun resumes).",
         flag=True,
     )
     annotations_per_prompt: int = setting(1, "--serve: how many different people answer each prompt (K).", flag=True)
@@ -143,6 +147,7 @@ def check(resolved: Resolved) -> None:
 
 
 def print_summary(stats: dict[str, Any], min_margin: float) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     names = {
@@ -164,10 +169,10 @@ def print_summary(stats: dict[str, Any], min_margin: float) -> None:
     table.add_column(justify="right")
     for k, v in stats.items():
         if k in names:
-            table.add_row(names[k], "-" if v is None else str(v))
+            table.add_row(names[k], "-" if v is None else escape(str(v)))
     for k, what in (("judged", "all judged pairs"), ("written", "pairs written")):
         if stats.get("agreement", {}).get(k):
-            table.add_row(f"agreement, {what}", agreement_line(stats["agreement"][k]))
+            table.add_row(f"agreement, {what}", escape(agreement_line(stats["agreement"][k])))
     console.print(table)
     chosen, rejected = stats["mean_chosen_words"], stats["mean_rejected_words"]
     if chosen and rejected and chosen > 1.5 * rejected:
@@ -216,6 +221,7 @@ def run(
         max_length=resolved["max_length"],
         trust_remote_code=trust_remote_code,
     )
+    rewards.check_columns([source], records, candidates)
     if hasattr(source, "check_terminal") and not serve:
         source.check_terminal()
     forms = {r["id"]: training_form(r) for r in records}

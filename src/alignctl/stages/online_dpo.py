@@ -102,6 +102,7 @@ def run(
         output=output,
         reward_funcs=reward_funcs,
         described=[s.describe() for s in sources] if sources else [judge.describe()],
+        sources=sources,
         strict=strict,
         trust_remote_code=trust_remote_code,
         stats=(lambda: judged[0].stats()) if judge is not None else None,

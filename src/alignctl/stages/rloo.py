@@ -35,7 +35,12 @@ class Settings(OnlineSettings):
         2, "Answers sampled per prompt, k: each one's baseline is the others' mean reward (TRL: 2).", flag=True
     )
     max_completion_length: int = setting(512, "New tokens per answer (TRL: 512).", flag=True)
-    beta: float = setting(0.05, "KL penalty on the reward: β x the answer's summed log-ratio (TRL: 0.05).", flag=True)
+    beta: float = setting(
+        0.05,
+        "KL penalty on the reward: β x the answer's summed log-ratio (TRL: 0.05; 0: none).",
+        flag=True,
+        domain=">= 0",
+    )
     epsilon: float = setting(0.2, "PPO-style clip range of the policy ratio.")
     num_iterations: int = setting(1, "Optimisation passes per generated batch.")
     normalize_advantages: bool = setting(False, "Also normalise the advantages over the batch (TRL: off).")

@@ -25,6 +25,10 @@ from alignctl.training.trainers import TRLTrainer
 NAME = "train-rm"
 # TRL's RewardTrainer: the other RewardConfig fields are settings too
 TRAINER = TRLTrainer("Reward", trains="reward model")
+MODEL_HELP = (
+    "Base model the reward model starts from (it gets a new one-output score head): a HF model dir, "
+    "a hub id, or the alias smollm2-135m (default)."
+)
 
 
 @dataclass
@@ -33,7 +37,9 @@ class Settings(PairSettings):
 
     learning_rate: float = setting(1e-5, "Optimizer learning rate (chapter: 1e-5).")
     num_train_epochs: float = setting(1.0, "Chapter: one epoch, to avoid overfitting.")
-    gradient_checkpointing: bool = setting(False, "The chapter turns it on; alignctl turns it off on CPU (design.md).")
+    gradient_checkpointing: bool = setting(
+        False, "The chapter turns it on; alignctl turns it off on CPU (docs/design.md)."
+    )
     max_length: int | None = setting(1024, "Max tokens of prompt+answer: longer pairs are dropped (TRL).", flag=True)
     center_rewards_coefficient: float | None = setting(None, "Pull rewards towards mean zero (TRL; 0.01 recommended).")
     eval_steps: int | None = 50

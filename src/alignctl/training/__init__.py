@@ -1,7 +1,7 @@
 """Everything alignctl knows about TRL, for the stages backed by a TRL trainer (each declares it:
 `TRAINER = TRLTrainer(...)`, `training.trainers`).
 
-We adapt to TRL, we do not subclass it (style.md): build TRL's config from the resolved settings
+We adapt to TRL, we do not subclass it (docs/design.md, "Decisions"): build TRL's config from the resolved settings
 (same field names, no mapping table), add our callbacks (metrics.jsonl, a rich progress bar),
 train, and report the final metrics. Which TRL config fields are ours to set (`MANAGED`) or never
 TRL's (`OWN_KEYS`), and where TRL keeps each trainer, are in `trainers.py`; the shared run
@@ -125,7 +125,7 @@ def adjust_checkpointing(resolved: Resolved, *, cuda: bool) -> None:
     """Gradient checkpointing off on CPU unless the user asked for it (one printed line).
 
     On CPU it only costs time: DPO steps ran ~15% slower with it, and TRL's online DPO then
-    generates without the KV cache, ~10x slower (design.md, "Facts measured on this machine").
+    generates without the KV cache, ~10x slower (docs/design.md, "Facts measured on this machine").
     A value from a preset or the built-in defaults is changed; one from --set, --config or a
     flag is the user's and is kept.
     """

@@ -211,6 +211,7 @@ def fit_online(
     output: Path,
     reward_funcs,
     described: list[dict],
+    sources: list = (),
     strict: bool = False,
     trust_remote_code: bool = False,
     stats=None,
@@ -219,18 +220,21 @@ def fit_online(
 ) -> Path:
     """A whole run of a policy that samples answers while it trains (grpo, online-dpo, ...): the
     prompts read, rendered and cut to max_prompt_length (prompts.prepare), the run opened, TRL's
-    trainer given `reward_funcs(run)`, trained and saved. `stats()` adds metrics of the reward functions."""
+    trainer given `reward_funcs(run)`, trained and saved. `stats()` adds metrics of the reward functions;
+    the columns `sources` read (rule:accuracy: `answer`) are checked on the records first."""
     from alignctl import models, readers
     from alignctl.config import adjust_for_device
     from alignctl.prompts import prepare, prompts_dataset
+    from alignctl.rewards import check_columns
     from alignctl.training import adjust_checkpointing, finish, make_trainer
     from alignctl.training.data import READERS
     from alignctl.training.engine_hooks import Sampler
 
     switches = SWITCHES | switches
     records = READERS[trainer.records](prompts, split)
+    check_columns(sources, records, prompts)
     model_path = models.resolve_model(model)
-    torch = models.setup_torch()  # flush-denormal before torch starts any thread (design.md)
+    torch = models.setup_torch()  # flush-denormal before torch starts any thread (docs/design.md)
     cuda = torch.cuda.is_available()
     sampler = Sampler(resolved, cuda=cuda)  # a missing vllm is one line, before any model loads
     tokenizer = models.load_tokenizer(model_path, trust_remote_code=trust_remote_code)
@@ -298,6 +302,7 @@ def fit_on_rewards(
         output=output,
         reward_funcs=lambda run: trl_adapters.reward_funcs(sources),
         described=[s.describe() for s in sources],
+        sources=sources,
         strict=strict,
         trust_remote_code=trust_remote_code,
         split=split,

@@ -51,7 +51,9 @@ class Settings(RolloutSettings):
     top_k: int = setting(0, "0 = no top-k cut (the chapter's generation config).", flag=True, panel=PPO)
     top_p: float = setting(1.0, "1.0 = off (chapter).", flag=True, panel=PPO)
     kl_coef: float = setting(0.05, "Per-token KL penalty weight (chapter: 0.2).", flag=True, panel=PPO)
-    kl_estimator: str = setting("k1", "k1 = logp - ref_logp; k3 = Schulman's (r-1)-log r.", flag=True, panel=PPO)
+    kl_estimator: str = setting(
+        "k1", "k1 = logp - ref_logp; k3 = Schulman's (r-1)-log r.", flag=True, panel=PPO, choices=("k1", "k3")
+    )
     gamma: float = setting(1.0, "GAE discount (chapter: 1.0).", flag=True, panel=PPO)
     lam: float = setting(0.95, "GAE lambda (chapter: 0.96).", flag=True, panel=PPO)
     cliprange: float = setting(0.2, "Policy ratio clipped to 1 +/- cliprange (0.2).", flag=True, panel=PPO)
@@ -212,10 +214,12 @@ def run(
     switches = training.fit.SWITCHES | switches
     merge = switches["merge"]
     from alignctl.prompts import prepare, prompt_ids, read_prompts
+    from alignctl.rewards import check_columns
 
     check(resolved)
     records = read_prompts(prompts, split)
     rm_path, source = reward_source(reward_model, reward)
+    check_columns([source] if source else [], records, prompts)
     model_path = models.resolve_model(model)
     from alignctl.training.engine_hooks import Sampler
 
