@@ -41,7 +41,7 @@ from pathlib import Path
 from common import REPO, VENV_BIN, timed
 
 UPDATES = 5
-REPEATS = 2
+REPEATS = int(os.environ.get("BENCH_REPEATS", "2"))
 TRL_VENV = REPO / "bench" / ".venv-trl112"
 TRL_PY = TRL_VENV / "bin" / "python"
 

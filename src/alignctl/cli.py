@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 import typing
@@ -187,10 +188,17 @@ def root(
     _state["debug"] = debug or bool(os.environ.get("ALIGNCTL_DEBUG"))
     if _state["debug"]:  # read where an engine is loaded (generation/vllm.py) and by child processes
         os.environ["ALIGNCTL_DEBUG"] = "1"
+    else:  # vLLM reads it when first imported, which TRL's config classes already do (settings checks);
+        # what it logs before its own logging is set up reaches the "vllm" logger's level only
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        logging.getLogger("vllm").setLevel(logging.ERROR)
 
 
 def main() -> None:
+    from alignctl.models import trl_vllm_warning_to_log
     from alignctl.runs import close_process_group, discard_unused, is_main_process
+
+    trl_vllm_warning_to_log()  # before anything imports TRL (the settings' domain checks read its configs)
 
     # under torchrun / accelerate launch every rank runs this; only rank 0 talks (stdout carries the
     # output path once) and other ranks speak up only to report their own errors

@@ -228,7 +228,7 @@ def _quiet_libraries() -> None:
     # numpy's finfo notices our flush-denormal setting (setup_torch) and says so once per dtype
     warnings.filterwarnings("ignore", message="The value of the smallest subnormal")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _trl_vllm_warning_to_log()
+    trl_vllm_warning_to_log()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -250,17 +250,17 @@ def vllm_log_path() -> Path:
     return alignctl_home() / "logs" / "vllm.log"
 
 
-def _trl_vllm_warning_to_log() -> None:
+def trl_vllm_warning_to_log() -> None:
     """TRL's "supports vLLM 0.22-0.31" UserWarning (one per TRL module that checks, at import)
     goes to vLLM's log like vLLM's own start-up output; every other warning shows as before."""
     import warnings
 
-    if os.environ.get("ALIGNCTL_DEBUG") or getattr(warnings.showwarning, "alignctl", False):
+    if getattr(warnings.showwarning, "alignctl", False):
         return
     shown = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if not str(message).startswith(TRL_VLLM_RANGE):
+        if os.environ.get("ALIGNCTL_DEBUG") or not str(message).startswith(TRL_VLLM_RANGE):
             return shown(message, category, filename, lineno, file, line)
         path = vllm_log_path()
         path.parent.mkdir(parents=True, exist_ok=True)
