@@ -375,6 +375,22 @@ def test_a_hub_id_the_hub_does_not_have_is_one_line_before_anything(tmp_path, cl
     assert [r for r in hub.requests if "/models/" in r] == ["GET /api/models/no-org/no-such-model"], hub.requests
 
 
+def test_a_hub_dataset_the_hub_does_not_have_is_one_line_after_one_request(tmp_path, cli, monkeypatch):
+    import huggingface_hub.constants
+
+    hub = _HubWithoutTheRepo()
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        _no_run_no_model(monkeypatch)
+        err = fails_writing_nothing(cli, tmp_path, "dpo", "--data", "no-org/no-prefs", "--split", "train")
+    finally:
+        hub.close()
+    assert "no-org/no-prefs: no such dataset on the Hugging Face Hub" in err
+    assert hub.requests == ["GET /api/datasets/no-org/no-prefs"], hub.requests
+
+
 def test_subprocess_no_network_is_one_line_at_once(tmp_path, run):
     """The hub out of reach (here: a port nobody listens on): one line within seconds, not a
     minute of retries per file, and nothing written."""
@@ -390,6 +406,23 @@ def test_subprocess_no_network_is_one_line_at_once(tmp_path, run):
     others = [ln for ln in proc.stderr.splitlines() if not ln.startswith(("error:", "note: eval_steps"))]
     assert others == [], proc.stderr[-2000:]  # no retry messages
     assert elapsed < 40, elapsed  # start-up included; the retries took 50 s before
+    assert snapshot(tmp_path) == before
+
+
+def test_subprocess_no_network_for_a_hub_dataset_is_one_line_at_once(tmp_path, run):
+    """The same for a hub dataset id: datasets alone retried five times (25 s of messages here)."""
+    import time
+
+    env = {"HF_HUB_OFFLINE": "", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    before = snapshot(tmp_path)
+    start = time.monotonic()
+    proc = run("dpo", "--data", "no-org/no-prefs", "--split", "train", "-o", tmp_path / "out", env=env, cwd=tmp_path)
+    elapsed = time.monotonic() - start
+    line = _one_error_line(proc)
+    assert proc.returncode == 2 and "cannot reach the Hugging Face Hub for this dataset" in line, proc.stderr[-2000:]
+    assert "no copy is in the local cache" in line and "OfflineModeIsEnabled" not in line, line
+    assert [ln for ln in proc.stderr.splitlines() if not ln.startswith("error:")] == [], proc.stderr[-2000:]
+    assert elapsed < 20, elapsed
     assert snapshot(tmp_path) == before
 
 

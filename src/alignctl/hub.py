@@ -12,6 +12,7 @@ with one line saying so), as it is under `HF_HUB_OFFLINE=1`, where nothing is as
 from __future__ import annotations
 
 import os
+import sys
 
 from alignctl.errors import ModelError
 
@@ -39,37 +40,78 @@ def _go_offline() -> None:
 
     os.environ["HF_HUB_OFFLINE"] = "1"
     huggingface_hub.constants.HF_HUB_OFFLINE = True
+    datasets = sys.modules.get("datasets")  # read at its import too
+    if datasets is not None:
+        datasets.config.HF_HUB_OFFLINE = True
 
 
 def check_model(repo_id: str) -> None:
     """One line (ModelError) when the hub id cannot be loaded: not in the cache while offline, not
     on the hub, gated, or the hub out of reach with no cached copy."""
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError
-
     if offline():
         if _cached(repo_id):
             return
         raise ModelError(f"{repo_id}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set ({OFFLINE_HINT})")
     try:
-        HfApi().model_info(repo_id, timeout=TIMEOUT)
+        problem = _ask(repo_id, "model")
+    except _Unreachable as exc:
+        if not _cached(repo_id):
+            raise ModelError(f"{repo_id}: cannot reach the Hugging Face Hub ({exc}); {OFFLINE_HINT}") from None
+        from alignctl.console import note
+
+        _go_offline()
+        note(f"{repo_id}: the Hugging Face Hub is out of reach; using the copy in the local cache")
+        return
+    if problem:
+        raise ModelError(f"{repo_id}: {problem}")
+
+
+def check_dataset(repo_id: str) -> str | None:
+    """The same one request for a hub dataset id (datasets itself retries five times, about 25 s,
+    without a network). Not on the hub, gated, or refused: one line (InputError). Out of reach:
+    offline mode is switched on, so datasets reads its own cache or fails at once, and the reason
+    the hub did not answer is returned for that failure's message."""
+    from alignctl.errors import InputError
+
+    if offline():
+        _go_offline()  # datasets may have read the variable at its import, before it was set
+        return None
+    try:
+        problem = _ask(repo_id, "dataset")
+    except _Unreachable as exc:
+        _go_offline()
+        return str(exc)
+    if problem:
+        raise InputError(f"{repo_id}: {problem}")
+    return None
+
+
+class _Unreachable(Exception):
+    """The network failed before the hub answered (refused, unknown host, timed out)."""
+
+
+def _ask(repo_id: str, kind: str) -> str | None:
+    """None when the hub has `repo_id` and lets us read it, otherwise what is wrong, in words;
+    _Unreachable when the hub did not answer."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+
+    api = HfApi()
+    info = api.model_info if kind == "model" else api.dataset_info
+    try:
+        info(repo_id, timeout=TIMEOUT)
     except RepositoryNotFoundError:
-        raise ModelError(f"{repo_id}: no such model on the Hugging Face Hub (a private one needs $HF_TOKEN)") from None
+        return f"no such {kind} on the Hugging Face Hub (a private one needs $HF_TOKEN)"
     except GatedRepoError:
-        raise ModelError(f"{repo_id}: a gated model: accept its terms on the hub, then set $HF_TOKEN") from None
+        return f"a gated {kind}: accept its terms on the hub, then set $HF_TOKEN"
     except HFValidationError as exc:
-        raise ModelError(f"{repo_id}: not a valid hub id ({_first_line(exc)})") from None
+        return f"not a valid hub id ({_first_line(exc)})"
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", "an error")
-        raise ModelError(f"{repo_id}: the Hugging Face Hub answered {status} ({_first_line(exc)})") from None
-    except _network_errors() as exc:  # no network: refused, unknown host, timed out
-        if _cached(repo_id):
-            from alignctl.console import note
-
-            _go_offline()
-            note(f"{repo_id}: the Hugging Face Hub is out of reach; using the copy in the local cache")
-            return
-        raise ModelError(f"{repo_id}: cannot reach the Hugging Face Hub ({_first_line(exc)}); {OFFLINE_HINT}") from None
+        return f"the Hugging Face Hub answered {status} ({_first_line(exc)})"
+    except _network_errors() as exc:
+        raise _Unreachable(_first_line(exc)) from None
+    return None
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

@@ -261,10 +261,14 @@ def _dataset_rows(path: Path, split: str | None, result: ReadResult) -> Iterator
 
 
 def _hub_rows(dataset_id: str, split: str, result: ReadResult) -> Iterator[dict]:
-    yield from _table_rows(_load_dataset(dataset_id, split, where=dataset_id), dataset_id, split, result)
+    from alignctl import hub
+
+    unreachable = hub.check_dataset(dataset_id)  # one request, not datasets' five retries
+    ds = _load_dataset(dataset_id, split, where=dataset_id, unreachable=unreachable)
+    yield from _table_rows(ds, dataset_id, split, result)
 
 
-def _load_dataset(ref: str, split: str | None, *, where: str):
+def _load_dataset(ref: str, split: str | None, *, where: str, unreachable: str | None = None):
     import datasets
 
     try:
@@ -275,8 +279,9 @@ def _load_dataset(ref: str, split: str | None, *, where: str):
             raise InputError(f"{where}: {_unknown_split(split, exc)}") from None
         raise InputError(f"{where}: cannot load the dataset ({_first_line(exc)})") from None
     except (ConnectionError, OSError) as exc:
+        why = f"{unreachable}, and no copy is in the local cache" if unreachable else _first_line(exc)
         raise InputError(
-            f"{where}: cannot reach the Hugging Face Hub for this dataset ({_first_line(exc)}); "
+            f"{where}: cannot reach the Hugging Face Hub for this dataset ({why}); "
             "offline, use a dir written by datasets' save_to_disk or a local file"
         ) from None
     except Exception as exc:  # datasets' own errors (DatasetNotFoundError, ...) carry the reason
