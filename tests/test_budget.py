@@ -104,6 +104,7 @@ runpy.run_module("alignctl", run_name="__main__")
 """
 
 
+@pytest.mark.long  # two ranks under torchrun; test_every_rank_takes_rank_0s_answer keeps the rule in the default run
 def test_two_ranks_whose_clocks_disagree_train_the_same_steps(tmp_path, tiny_lm):
     """`torchrun --nproc_per_node 2` dpo with a 10-minute budget that rank 1's clock spends at step 1:
     both ranks go on with rank 0's answer to the planned step 3 (a rank that stopped alone would

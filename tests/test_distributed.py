@@ -86,7 +86,19 @@ def test_accelerate_config_loads(name, monkeypatch):
         assert plugin.fsdp_version == 2 and plugin.cpu_ram_efficient_loading
 
 
-@pytest.mark.parametrize("stage", sorted(s for s, case in CASES.items() if case.torchrun))
+# The default run keeps dpo's two ranks (and ppo's, tests/test_ppo.py); the other stages' take
+# another two minutes of subprocesses and run with make test-slow.
+DEFAULT_RUN = {"dpo"}
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [
+        pytest.param(s, marks=() if s in DEFAULT_RUN else pytest.mark.long)
+        for s, c in sorted(CASES.items())
+        if c.torchrun
+    ],
+)
 def test_torchrun_two_ranks_only_rank0_writes(tmp_path, tiny_lm, stage):
     """`torchrun --nproc_per_node 2 -m alignctl STAGE` on CPU (gloo): one output, written once
     (the stages tests/stage_cases.py marks; ppo has its own in tests/test_ppo.py)."""
@@ -187,6 +199,7 @@ def _accelerate(tmp: Path, config: str, *args, extra_launch: tuple[str, ...] = (
     return subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.long  # three launches: a flake that came 1 run in 9
 def test_accelerate_launch_exits_clean_every_time(tmp_path, tiny_lm):
     """`accelerate launch --config_file presets/accelerate/cpu-2proc.yaml -m alignctl dpo ...`, three
     times: every rank exits 0 (rank 1 used to abort at interpreter exit, 1 run in 9, with the
@@ -202,6 +215,7 @@ def test_accelerate_launch_exits_clean_every_time(tmp_path, tiny_lm):
         assert json.loads((tmp_path / f"out{i}" / "alignctl.json").read_text())["world_size"] == 2
 
 
+@pytest.mark.long  # two processes, full fine-tuning, half a minute
 def test_fsdp2_on_cpu_saves_full_loadable_changed_weights(tmp_path, tiny_lm):
     """FSDP2 (presets/accelerate/fsdp.yaml, 2 processes on CPU over gloo), full fine-tuning: the
     sharded weights are gathered before the save, so the output is a whole HF dir that loads and

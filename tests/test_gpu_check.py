@@ -7,9 +7,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
+@pytest.mark.long  # a minute: every stage of the GPU plan, each a subprocess
 def test_gpu_check_dry_run_on_cpu(tmp_path, tiny_lm):
     out = tmp_path / "gpu.jsonl"
     proc = subprocess.run(

@@ -55,6 +55,7 @@ def _pair(line: str) -> tuple:
     return r["prompt"], r["chosen"], r["rejected"], r["score_chosen"], r["score_rejected"]
 
 
+@pytest.mark.long  # the default run keeps dpo's (tests/test_iterate.py)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_two_rounds_then_sigkill_in_round_2_and_rerun_gives_the_same_outputs(case, tmp_path, tiny_lm, tiny_rm):
     ref_dir, killed_dir = tmp_path / "ref", tmp_path / "killed"

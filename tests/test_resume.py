@@ -172,7 +172,10 @@ RESUME_STAGES = {
 }
 
 
-@pytest.mark.parametrize("stage", sorted(RESUME_STAGES))
+@pytest.mark.parametrize(
+    "stage",  # online-dpo's takes the path grpo's takes (TRL's checkpoint); it runs with make test-slow
+    [pytest.param(s, marks=pytest.mark.long if s == "online-dpo" else ()) for s in sorted(RESUME_STAGES)],
+)
 def test_resume_after_kill_ends_with_the_weights_of_an_uninterrupted_run(
     stage, tmp_path, tiny_lm, run, cli, monkeypatch, one_thread
 ):
