@@ -38,6 +38,7 @@ def jl(*recs: object) -> bytes:
 DATA_CASES = [
     # preferences
     ("malformed-json", "preferences", jl(OK_PREF) + b'{"prompt": "a", "chosen": "b" "rejected": "c"}\n', 2, "invalid JSON: Expecting ',' delimiter"),
+    ("unterminated-string", "preferences", jl(OK_PREF) + b'{"prompt": "a", "chosen": "b}\n' + jl(OK_PREF), 2, "invalid JSON: Unterminated string starting at column 27"),
     ("trailing-partial-line", "preferences", jl(OK_PREF, OK_PREF) + b'{"prompt": "a", "cho', 3, "truncated last line"),
     ("missing-chosen", "preferences", jl(OK_PREF, {"prompt": "a", "rejected": "c"}), 2, '"chosen" is missing'),
     ("missing-rejected", "preferences", jl({"prompt": "a", "chosen": "b"}), 1, '"rejected" is missing'),

@@ -109,13 +109,19 @@ def _read_bytes(path: Path) -> bytes:
 # JSON text
 
 
+def _json_msg(exc: json.JSONDecodeError) -> str:
+    """json's reason without its own trailing "at" ("Unterminated string starting at"), which our
+    "at column N" would double."""
+    return exc.msg.removesuffix(" at")
+
+
 def decode(text: str, result: ReadResult, position: int, last: bool = False) -> tuple[bool, Any]:
     """(ok, value) of one JSON text; a problem is recorded at `position` when not ok."""
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         hint = " (a truncated last line: was the file cut off?)" if last else ""
-        result.problem(position, f"invalid JSON: {exc.msg} at column {exc.colno}{hint}")
+        result.problem(position, f"invalid JSON: {_json_msg(exc)} at column {exc.colno}{hint}")
         return False, None
     except RecursionError:
         result.problem(position, "invalid JSON: nested too deeply")
@@ -165,7 +171,7 @@ def _json_array(data: bytes, result: ReadResult) -> Iterator[tuple[int, Any]]:
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
-        result.problem(0, f"invalid JSON array: {exc.msg} at line {exc.lineno} column {exc.colno}")
+        result.problem(0, f"invalid JSON array: {_json_msg(exc)} at line {exc.lineno} column {exc.colno}")
         return
     except (RecursionError, ValueError) as exc:
         result.problem(0, f"invalid JSON array: {'nested too deeply' if isinstance(exc, RecursionError) else exc}")
