@@ -1,4 +1,5 @@
-"""A model named by its hub id, checked with one request before anything is written or loaded.
+"""A model (or dataset) named by its hub id, checked with one request before anything is written
+or loaded.
 
 transformers finds out that a hub id is wrong, or that the hub is out of reach, only when it
 downloads the first file, after the stage has opened its output; without a network it retries
@@ -7,6 +8,8 @@ once, here, with a short timeout and no retries: a model the hub does not have, 
 no network, is one line and exit 2 at once. A model already in the local Hugging Face cache is
 used from there when the hub cannot be reached (offline mode is switched on for this process,
 with one line saying so), as it is under `HF_HUB_OFFLINE=1`, where nothing is asked at all.
+datasets retries the same way (five times, ~25 s), so a hub dataset id gets the same one request
+(`check_dataset`, called by readers.py).
 """
 
 from __future__ import annotations
