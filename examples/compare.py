@@ -130,10 +130,15 @@ def alignctl() -> list[str]:
     return [sys.executable, "-m", "alignctl"]
 
 
+def needs_rm(method: str) -> bool:
+    """Whether a method reads the task's reward model (train-rm's job)."""
+    return "{rm}" in " ".join(METHODS[method][1])
+
+
 def command(task: str, method: str, fill: dict) -> tuple[list, list[str]]:
     """A method's alignctl arguments for a task, and the jobs they read."""
     stage, args = METHODS[method]
-    after = [f"{task}/label"] + ([f"{task}/rm"] if "{rm}" in " ".join(args) else [])
+    after = [f"{task}/label"] + ([f"{task}/rm"] if needs_rm(method) else [])
     return [stage, *[a.format(**{k: str(v) for k, v in fill.items()}) for a in args]], after
 
 
@@ -171,7 +176,7 @@ def plan(out: Path, tasks: list[str], methods: list[str], seeds: list[int], budg
             )
         )
         chosen = [m for m in methods if task == "qa" or m in ARITH_METHODS]
-        if any(m.endswith("-rm") for m in chosen):
+        if any(needs_rm(m) for m in chosen):
             jobs.append(
                 Job(
                     f"{task}/rm",
@@ -299,6 +304,9 @@ def run_jobs(jobs: list[Job], out: Path, parallel: int, dry_run: bool) -> None:
                     pending.remove(job)
                     running[pool.submit(start, job)] = job
             if not running:
+                for job in pending:  # an input the plan never runs: say so rather than drop it
+                    failed.add(job.name)
+                    print(f"skip {job.name}: waits on {', '.join(a for a in job.after if a not in done)}", flush=True)
                 break
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished:

@@ -105,6 +105,10 @@ def test_compare_commands_parse_and_their_settings_resolve(tmp_path):
         "report",
     }
     chain = {job.name: job for job in jobs}
+    for method in compare.METHODS:  # any one method alone plans the jobs it reads (ppo-rm-vllm: train-rm)
+        alone = compare.plan(tmp_path, list(compare.TASKS), [method], [1], 10.0)
+        names = {job.name for job in alone}
+        assert all(a in names for job in alone for a in job.after), method
     first, then = chain["arith/sft-dpo-s2/sft"], chain["arith/sft-dpo-s2"]  # the chapter's order: sft, then dpo
     assert first.argv[0] == "sft" and "--from-prefs" in first.argv and then.argv[0] == "dpo"
     assert then.argv[then.argv.index("-m") + 1] == first.argv[first.argv.index("-o") + 1] and first.name in then.after

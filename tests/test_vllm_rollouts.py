@@ -105,6 +105,7 @@ def _one_update(model, prompts, lr: float) -> None:
     opt.zero_grad()
 
 
+@pytest.mark.xdist_group("engine")  # one engine for these tests (`make test-vllm` runs --dist loadgroup)
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_weights_reach_the_engine_after_an_update(engine_and_policy, lora):
     """After one update and `sync`, the engine's greedy answers are the updated policy's own (HF),
@@ -133,6 +134,7 @@ def test_weights_reach_the_engine_after_an_update(engine_and_policy, lora):
     engine.sync(base)
 
 
+@pytest.mark.xdist_group("engine")
 def test_engine_logprobs_are_the_policys(engine_and_policy):
     """Sampled at temperature 0.7, the engine's log-probs (after temperature, in the policy's fp32)
     equal the policy's own to 1e-3 (measured on SmolLM2: mean |diff| 6e-6, max 1.2e-4)."""
