@@ -66,7 +66,7 @@ def test_orpo_reads_every_preference_shape_and_holds_out_pairs(tmp_path, tiny_lm
     ],
 )
 def test_reference_settings_are_unknown_to_orpo(tmp_path, cli, extra, message):
-    from test_bad_input import fails_writing_nothing
+    from refusals import fails_writing_nothing
 
     write_jsonl(tmp_path / "p.jsonl", toy_preferences(2))
     err = fails_writing_nothing(cli, tmp_path, "orpo", "-d", "p.jsonl", "-m", tmp_path / "nowhere", "-o", "o", *extra)

@@ -106,7 +106,7 @@ def test_trl_advantage_is_the_leave_one_out_baseline(tiny_lm):
     ],
 )
 def test_bad_rloo_input_is_one_line_and_writes_nothing(tmp_path, cli, extra, message):
-    from test_bad_input import fails_writing_nothing
+    from refusals import fails_writing_nothing
 
     write_jsonl(tmp_path / "p.jsonl", PROMPTS[:2])
     err = fails_writing_nothing(cli, tmp_path, "rloo", "-p", "p.jsonl", "-m", tmp_path / "nowhere", "-o", "o", *extra)

@@ -119,7 +119,7 @@ def test_from_prefs_fine_tunes_on_the_chosen_answers(tmp_path, tiny_lm, run):
     ],
 )
 def test_bad_sft_input_is_one_line_and_writes_nothing(tmp_path, cli, records, message):
-    from test_bad_input import fails_writing_nothing
+    from refusals import fails_writing_nothing
 
     write_jsonl(tmp_path / "s.jsonl", records)
     err = fails_writing_nothing(cli, tmp_path, "sft", "-d", "s.jsonl", "-m", tmp_path / "no-model", "-o", "out")
@@ -127,7 +127,7 @@ def test_bad_sft_input_is_one_line_and_writes_nothing(tmp_path, cli, records, me
 
 
 def test_from_prefs_needs_a_preference_file(tmp_path, cli):
-    from test_bad_input import fails_writing_nothing
+    from refusals import fails_writing_nothing
 
     write_jsonl(tmp_path / "s.jsonl", toy_completions(2))
     err = fails_writing_nothing(cli, tmp_path, "sft", "-d", "s.jsonl", "--from-prefs", "-m", tmp_path / "x", "-o", "o")

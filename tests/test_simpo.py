@@ -80,7 +80,7 @@ def test_simpo_learns_the_preference_with_one_model(tmp_path, tiny_lm, monkeypat
     ],
 )
 def test_bad_simpo_settings_are_one_line_and_write_nothing(tmp_path, cli, extra, message):
-    from test_bad_input import fails_writing_nothing
+    from refusals import fails_writing_nothing
 
     write_jsonl(tmp_path / "p.jsonl", toy_preferences(2))
     err = fails_writing_nothing(cli, tmp_path, "simpo", "-d", "p.jsonl", "-m", tmp_path / "x", "-o", "o", *extra)
