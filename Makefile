@@ -33,8 +33,9 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 # every trainer on the embedded model under the same CPU budget, side by side (docs/results.md);
-# about 5 hours on 2 cores with sft, orpo, simpo, rloo and sft-dpo added (an estimate: 2.5 hours measured
-# before they were; SEEDS=1: half that): BUDGET=minutes of training per method
+# about 4.5 hours on 2 cores (2.5 hours measured before sft, orpo, simpo, rloo and sft-dpo were added;
+# those five took 49 minutes on the arithmetic task, both seeds; SEEDS=1: half): BUDGET=minutes of
+# training per method
 BUDGET ?= 10
 SEEDS ?= 1 2
 compare: $(STAMP)

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 # The KL to the reference each method logs: ppo and online-dpo (TRL's k1 estimate summed over the
-# answer), grpo (per token). kto's logged "kl" is its reference point z_ref, not a distance to base.
-KL_KEYS = {"ppo": "objective/kl", "online-dpo": "objective/kl", "grpo": "kl", "iterate": None}
+# answer), grpo and rloo (TRL's per-token mean). kto's logged "kl" is its reference point z_ref, not
+# a distance to base.
+KL_KEYS = {"ppo": "objective/kl", "online-dpo": "objective/kl", "grpo": "kl", "rloo": "kl", "iterate": None}
 
 
 def _json(path: Path) -> dict[str, Any] | None:

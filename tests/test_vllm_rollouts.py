@@ -237,24 +237,26 @@ def test_trl_stages_sample_through_the_engine(tmp_path, run, vllm_flat_lm, stage
     assert _changed(vllm_flat_lm, tmp_path / "out")
 
 
-def test_smollm2_online_stages_on_the_engine(tmp_path, run):
-    """The embedded SmolLM2 through each online stage on the engine: two updates each, the
-    engine's answers are real text (scored by the QA rule), every run complete."""
+SMOLLM2_RUNS = {
+    "grpo": ["--reward", "rule:qa", "--num-generations", "2", "--batch-size", "4", "--max-completion-length", "16"],
+    "online-dpo": ["--reward", "rule:qa", "--batch-size", "2", "--max-new-tokens", "16"],
+    "ppo": ["--reward", "rule:qa", "--response-length", "16", "--set", "per_device_train_batch_size=2",
+            "--set", "gradient_accumulation_steps=1", "--set", "total_episodes=4"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("stage", SMOLLM2_RUNS)  # one test each: `make test-vllm` spreads them over its workers
+def test_smollm2_online_stages_on_the_engine(tmp_path, run, stage):
+    """The embedded SmolLM2 through each online stage on the engine: two updates, the engine's
+    answers are real text (scored by the QA rule), the run complete."""
     rows = [{"prompt": "What is the capital of France?", "answer": "Paris"},
             {"prompt": "How many legs does a spider have?", "answer": "eight"}]  # fmt: skip
     prompts = write_jsonl(tmp_path / "qa.jsonl", rows)
     common = ["--prompts", prompts, "-m", "smollm2-135m", "--backend", "vllm", "--max-steps", "2", "--lr", "3e-4",
               "--set", "use_peft=true"]  # fmt: skip
-    runs = {
-        "grpo": ["--reward", "rule:qa", "--num-generations", "2", "--batch-size", "4", "--max-completion-length", "16"],
-        "online-dpo": ["--reward", "rule:qa", "--batch-size", "2", "--max-new-tokens", "16"],
-        "ppo": ["--reward", "rule:qa", "--response-length", "16", "--set", "per_device_train_batch_size=2",
-                "--set", "gradient_accumulation_steps=1", "--set", "total_episodes=4"],
-    }  # fmt: skip
-    for stage, extra in runs.items():
-        out = tmp_path / stage
-        res = run(stage, *common, *extra, "-o", out, env=ENV)
-        assert res.returncode == 0, (stage, res.stderr[-3000:])
-        m = _manifest(out)
-        assert m["sampler"]["by"] == "alignctl rollout engine", stage
-        assert m["final_metrics"]["sampler/weight_syncs"] >= 1, stage
+    out = tmp_path / stage
+    res = run(stage, *common, *SMOLLM2_RUNS[stage], "-o", out, env=ENV)
+    assert res.returncode == 0, (stage, res.stderr[-3000:])
+    m = _manifest(out)
+    assert m["sampler"]["by"] == "alignctl rollout engine", stage
+    assert m["final_metrics"]["sampler/weight_syncs"] >= 1, stage
