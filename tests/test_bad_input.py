@@ -1,5 +1,6 @@
 # ruff: noqa: E501 (the case table reads best one case a line)
-"""The bad-input corpus: every way a user's file, model, output path or setting can be wrong.
+"""The bad-input corpus, data: every way a user's file can be wrong (models and outputs:
+test_bad_models.py; settings: test_bad_settings.py; the shared checks: refusals.py).
 
 Each case must end the same way: exit code 2, one message naming the file and line (or the flag),
 no traceback unless --debug, and nothing left behind (no output, no `<out>.partial`). A UTF-8 BOM
