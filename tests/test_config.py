@@ -136,3 +136,14 @@ def test_preset_name_wins_over_a_directory_of_that_name(tmp_path, monkeypatch, c
     own = tmp_path / "mine"  # a YAML file without a suffix is still a file path
     own.write_text("beta: 0.3\n")
     assert config.find_preset("mine").resolve() == own
+
+
+def test_idle_eval_steps_is_said_where_someone_chose_it():
+    """Without eval data a run says eval_steps does nothing when the chapter's preset (dpo), a config
+    or a --set chose it; orpo's is the built-in default, nobody's choice, and gets no line."""
+    from alignctl.training.fit import idle_eval_steps
+
+    assert "eval_steps=500" in idle_eval_steps(stages.resolve("dpo"))
+    assert idle_eval_steps(stages.resolve("orpo")) is None
+    assert "eval_steps=20" in idle_eval_steps(stages.resolve("orpo", sets=["eval_steps=20"]))
+    assert idle_eval_steps(stages.resolve("dpo", sets=["eval_steps=0"])) is None

@@ -17,10 +17,11 @@ def _rows(out) -> list[dict]:
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_orpo_learns_the_preference_without_a_reference_model(tmp_path, tiny_lm, monkeypatch, lr="1e-2"):
+def test_orpo_learns_the_preference_without_a_reference_model(tmp_path, tiny_lm, monkeypatch, caplog, lr="1e-2"):
     """16 steps on the separable toy set: the chosen answers' log-odds over the rejected ones'
     (TRL's log_odds_chosen) rise from about 0 to above 1, and the answers' NLL falls; one model was
-    loaded (ORPO has no reference). At learning rate 0 nothing moves (tried: `lr="0"` fails)."""
+    loaded (ORPO has no reference). At learning rate 0 nothing moves (tried: `lr="0"` fails). TRL has
+    nothing to say about the run's settings: the preset keeps the columns its pair collator reads."""
     from alignctl import models
     from alignctl.stages import orpo
 
@@ -38,6 +39,7 @@ def test_orpo_learns_the_preference_without_a_reference_model(tmp_path, tiny_lm,
     assert len(loaded) == 1
     manifest = json.loads((out / "alignctl.json").read_text())
     assert manifest["stage"] == "orpo" and manifest["records"] == {"train": 32, "eval": 0}
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("trl")]
 
 
 def test_orpo_reads_every_preference_shape_and_holds_out_pairs(tmp_path, tiny_lm, run):

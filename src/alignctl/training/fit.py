@@ -71,6 +71,14 @@ def whole_groups(resolved: Resolved, stage: str, world_size: int | None = None) 
     )
 
 
+def idle_eval_steps(resolved: Resolved) -> str | None:
+    """The line saying `eval_steps` does nothing, for a run without eval data: only where a preset,
+    config file or flag chose it (the chapter's presets do); the built-in default is nobody's choice."""
+    if not resolved.get("eval_steps") or resolved.sources.get("eval_steps", "default") == "default":
+        return None
+    return f"eval_steps={resolved['eval_steps']} does nothing without eval data (--eval-split 0.1 or a file)"
+
+
 def begin_run(
     stage: str,
     resolved: Resolved,
@@ -130,8 +138,8 @@ def begin_offline(
 
     records = read(data, split=split)
     train_recs, eval_recs = split_records(records, resolved["eval_split"], resolved["seed"], read)
-    if not eval_recs and resolved.get("eval_steps"):
-        note(f"eval_steps={resolved['eval_steps']} does nothing without eval data (--eval-split 0.1 or a file)")
+    if not eval_recs and (line := idle_eval_steps(resolved)):
+        note(line)
     model_path = models.resolve_model(model)
     inputs: dict[str, Any] = {"data": readers.fingerprint(data, split)}
     if resolved["eval_split"] and Path(str(resolved["eval_split"])).exists():
