@@ -251,3 +251,34 @@ def test_output_dir_is_claimed_before_any_work(tmp_path, tiny_lm):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(OutputError, match="not an iterate run"):
         iterate.plan(resolved, train, str(tiny_lm), BY, tmp_path / "other", None)
+
+
+def test_the_rounds_table_fits_80_columns_without_cutting_a_cell(monkeypatch):
+    """iterate's round-by-round table on an 80-column terminal: every cell whole (no "…"), the
+    interval on one line. Its old 9 boxed columns cut the reward, base and win-rate cells there."""
+    import io
+
+    from rich.console import Console
+
+    from alignctl import comparison
+
+    screen = Console(width=80, record=True, file=io.StringIO(), soft_wrap=True)
+    monkeypatch.setattr(comparison, "console", screen)
+
+    def ev(model: float, baseline: float, wtl: tuple[int, int, int]) -> dict:
+        return {
+            "model": {"mean_reward": model, "mean_length": 12.25},
+            "baseline": {"mean_reward": baseline},
+            **dict(zip(("wins", "ties", "losses"), wtl, strict=True)),
+            **{"win_rate": 0.5625, "low": 0.2593, "high": 0.8261, "length_controlled": {"win_rate": 0.5714}},
+        }
+
+    first = ev(0.75, 0.625, (12, 26, 2))
+    rounds = [
+        {"round": 1, "pairs": 120, "train_pairs": 120, "eval": first, "eval_vs_base": first},
+        {"round": 2, "pairs": 118, "train_pairs": 238, "eval": ev(0.8, 0.75, (10, 28, 2)), "eval_vs_base": first},
+    ]
+    comparison.rounds_table(rounds, title="iterate: runs/it (round 2 of 2)")
+    table = screen.export_text().splitlines()[:-1]  # the caption is one grep-able line
+    assert "…" not in "\n".join(table) and max(map(len, table)) <= 80, "\n".join(table)
+    assert "0.56 [0.26, 0.83]" in table[-1] and "118/238" in table[-1] and "0.625" in table[-1]

@@ -151,18 +151,33 @@ def rounds_final(entries: list[dict]) -> dict[str, Any]:
 
 
 def rounds_table(entries: list[dict], title: str = "iterate") -> None:
-    """Round by round: pairs, reward vs the previous round and vs base, W/T/L, win rate (raw, length-controlled)."""
+    """Round by round: pairs, reward beside the previous round's and the base model's, W/T/L and win rates
+    (raw, length-controlled) against the previous round, words."""
     from rich.table import Table
 
     def r(x: Any) -> str:
         return "—" if x is None else f"{x:.3f}"
 
+    from rich import box
     from rich.markup import escape
 
-    table = Table(title=escape(title), title_justify="left")
-    cols = ("round", "pairs (new/train)", "reward", "vs previous", "W/T/L", "win rate", "LC win rate", "vs base")
-    for col in (*cols, "length"):
-        table.add_column(col, justify="right")
+    # fits 80 columns: no outer edge, one space of padding, no cell wraps
+    table = Table(
+        title=escape(title),
+        title_justify="left",
+        caption="pairs: the round's / trained on. reward, prev., base: the round's model, the model it started "
+        "from, the base model. W/T/L, win rate, LC (length-controlled): the round's model against the one it "
+        "started from.",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        collapse_padding=True,
+        pad_edge=False,
+        show_edge=False,
+    )
+    cols = ("round", "pairs", "reward", "prev.", "base", "W/T/L", "win rate [95% CI]", "LC win", "words")
+    for col in cols:
+        table.add_column(col, justify="right", no_wrap=True)
     for e in entries:
         ev, base = e["eval"], e.get("eval_vs_base") or {}
         table.add_row(
@@ -170,10 +185,10 @@ def rounds_table(entries: list[dict], title: str = "iterate") -> None:
             f"{e['pairs']}/{e['train_pairs']}",
             r(ev["model"]["mean_reward"]),
             r(ev["baseline"]["mean_reward"]),
+            r((base.get("baseline") or {}).get("mean_reward")),
             f"{ev['wins']}/{ev['ties']}/{ev['losses']}",
             f"{ev['win_rate']:.2f} [{ev['low']:.2f}, {ev['high']:.2f}]",
             r((ev.get("length_controlled") or {}).get("win_rate")),
-            r((base.get("baseline") or {}).get("mean_reward")),
             f"{ev['model']['mean_length']:.1f}",
         )
     console.print(table)
