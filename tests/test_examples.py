@@ -17,6 +17,16 @@ from conftest import REPO
 EXAMPLES = REPO / "examples"
 
 
+def _example(name: str, monkeypatch):
+    """An examples/ script as a module, with examples/ on the path for the whole test: compare_table
+    imports its sibling compare when it builds a row (it passed only where another test had left
+    compare imported)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    return importlib.import_module(name)
+
+
 def _commands(text: str) -> list[list[str]]:
     """The `alignctl ...` commands of a script or of `make -n` output, continuation lines joined."""
     joined = text.replace("\\\n", " ")
@@ -73,18 +83,13 @@ def test_demo_script_help():
     assert proc.returncode == 0 and "--force" in proc.stdout
 
 
-def test_compare_commands_parse_and_their_settings_resolve(tmp_path):
+def test_compare_commands_parse_and_their_settings_resolve(tmp_path, monkeypatch):
     """Every command `make compare` runs is a valid alignctl command line, and its preset and
     --set values resolve (a typo would otherwise surface an hour into the run)."""
-    import sys
 
     from alignctl.stages import resolve
 
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import compare
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    compare = _example("compare", monkeypatch)
     jobs = compare.plan(tmp_path, list(compare.TASKS), list(compare.METHODS), [1, 2], 10.0)
     stages = {job.argv[0] for job in jobs}
     assert stages == {
@@ -125,16 +130,11 @@ def test_compare_commands_parse_and_their_settings_resolve(tmp_path):
             assert args[args.index("--max-minutes") + 1] == ("5" if halved else "10"), job.name
 
 
-def test_compare_table_counts_right_answers_kept_lost_and_new_and_the_spread_over_seeds(tmp_path):
+def test_compare_table_counts_right_answers_kept_lost_and_new_and_the_spread_over_seeds(tmp_path, monkeypatch):
     """Correctness apart from brevity, per question against the base, and each method's seeds summarised."""
     import json
-    import sys
 
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import compare_table
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    compare_table = _example("compare_table", monkeypatch)
     held = tmp_path / "held.jsonl"
     questions = [("Capital of France?", ["Paris"]), ("Two plus two?", ["four", "4"]), ("Largest ocean?", ["Pacific"])]
     held.write_text("".join(json.dumps({"prompt": q, "answer": a}) + "\n" for q, a in questions))
@@ -155,16 +155,11 @@ def test_compare_table_counts_right_answers_kept_lost_and_new_and_the_spread_ove
     assert summary[-1] == "| grpo-rule | 2 | 0.650 (0.600 - 0.700) | 0.500 | 1.0 |"
 
 
-def test_compare_table_takes_the_peak_memory_of_the_command_that_wrote_the_run(tmp_path):
+def test_compare_table_takes_the_peak_memory_of_the_command_that_wrote_the_run(tmp_path, monkeypatch):
     """A job run again with other arguments and then set back: the row is the run on disk's."""
     import json
-    import sys
 
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import compare_table
-    finally:
-        sys.path.remove(str(EXAMPLES))
+    compare_table = _example("compare_table", monkeypatch)
     run = tmp_path / "qa" / "grpo-rule-s1"
     run.mkdir(parents=True)
     (run / "alignctl.json").write_text(json.dumps({"command": ["/x/__main__.py", "grpo", "--lr", "3e-4"]}))
