@@ -153,13 +153,12 @@ def rounds_final(entries: list[dict]) -> dict[str, Any]:
 def rounds_table(entries: list[dict], title: str = "iterate") -> None:
     """Round by round: pairs, reward beside the previous round's and the base model's, W/T/L and win rates
     (raw, length-controlled) against the previous round, words."""
+    from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     def r(x: Any) -> str:
         return "—" if x is None else f"{x:.3f}"
-
-    from rich import box
-    from rich.markup import escape
 
     # fits 80 columns: no outer edge, one space of padding, no cell wraps
     table = Table(
